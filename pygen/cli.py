@@ -1,0 +1,93 @@
+"""The `gman-udf` command."""
+import argparse
+import getpass
+import sys
+
+from . import connect as connmod
+
+
+def _conn_opts(args):
+    if args.password == "" and sys.stdin.isatty():  # a bare -p asks, like the mysql client
+        args.password = getpass.getpass("Enter password: ")
+    return connmod.from_args(args)
+
+
+def cmd_sql(args) -> int:
+    from . import sqlgen
+    server = sqlgen.Server.parse(args.server_version) if args.server_version else sqlgen.PORTABLE
+    sys.stdout.write(sqlgen.uninstall_sql(server) if args.uninstall else sqlgen.install_sql(server))
+    return 0
+
+
+def cmd_install(args) -> int:
+    from pathlib import Path
+
+    from . import install
+    from .library import library_path
+    library = Path(args.library) if args.library else library_path()
+    opts = _conn_opts(args)
+    conn = connmod.connect(opts)
+    try:
+        rep = install.install(conn, library, opts.is_local())
+    except install.InstallError as e:
+        print(f"gman-udf install: {e}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    where = f"{rep.plugin_dir.rstrip('/')}/gman_udf.so"
+    print(f"server: {rep.server}")
+    print({True: f"copied {library} to {where}", False: f"{where} is up to date",
+           None: f"not copied: {rep.instructions}"}[rep.copied])
+    print(f"registered {len(rep.registered)} functions: {', '.join(rep.registered)}")
+    return 0
+
+
+def cmd_uninstall(args) -> int:
+    from . import install
+    conn = connmod.connect(_conn_opts(args))
+    try:
+        rep = install.uninstall(conn)
+    finally:
+        conn.close()
+    print(f"dropped {len(rep.dropped)} functions" + (f": {', '.join(rep.dropped)}" if rep.dropped else ""))
+    print(f"the library file stays in {rep.plugin_dir} (remove it once no server process uses it)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gman-udf", description="MySQL/MariaDB -> Gearman -> Redis, as loadable functions")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sql", help="print the registration SQL")
+    p.add_argument("--server-version", metavar="V",
+                   help="render for this server (e.g. 10.11.6-MariaDB, 8.0.36, mariadb); default: portable")
+    p.add_argument("--uninstall", action="store_true", help="print the DROP statements instead")
+    p.set_defaults(func=cmd_sql)
+
+    for name, func, text in (("install", cmd_install, "copy the library into the server's plugin_dir and register it"),
+                             ("uninstall", cmd_uninstall, "drop the functions")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("--help", action="help", help="show this help and exit")
+        connmod.add_arguments(p)
+        if name == "install":
+            p.add_argument("--library", help="the gman_udf.so to install (default: the one in this package)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="the whole pipeline on throwaway servers")
+    p.add_argument("--rows", type=int, default=5, help="sample rows to show")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

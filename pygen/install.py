@@ -1,0 +1,91 @@
+"""Install gman_udf.so into a running server: copy the library, register the functions."""
+import filecmp
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from . import catalog, sqlgen
+
+
+class InstallError(RuntimeError):
+    pass
+
+
+@dataclass
+class Report:
+    server: str = ""
+    plugin_dir: str = ""
+    copied: Optional[bool] = None  # True: copied; False: already there; None: could not
+    instructions: str = ""
+    registered: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+
+
+def server_identity(cur):
+    cur.execute("SELECT VERSION(), @@plugin_dir")
+    version, plugin_dir = cur.fetchone()
+    return sqlgen.Server.parse(version), version, plugin_dir
+
+
+def place_library(library: Path, plugin_dir: str, local: bool) -> Optional[bool]:
+    """Copy the library into plugin_dir when we can. Returns True (copied), False (an
+    identical copy is already there) or None (not on this machine, or not writable)."""
+    target = Path(plugin_dir) / catalog.LIBRARY
+    if not local or not Path(plugin_dir).is_dir():
+        return None
+    if target.exists() and filecmp.cmp(library, target, shallow=False):
+        return False
+    if not os.access(plugin_dir, os.W_OK):
+        return None
+    # Never overwrite in place: mysqld may have the old file mapped, and rewriting a mapped
+    # library crashes it. A rename gives the new file a new inode; the old mapping lives on.
+    fd, tmp = tempfile.mkstemp(prefix=".gman_udf.", dir=plugin_dir)
+    os.close(fd)
+    try:
+        shutil.copyfile(library, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+def installed_functions(cur) -> List[str]:
+    cur.execute("SELECT name FROM mysql.func WHERE dl = %s", (catalog.LIBRARY,))
+    return [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
+
+
+def install(conn, library: Path, local: bool) -> Report:
+    cur = conn.cursor()
+    server, version, plugin_dir = server_identity(cur)
+    rep = Report(server=version, plugin_dir=plugin_dir)
+    rep.copied = place_library(library, plugin_dir, local)
+    if rep.copied is None:
+        rep.instructions = (f"copy {library} to {plugin_dir}/{catalog.LIBRARY} on the database host "
+                            "(as the user that owns that directory), then run this command again")
+    try:
+        for stmt in sqlgen.install_statements(server):
+            cur.execute(stmt)
+    except Exception as e:
+        hint = f"; {rep.instructions}" if rep.instructions else ""
+        raise InstallError(f"registering the functions failed: {e}{hint}") from e
+    rep.registered = [f.name for f in sqlgen.functions_for(server)]
+    # A registered library that the server cannot use should fail here, not in a trigger.
+    cur.execute("SELECT udf_json_object(1 AS ok)")
+    if cur.fetchone()[0] not in (b'{"ok":1}', '{"ok":1}'):
+        raise InstallError("the functions were registered but udf_json_object(1 AS ok) gave a wrong result")
+    return rep
+
+
+def uninstall(conn) -> Report:
+    cur = conn.cursor()
+    server, version, plugin_dir = server_identity(cur)
+    rep = Report(server=version, plugin_dir=plugin_dir)
+    for stmt in sqlgen.uninstall_statements(server, installed_functions(cur)):
+        cur.execute(stmt)
+        rep.dropped.append(stmt.rsplit(" ", 1)[1])
+    return rep

@@ -1,0 +1,24 @@
+/*
+ * udf_error.h -- the plugin's last error, per server thread, read by gman_last_error().
+ *
+ * A UDF that fails returns NULL with *error set; the server has no channel for the reason.
+ * We keep the reason in a thread-local buffer so that a trigger can put it into
+ * SIGNAL ... MESSAGE_TEXT = gman_last_error() within the same statement.
+ */
+#ifndef GMAN_UDF_ERROR_H
+#define GMAN_UDF_ERROR_H
+
+#include <stddef.h>
+
+#define UDF_ERROR_SIZE 512
+
+void udf_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void udf_error_clear(void);
+/* The last error of this thread ("" when none), and its length. */
+const char *udf_error_get(size_t *len);
+
+/* Write an _init failure message into the server's buffer (UDF_MESSAGE_SIZE bytes) and
+ * return 1, the value _init returns on failure. */
+int udf_init_fail(char *message, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
