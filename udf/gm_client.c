@@ -1,0 +1,439 @@
+/*
+ * gm_client.c -- single jobs with failover, and pipelined streams (see gm_client.h).
+ */
+#define _GNU_SOURCE
+#include "gm_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define GM_UNIQUE_MAX 64     /* gearmand's GEARMAN_MAX_UNIQUE_SIZE */
+#define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
+#define GM_STREAM_SEND_AT 65536
+
+/* What an operation on one connection reports to the failover loop. */
+enum gm_op_result {
+    GM_OP_OK = 0,
+    GM_OP_IO = 1,      /* the connection failed: try again / next server, back off this one */
+    GM_OP_REFUSED = 2, /* the server answered ERROR: next server, no back-off */
+    GM_OP_FINAL = 3    /* stop here (the job was accepted, then its connection failed) */
+};
+
+typedef int (*gm_op)(gm_conn *c, void *ctx, const gm_config *cfg, char *err);
+
+static __thread uint64_t gm_rng[2];
+
+static uint64_t gm_rng_next(void)
+{
+    /* xorshift128+, seeded per thread from the kernel: ids are unique, not secret. */
+    if (gm_rng[0] == 0 && gm_rng[1] == 0) {
+        if (getrandom(gm_rng, sizeof gm_rng, 0) != (ssize_t)sizeof gm_rng || (gm_rng[0] | gm_rng[1]) == 0) {
+            gm_rng[0] = (uint64_t)gm_now_us() ^ 0x9E3779B97F4A7C15ull;
+            gm_rng[1] = (uint64_t)(uintptr_t)&gm_rng ^ 0xD1B54A32D192ED03ull;
+        }
+    }
+    uint64_t s1 = gm_rng[0];
+    const uint64_t s0 = gm_rng[1];
+    gm_rng[0] = s0;
+    s1 ^= s1 << 23;
+    gm_rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return gm_rng[1] + s0;
+}
+
+void gm_client_unique(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v[2] = {gm_rng_next(), gm_rng_next()};
+    for (int i = 0; i < 32; i++)
+        out[i] = hex[(v[i / 16] >> ((i % 16) * 4)) & 15];
+    out[32] = '\0';
+}
+
+int gm_client_check(const gm_config *cfg, const gm_job *job, char *err)
+{
+    if (job->fn_len == 0 || job->fn_len > GM_FUNCTION_MAX || memchr(job->fn, '\0', job->fn_len)) {
+        snprintf(err, GM_ERRLEN, "function name must be 1-%d bytes without NUL", GM_FUNCTION_MAX);
+        return GM_ERR;
+    }
+    if (job->unique_len > GM_UNIQUE_MAX || (job->unique_len && memchr(job->unique, '\0', job->unique_len))) {
+        snprintf(err, GM_ERRLEN, "unique id must be at most %d bytes without NUL", GM_UNIQUE_MAX);
+        return GM_ERR;
+    }
+    if (job->workload_len > cfg->max_workload) {
+        snprintf(err, GM_ERRLEN, "workload of %zu bytes is larger than max_workload (%zu)", job->workload_len,
+                 cfg->max_workload);
+        return GM_ERR;
+    }
+    return GM_OK;
+}
+
+static size_t gm_client_max_reply(const gm_config *cfg) { return cfg->max_workload + 4096; }
+
+static void gm_client_error_packet(const gm_packet *pkt, char *err)
+{
+    snprintf(err, GM_ERRLEN, "ERROR %.*s: %.*s", (int)(pkt->arg[0].len > 64 ? 64 : pkt->arg[0].len), pkt->arg[0].p,
+             (int)(pkt->arg[1].len > 160 ? 160 : pkt->arg[1].len), pkt->arg[1].p);
+}
+
+static int gm_client_queue_job(gm_conn *c, const gm_job *job, char *err)
+{
+    gm_slice args[3] = {{job->fn, job->fn_len}, {job->unique, job->unique_len}, {job->workload, job->workload_len}};
+    return gm_conn_queue(c, job->type, args, 3, err);
+}
+
+/* Send a job and wait for JOB_CREATED; the handle goes to handle[GM_HANDLE_MAX + 1]. */
+static int gm_client_send_job(gm_conn *c, const gm_job *job, const gm_config *cfg, char *handle, size_t *hlen,
+                              char *err)
+{
+    int64_t deadline = gm_deadline(cfg->io_timeout_ms);
+    if (gm_client_queue_job(c, job, err) != GM_OK)
+        return GM_OP_FINAL; /* cannot encode: no server would take it */
+    if (gm_conn_flush(c, deadline, err) != GM_OK)
+        return GM_OP_IO;
+    for (;;) {
+        gm_packet pkt;
+        if (gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err) != GM_OK)
+            return GM_OP_IO;
+        if (pkt.type == GM_JOB_CREATED) {
+            size_t n = pkt.arg[0].len > GM_HANDLE_MAX ? GM_HANDLE_MAX : pkt.arg[0].len;
+            memcpy(handle, pkt.arg[0].p, n);
+            handle[n] = '\0';
+            *hlen = n;
+            return GM_OP_OK;
+        }
+        if (pkt.type == GM_ERROR) {
+            gm_client_error_packet(&pkt, err);
+            return GM_OP_REFUSED;
+        }
+        if (pkt.type != GM_NOOP) {
+            snprintf(err, GM_ERRLEN, "unexpected %s before JOB_CREATED", gm_proto_type_name(pkt.type));
+            return GM_OP_IO;
+        }
+    }
+}
+
+static void gm_client_note(char *acc, size_t *used, const gm_server *s, const char *what)
+{
+    if (*used >= GM_ERRLEN - 1)
+        return;
+    int n = snprintf(acc + *used, GM_ERRLEN - *used, "%sgearmand %s: %s", *used ? "; " : "", s->name, what);
+    if (n > 0)
+        *used += (size_t)n < GM_ERRLEN - *used ? (size_t)n : GM_ERRLEN - 1 - *used;
+}
+
+/* Run op on the function's servers in list order until one succeeds. */
+static int gm_client_run(const char *fn, size_t fn_len, gm_op op, void *ctx, char *err)
+{
+    const gm_config *cfg = gm_settings(err);
+    if (cfg == NULL)
+        return GM_ERR;
+    gm_routes *routes = gm_routes_acquire();
+    const gm_route *rt = gm_routes_for(routes, fn, fn_len);
+    char acc[GM_ERRLEN], e[GM_ERRLEN];
+    size_t used = 0;
+    int64_t now = gm_now_us();
+    acc[0] = '\0';
+    for (unsigned i = 0; i < rt->n; i++) {
+        gm_server *s = rt->servers[i];
+        if (!gm_server_usable(s, now)) {
+            char down[GM_ERRLEN];
+            pthread_mutex_lock(&s->lock);
+            snprintf(down, sizeof down, "skipped for %d ms after: %.180s",
+                     (int)((s->down_until - now) / 1000 > 0 ? (s->down_until - now) / 1000 : 0), s->last_err);
+            pthread_mutex_unlock(&s->lock);
+            gm_client_note(acc, &used, s, down);
+            continue;
+        }
+        int rc = GM_OP_IO;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            int reused = 0;
+            gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, &reused, e);
+            if (c == NULL) {
+                rc = GM_OP_IO;
+                break;
+            }
+            rc = op(c, ctx, cfg, e);
+            if (rc == GM_OP_OK) {
+                gm_server_checkin(s, c);
+                gm_server_mark_up(s);
+                gm_routes_release(routes);
+                return GM_OK;
+            }
+            gm_server_discard(s, c);
+            /* A pooled connection may have died while idle: one more try on a fresh one. */
+            if (!(rc == GM_OP_IO && reused))
+                break;
+        }
+        gm_client_note(acc, &used, s, e);
+        if (rc == GM_OP_FINAL)
+            break;
+        if (rc == GM_OP_IO)
+            gm_server_mark_down(s, e, cfg->backoff_ms);
+    }
+    gm_routes_release(routes);
+    snprintf(err, GM_ERRLEN, "%s", used ? acc : "no gearmand server configured");
+    return GM_ERR;
+}
+
+typedef struct gm_submit_ctx {
+    const gm_job *job;
+    char *handle;
+    size_t *handle_len;
+} gm_submit_ctx;
+
+static int gm_op_submit_bg(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
+{
+    gm_submit_ctx *ctx = vctx;
+    return gm_client_send_job(c, ctx->job, cfg, ctx->handle, ctx->handle_len, err);
+}
+
+int gm_client_submit_bg(const gm_job *job, char *handle, size_t *handle_len, char *err)
+{
+    gm_submit_ctx ctx = {job, handle, handle_len};
+    return gm_client_run(job->fn, job->fn_len, gm_op_submit_bg, &ctx, err);
+}
+
+typedef struct gm_do_ctx {
+    const gm_job *job;
+    enum gm_outcome outcome;
+    char *data;
+    size_t data_len;
+} gm_do_ctx;
+
+/* Ask gearmand to forward WORK_EXCEPTION (it sends WORK_FAIL otherwise). */
+static int gm_client_enable_exceptions(gm_conn *c, const gm_config *cfg, char *err)
+{
+    if (c->options_sent)
+        return GM_OP_OK;
+    int64_t deadline = gm_deadline(cfg->io_timeout_ms);
+    gm_slice opt = {"exceptions", 10};
+    if (gm_conn_queue(c, GM_OPTION_REQ, &opt, 1, err) != GM_OK || gm_conn_flush(c, deadline, err) != GM_OK)
+        return GM_OP_IO;
+    gm_packet pkt;
+    do {
+        if (gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err) != GM_OK)
+            return GM_OP_IO;
+    } while (pkt.type == GM_NOOP);
+    c->options_sent = 1; /* OPTION_RES, or ERROR from a server without the option: fine */
+    return GM_OP_OK;
+}
+
+static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
+{
+    gm_do_ctx *ctx = vctx;
+    char handle[GM_HANDLE_MAX + 1];
+    size_t hlen;
+    int rc = gm_client_enable_exceptions(c, cfg, err);
+    if (rc == GM_OP_OK)
+        rc = gm_client_send_job(c, ctx->job, cfg, handle, &hlen, err);
+    if (rc != GM_OP_OK)
+        return rc;
+    /* The job exists now: from here a failure is reported, never retried elsewhere. */
+    int64_t deadline = gm_deadline(cfg->do_timeout_ms);
+    for (;;) {
+        gm_packet pkt;
+        if (gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err) != GM_OK) {
+            char why[GM_ERRLEN];
+            snprintf(why, sizeof why, "job %s accepted, then: %.180s", handle, err);
+            snprintf(err, GM_ERRLEN, "%s", why);
+            return GM_OP_FINAL;
+        }
+        if (pkt.type == GM_NOOP || pkt.type == GM_WORK_DATA || pkt.type == GM_WORK_WARNING ||
+            pkt.type == GM_WORK_STATUS)
+            continue;
+        if (pkt.nargs == 0 || pkt.arg[0].len != hlen || memcmp(pkt.arg[0].p, handle, hlen) != 0)
+            continue; /* not about our job */
+        if (pkt.type == GM_WORK_FAIL) {
+            ctx->outcome = GM_JOB_FAIL;
+            return GM_OP_OK;
+        }
+        if (pkt.type == GM_WORK_COMPLETE || pkt.type == GM_WORK_EXCEPTION) {
+            ctx->outcome = pkt.type == GM_WORK_COMPLETE ? GM_JOB_COMPLETE : GM_JOB_EXCEPTION;
+            ctx->data = malloc(pkt.arg[1].len + 1);
+            if (ctx->data == NULL) {
+                snprintf(err, GM_ERRLEN, "out of memory for a %zu-byte result", pkt.arg[1].len);
+                return GM_OP_FINAL;
+            }
+            memcpy(ctx->data, pkt.arg[1].p, pkt.arg[1].len);
+            ctx->data[pkt.arg[1].len] = '\0';
+            ctx->data_len = pkt.arg[1].len;
+            return GM_OP_OK;
+        }
+    }
+}
+
+int gm_client_do(const gm_job *job, enum gm_outcome *outcome, char **data, size_t *data_len, char *err)
+{
+    gm_do_ctx ctx = {job, GM_JOB_FAIL, NULL, 0};
+    int rc = gm_client_run(job->fn, job->fn_len, gm_op_do, &ctx, err);
+    *outcome = ctx.outcome;
+    *data = ctx.data;
+    *data_len = ctx.data_len;
+    return rc;
+}
+
+/* ---- streams: one connection, many jobs in flight ---- */
+
+void gm_stream_init(gm_stream *st, int want_results)
+{
+    memset(st, 0, sizeof *st);
+    st->want_results = want_results;
+}
+
+/* Pick the first usable server of the function's list and connect to it. */
+static int gm_stream_connect(gm_stream *st, const gm_job *job, char *err)
+{
+    char e[GM_ERRLEN];
+    st->cfg = gm_settings(err);
+    if (st->cfg == NULL)
+        return GM_ERR;
+    gm_routes *routes = gm_routes_acquire();
+    const gm_route *rt = gm_routes_for(routes, job->fn, job->fn_len);
+    int64_t now = gm_now_us();
+    snprintf(err, GM_ERRLEN, "no usable gearmand server for this function");
+    for (unsigned i = 0; i < rt->n && st->conn == NULL; i++) {
+        gm_server *s = rt->servers[i];
+        int reused;
+        if (!gm_server_usable(s, now))
+            continue;
+        st->conn = gm_server_checkout(s, st->cfg->connect_timeout_ms, &reused, e);
+        if (st->conn == NULL) {
+            snprintf(err, GM_ERRLEN, "gearmand %s: %.200s", s->name, e);
+            gm_server_mark_down(s, e, st->cfg->backoff_ms);
+            continue;
+        }
+        st->server = s;
+        if (st->want_results && gm_client_enable_exceptions(st->conn, st->cfg, e) != GM_OP_OK) {
+            snprintf(err, GM_ERRLEN, "gearmand %s: %.200s", s->name, e);
+            gm_server_discard(s, st->conn);
+            gm_server_mark_down(s, e, st->cfg->backoff_ms);
+            st->conn = NULL;
+            st->server = NULL;
+        }
+    }
+    gm_routes_release(routes);
+    return st->conn ? GM_OK : GM_ERR;
+}
+
+static int gm_stream_fail(gm_stream *st, char *err, const char *what)
+{
+    char tmp[GM_ERRLEN];
+    snprintf(tmp, sizeof tmp, "gearmand %s: %.200s", st->server ? st->server->name : "?", what);
+    snprintf(err, GM_ERRLEN, "%s", tmp);
+    st->broken = 1;
+    return GM_ERR;
+}
+
+/* Account for one reply. */
+static int gm_stream_take(gm_stream *st, const gm_packet *pkt, char *err)
+{
+    switch (pkt->type) {
+    case GM_JOB_CREATED:
+        st->created++;
+        return GM_OK;
+    case GM_WORK_COMPLETE: {
+        char num[32];
+        size_t n = pkt->arg[1].len < sizeof num - 1 ? pkt->arg[1].len : sizeof num - 1;
+        memcpy(num, pkt->arg[1].p, n);
+        num[n] = '\0';
+        st->sum += strtoll(num, NULL, 10); /* a non-number counts 0, as in gearman-mysql-udf */
+        st->completed++;
+        return GM_OK;
+    }
+    case GM_WORK_FAIL:
+    case GM_WORK_EXCEPTION:
+        st->failed++;
+        return GM_OK;
+    case GM_ERROR: {
+        char e[GM_ERRLEN];
+        gm_client_error_packet(pkt, e);
+        return gm_stream_fail(st, err, e);
+    }
+    default:
+        return GM_OK; /* NOOP, WORK_DATA, WORK_STATUS, WORK_WARNING */
+    }
+}
+
+/* Send and receive what can move now, or wait for progress until deadline. */
+static int gm_stream_pump(gm_stream *st, int64_t deadline, char *err)
+{
+    char e[GM_ERRLEN];
+    gm_packet pkt;
+    int r;
+    if (gm_conn_flush_some(st->conn, e) != GM_OK)
+        return gm_stream_fail(st, err, e);
+    while ((r = gm_conn_recv(st->conn, &pkt, gm_client_max_reply(st->cfg), -1, e)) == GM_OK)
+        if (gm_stream_take(st, &pkt, err) != GM_OK)
+            return GM_ERR;
+    if (r == GM_ERR)
+        return gm_stream_fail(st, err, e);
+    if (deadline < 0)
+        return GM_OK;
+    struct pollfd p = {st->conn->fd, POLLIN | (st->conn->wpos < st->conn->wlen ? POLLOUT : 0), 0};
+    int64_t left = deadline - gm_now_us();
+    if (left <= 0)
+        return gm_stream_fail(st, err, "timed out waiting for confirmations");
+    if (poll(&p, 1, (int)((left + 999) / 1000)) < 0 && errno != EINTR)
+        return gm_stream_fail(st, err, strerror(errno));
+    return GM_OK;
+}
+
+int gm_stream_add(gm_stream *st, const gm_job *job, char *err)
+{
+    char e[GM_ERRLEN];
+    if (st->broken)
+        return GM_ERR;
+    if (st->conn == NULL && gm_stream_connect(st, job, err) != GM_OK)
+        return GM_ERR;
+    if (gm_client_check(st->cfg, job, err) != GM_OK)
+        return GM_ERR;
+    if (gm_client_queue_job(st->conn, job, e) != GM_OK)
+        return gm_stream_fail(st, err, e);
+    st->sent++;
+    if (st->conn->wlen - st->conn->wpos < GM_STREAM_SEND_AT)
+        return GM_OK;
+    /* Keep at most ~1 MiB unsent: past it, wait (bounded) for the socket to drain. */
+    int64_t deadline = gm_deadline(st->cfg->io_timeout_ms);
+    do {
+        if (gm_stream_pump(st, st->conn->wlen - st->conn->wpos > (1u << 20) ? deadline : -1, err) != GM_OK)
+            return GM_ERR;
+    } while (st->conn->wlen - st->conn->wpos > (1u << 20));
+    return GM_OK;
+}
+
+int gm_stream_finish(gm_stream *st, char *err)
+{
+    if (st->broken)
+        return GM_ERR;
+    if (st->conn == NULL)
+        return GM_OK; /* no rows */
+    int wait_ms = st->want_results ? st->cfg->do_timeout_ms : st->cfg->io_timeout_ms;
+    int64_t deadline = gm_deadline(wait_ms);
+    for (;;) {
+        uint64_t before = st->created + st->completed + st->failed;
+        int done = st->created == st->sent && (!st->want_results || st->completed + st->failed == st->sent);
+        if (done && st->conn->wpos == st->conn->wlen)
+            return GM_OK;
+        if (gm_stream_pump(st, deadline, err) != GM_OK)
+            return GM_ERR;
+        if (st->created + st->completed + st->failed != before)
+            deadline = gm_deadline(wait_ms); /* progress: the timeout is per reply, not per group */
+    }
+}
+
+void gm_stream_close(gm_stream *st)
+{
+    if (st->conn == NULL)
+        return;
+    int clean = !st->broken && st->created == st->sent &&
+                (!st->want_results || st->completed + st->failed == st->sent);
+    if (clean)
+        gm_server_checkin(st->server, st->conn);
+    else
+        gm_server_discard(st->server, st->conn);
+    st->conn = NULL;
+}

@@ -1,0 +1,218 @@
+/*
+ * gm_conn.c -- a gearmand connection with bounded waits (see gm_conn.h).
+ */
+#include "gm_conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "udf_error.h"
+
+int64_t gm_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int gm_conn_fail(char *err, const char *what, int errnum)
+{
+    if (errnum)
+        snprintf(err, GM_ERRLEN, "%s: %s", what, strerror(errnum));
+    else
+        snprintf(err, GM_ERRLEN, "%s", what);
+    return GM_ERR;
+}
+
+/* Wait for `events` on fd until deadline. GM_OK when ready, GM_ERR on timeout/error. */
+static int gm_conn_wait(int fd, short events, int64_t deadline, char *err)
+{
+    for (;;) {
+        int64_t left = deadline - gm_now_us();
+        if (left <= 0)
+            return gm_conn_fail(err, "timed out", 0);
+        struct pollfd p = {fd, events, 0};
+        int ms = (int)((left + 999) / 1000);
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return GM_OK;
+        if (r < 0 && errno != EINTR)
+            return gm_conn_fail(err, "poll", errno);
+    }
+}
+
+gm_conn *gm_conn_open(const struct sockaddr *addr, socklen_t addrlen, int timeout_ms, char *err)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        gm_conn_fail(err, "socket", errno);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    if (connect(fd, addr, addrlen) != 0) {
+        if (errno != EINPROGRESS) {
+            gm_conn_fail(err, "connect", errno);
+            close(fd);
+            return NULL;
+        }
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (gm_conn_wait(fd, POLLOUT, gm_deadline(timeout_ms), err) != GM_OK) {
+            snprintf(err, GM_ERRLEN, "connect timed out after %d ms", timeout_ms);
+            close(fd);
+            return NULL;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0) {
+            gm_conn_fail(err, "connect", soerr ? soerr : errno);
+            close(fd);
+            return NULL;
+        }
+    }
+    gm_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        gm_conn_fail(err, "out of memory", 0);
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    return c;
+}
+
+void gm_conn_close(gm_conn *c)
+{
+    if (c == NULL)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->rbuf);
+    free(c->wbuf);
+    free(c);
+}
+
+/* Make room for `extra` more bytes in a buffer whose live part is [*pos, *len). */
+static int gm_conn_room(char **buf, size_t *pos, size_t *len, size_t *cap, size_t extra)
+{
+    if (*pos > 0 && (*pos == *len || *cap - *len < extra)) {
+        memmove(*buf, *buf + *pos, *len - *pos);
+        *len -= *pos;
+        *pos = 0;
+    }
+    if (*cap - *len >= extra)
+        return GM_OK;
+    if (extra > SIZE_MAX / 2 - *len)
+        return GM_ERR;
+    size_t want = *len + extra, ncap = *cap ? *cap : 4096;
+    while (ncap < want)
+        ncap *= 2;
+    char *p = realloc(*buf, ncap);
+    if (p == NULL)
+        return GM_ERR;
+    *buf = p;
+    *cap = ncap;
+    return GM_OK;
+}
+
+int gm_conn_queue(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err)
+{
+    const char *why = NULL;
+    size_t need = gm_proto_packet_size(args, nargs);
+    if (need == 0)
+        return gm_conn_fail(err, "packet too large", 0);
+    if (gm_conn_room(&c->wbuf, &c->wpos, &c->wlen, &c->wcap, need) != GM_OK)
+        return gm_conn_fail(err, "out of memory", 0);
+    size_t n = gm_proto_encode(c->wbuf + c->wlen, c->wcap - c->wlen, GM_MAGIC_REQ, type, args, nargs, &why);
+    if (n == 0)
+        return gm_conn_fail(err, why ? why : "cannot encode packet", 0);
+    c->wlen += n;
+    return GM_OK;
+}
+
+/* One write attempt: GM_OK (maybe partial), GM_NEED_MORE (would block), GM_ERR. */
+static int gm_conn_write_once(gm_conn *c, char *err)
+{
+    ssize_t n = send(c->fd, c->wbuf + c->wpos, c->wlen - c->wpos, MSG_NOSIGNAL);
+    if (n > 0) {
+        c->wpos += (size_t)n;
+        if (c->wpos == c->wlen)
+            c->wpos = c->wlen = 0;
+        return GM_OK;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return GM_NEED_MORE;
+    return gm_conn_fail(err, "send", n < 0 ? errno : EPIPE);
+}
+
+int gm_conn_flush(gm_conn *c, int64_t deadline, char *err)
+{
+    while (c->wpos < c->wlen) {
+        int r = gm_conn_write_once(c, err);
+        if (r == GM_ERR)
+            return GM_ERR;
+        if (r == GM_NEED_MORE && gm_conn_wait(c->fd, POLLOUT, deadline, err) != GM_OK)
+            return gm_conn_fail(err, "send timed out", 0);
+    }
+    return GM_OK;
+}
+
+int gm_conn_flush_some(gm_conn *c, char *err)
+{
+    while (c->wpos < c->wlen) {
+        int r = gm_conn_write_once(c, err);
+        if (r == GM_ERR)
+            return GM_ERR;
+        if (r == GM_NEED_MORE)
+            break;
+    }
+    return GM_OK;
+}
+
+int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, char *err)
+{
+    for (;;) {
+        const char *why = NULL;
+        size_t used = 0;
+        int r = gm_proto_decode(c->rbuf + c->rpos, c->rlen - c->rpos, max_data, pkt, &used, &why);
+        if (r == GM_OK) {
+            c->rpos += used;
+            return GM_OK;
+        }
+        if (r == GM_ERR)
+            return gm_conn_fail(err, why ? why : "bad packet", 0);
+        /* Read at least what the packet still lacks, and up to 64 KiB more. */
+        size_t lack = used - (c->rlen - c->rpos);
+        if (gm_conn_room(&c->rbuf, &c->rpos, &c->rlen, &c->rcap, lack > 65536 ? lack : 65536) != GM_OK)
+            return gm_conn_fail(err, "out of memory", 0);
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return gm_conn_fail(err, "connection closed by gearmand", 0);
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return gm_conn_fail(err, "recv", errno);
+        if (deadline < 0)
+            return GM_NEED_MORE;
+        if (gm_conn_wait(c->fd, POLLIN, deadline, err) != GM_OK)
+            return gm_conn_fail(err, "no reply (timed out)", 0);
+    }
+}
+
+int gm_conn_is_stale(gm_conn *c)
+{
+    if (c->rpos < c->rlen || c->wpos < c->wlen)
+        return 1;
+    struct pollfd p = {c->fd, POLLIN, 0};
+    /* Readable while idle means EOF, an error, or bytes nobody asked for. */
+    return poll(&p, 1, 0) != 0;
+}

@@ -1,0 +1,54 @@
+/*
+ * gm_conn.h -- one TCP connection to a gearmand, with a deadline on every wait.
+ *
+ * Sockets are non-blocking; every connect, send and receive waits in poll() for at most
+ * the time left until the caller's deadline, so no call can hang mysqld's thread. A
+ * connection is used by one thread at a time (the pool in gm_servers.c hands it out).
+ * Errors are written into the caller's buffer as a short phrase ("connection refused",
+ * "timed out", "closed by peer"); the caller adds which server it was.
+ */
+#ifndef GMAN_GM_CONN_H
+#define GMAN_GM_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "gm_proto.h"
+
+#define GM_ERRLEN 256
+
+typedef struct gm_conn {
+    int fd;
+    char *rbuf;   /* received bytes; [rpos, rlen) not yet decoded */
+    size_t rpos, rlen, rcap;
+    char *wbuf;   /* bytes to send; [wpos, wlen) not yet written */
+    size_t wpos, wlen, wcap;
+    int options_sent; /* OPTION_REQ "exceptions" already acknowledged */
+} gm_conn;
+
+/* Monotonic clock in microseconds, and a deadline `ms` from now. */
+int64_t gm_now_us(void);
+static inline int64_t gm_deadline(int ms) { return gm_now_us() + (int64_t)ms * 1000; }
+
+/* Connect within timeout_ms. Returns the connection, or NULL with err filled. */
+gm_conn *gm_conn_open(const struct sockaddr *addr, socklen_t addrlen, int timeout_ms, char *err);
+void gm_conn_close(gm_conn *c); /* NULL is a no-op */
+
+/* Append one packet to the send buffer (nothing is written yet). */
+int gm_conn_queue(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err);
+/* Write everything queued, waiting until `deadline` at most. */
+int gm_conn_flush(gm_conn *c, int64_t deadline, char *err);
+/* Write what the socket takes now without waiting (GM_OK even if some is left). */
+int gm_conn_flush_some(gm_conn *c, char *err);
+
+/* Next response packet. With deadline < 0 it does not wait: GM_NEED_MORE when no whole
+ * packet is there. The packet's slices stay valid until the next receive on c.
+ * A packet larger than max_data is refused from its header (GM_ERR). */
+int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, char *err);
+
+/* 1 when an idle pooled connection can no longer be used: the peer closed it, or it has
+ * bytes nobody asked for. Costs one poll(). */
+int gm_conn_is_stale(gm_conn *c);
+
+#endif

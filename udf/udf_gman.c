@@ -1,0 +1,390 @@
+/*
+ * udf_gman.c -- the Gearman SQL functions (gearman-mysql-udf's family, and more).
+ *
+ *   gman_servers_set(servers [, function])        -> STRING  the list applied; refused when
+ *                                                    the configuration is locked
+ *   gman_do[_high|_low](function, workload [, unique])
+ *                                                 -> STRING  the job's result; NULL when the
+ *                                                    job failed (WORK_FAIL/WORK_EXCEPTION:
+ *                                                    see gman_last_error())
+ *   gman_do[_high|_low]_background(function, workload [, unique])
+ *                                                 -> STRING  the job handle
+ *   gman_sum(function, workload)        AGGREGATE -> INTEGER the sum of the jobs' results
+ *   gman_bulk_background(function, workload [, unique])
+ *                                       AGGREGATE -> INTEGER jobs queued, all confirmed
+ *   gman_last_error()                             -> STRING  why the last call of this
+ *                                                    thread failed ("" if none did)
+ *
+ * NULL function or workload, and every failure, give NULL with *error set and the reason
+ * in gman_last_error(). A NULL or empty unique id means "none": a fresh random one is
+ * sent, since gearmand merges jobs with equal ids (and its sqlite queue collapses empty
+ * ones).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gm_client.h"
+#include "udf_error.h"
+#include "udf_host.h"
+
+/* Arguments 1..n are turned into strings, the form a Gearman packet carries. */
+static int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char *fname, const char *usage,
+                          char *message)
+{
+    if (args->arg_count < min || args->arg_count > max)
+        return udf_init_fail(message, "%s: expected %s", fname, usage);
+    for (unsigned i = 0; i < args->arg_count; i++) {
+        if (args->arg_type[i] == ROW_RESULT)
+            return udf_init_fail(message, "%s: argument %u is a row, expected a scalar", fname, i + 1);
+        args->arg_type[i] = STRING_RESULT;
+    }
+    return 0;
+}
+
+/* Settings problems are reported when the function is prepared, not row after row. */
+static int gman_init_settings(const char *fname, char *message)
+{
+    char err[GM_ERRLEN];
+    if (gm_settings(err) == NULL)
+        return udf_init_fail(message, "%s: %s", fname, err);
+    return 0;
+}
+
+static char *gman_fail(const char *fname, const char *why, char *error)
+{
+    udf_error_set("%s: %s", fname, why);
+    *error = 1;
+    return NULL;
+}
+
+/* ---- gman_servers_set ---- */
+
+#define GMAN_LIST_TEXT_MAX (GM_LIST_MAX * 300)
+
+UDF_EXPORT my_bool gman_servers_set_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
+{
+    char err[GM_ERRLEN];
+    const char *fname = "gman_servers_set";
+    if (gman_init_args(args, 1, 2, fname, "(servers [, function])", message) ||
+        gman_init_settings(fname, message))
+        return 1;
+    const gm_config *cfg = gm_settings(err);
+    if (cfg->locked)
+        return (my_bool)udf_init_fail(message, "%s: the server list is locked by the configuration (%s: lock = 1)",
+                                      fname, cfg->source);
+    if (args->args[0] != NULL) { /* a constant list: refuse a bad one before running */
+        gm_route probe;
+        int ok = gm_servers_parse(args->args[0], args->lengths[0], &probe, err) == GM_OK;
+        free(probe.text);
+        if (!ok)
+            return (my_bool)udf_init_fail(message, "%s: %s", fname, err);
+    }
+    initid->ptr = malloc(GMAN_LIST_TEXT_MAX);
+    if (initid->ptr == NULL)
+        return (my_bool)udf_init_fail(message, "%s: out of memory", fname);
+    initid->maybe_null = 1;
+    initid->max_length = GMAN_LIST_TEXT_MAX;
+    initid->const_item = 0;
+    return 0;
+}
+
+UDF_EXPORT void gman_servers_set_deinit(UDF_INIT *initid)
+{
+    free(initid->ptr);
+    initid->ptr = NULL;
+}
+
+UDF_EXPORT char *gman_servers_set(UDF_INIT *initid, UDF_ARGS *args, char *result, unsigned long *length,
+                                  char *is_null, char *error)
+{
+    char err[GM_ERRLEN];
+    (void)result;
+    if (args->args[0] == NULL)
+        return gman_fail("gman_servers_set", "the server list is NULL", error);
+    const char *fn = args->arg_count > 1 ? args->args[1] : NULL;
+    size_t flen = fn ? args->lengths[1] : 0;
+    if (gm_servers_set(args->args[0], args->lengths[0], fn, flen, initid->ptr, GMAN_LIST_TEXT_MAX, err) != GM_OK)
+        return gman_fail("gman_servers_set", err, error);
+    *is_null = 0;
+    *length = strlen(initid->ptr);
+    return initid->ptr;
+}
+
+/* ---- gman_do* and gman_do*_background: one implementation, a row per priority ---- */
+
+typedef struct gman_do_state {
+    char *data; /* the last result, freed at the next row or deinit */
+} gman_do_state;
+
+static my_bool gman_job_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *fname, int background)
+{
+    if (gman_init_args(args, 2, 3, fname, "(function, workload [, unique])", message) ||
+        gman_init_settings(fname, message))
+        return 1;
+    if (args->args[0] != NULL && args->lengths[0] == 0)
+        return (my_bool)udf_init_fail(message, "%s: the function name is empty", fname);
+    if (args->arg_count > 2 && args->args[2] != NULL && args->lengths[2] > 64)
+        return (my_bool)udf_init_fail(message, "%s: the unique id is longer than 64 bytes", fname);
+    initid->maybe_null = 1;
+    initid->const_item = 0;
+    initid->max_length = background ? GM_HANDLE_MAX : 16777216;
+    if (!background && (initid->ptr = calloc(1, sizeof(gman_do_state))) == NULL)
+        return (my_bool)udf_init_fail(message, "%s: out of memory", fname);
+    return 0;
+}
+
+static void gman_job_deinit(UDF_INIT *initid)
+{
+    gman_do_state *st = (gman_do_state *)initid->ptr;
+    if (st)
+        free(st->data);
+    free(st);
+    initid->ptr = NULL;
+}
+
+/* Fill job from the row's arguments; GM_ERR + err when it cannot be sent. */
+static int gman_job_from_args(UDF_ARGS *args, unsigned type, gm_job *job, char unique[33], char *err)
+{
+    const gm_config *cfg = gm_settings(err);
+    if (cfg == NULL)
+        return GM_ERR;
+    if (args->args[0] == NULL) {
+        snprintf(err, GM_ERRLEN, "the function name is NULL");
+        return GM_ERR;
+    }
+    if (args->args[1] == NULL) {
+        snprintf(err, GM_ERRLEN, "the workload is NULL (nothing sent)");
+        return GM_ERR;
+    }
+    job->type = type;
+    job->fn = args->args[0];
+    job->fn_len = args->lengths[0];
+    job->workload = args->args[1];
+    job->workload_len = args->lengths[1];
+    if (args->arg_count > 2 && args->args[2] != NULL && args->lengths[2] > 0) {
+        job->unique = args->args[2];
+        job->unique_len = args->lengths[2];
+    } else {
+        gm_client_unique(unique);
+        job->unique = unique;
+        job->unique_len = 32;
+    }
+    return gm_client_check(cfg, job, err);
+}
+
+static char *gman_job_run(UDF_INIT *initid, UDF_ARGS *args, char *result, unsigned long *length, char *is_null,
+                          char *error, const char *fname, unsigned type, int background)
+{
+    char err[GM_ERRLEN], unique[33];
+    gm_job job;
+    if (gman_job_from_args(args, type, &job, unique, err) != GM_OK)
+        return gman_fail(fname, err, error);
+    if (background) {
+        size_t hlen;
+        if (gm_client_submit_bg(&job, result, &hlen, err) != GM_OK)
+            return gman_fail(fname, err, error);
+        *is_null = 0;
+        *length = hlen;
+        return result;
+    }
+    gman_do_state *st = (gman_do_state *)initid->ptr;
+    enum gm_outcome outcome;
+    size_t len;
+    free(st->data);
+    st->data = NULL;
+    if (gm_client_do(&job, &outcome, &st->data, &len, err) != GM_OK)
+        return gman_fail(fname, err, error);
+    if (outcome == GM_JOB_FAIL) {
+        udf_error_set("%s: the job failed (WORK_FAIL)", fname);
+        *is_null = 1;
+        return NULL;
+    }
+    if (outcome == GM_JOB_EXCEPTION) {
+        udf_error_set("%s: the job raised an exception: %.*s", fname, (int)(len > 400 ? 400 : len), st->data);
+        *is_null = 1;
+        return NULL;
+    }
+    *is_null = 0;
+    *length = len;
+    return st->data;
+}
+
+#define GMAN_JOB_DEFINE(sqlname, type, background)                                                          \
+    UDF_EXPORT my_bool sqlname##_init(UDF_INIT *initid, UDF_ARGS *args, char *message)                     \
+    {                                                                                                       \
+        return gman_job_init(initid, args, message, #sqlname, background);                                 \
+    }                                                                                                       \
+    UDF_EXPORT void sqlname##_deinit(UDF_INIT *initid) { gman_job_deinit(initid); }                         \
+    UDF_EXPORT char *sqlname(UDF_INIT *initid, UDF_ARGS *args, char *result, unsigned long *length,        \
+                             char *is_null, char *error)                                                    \
+    {                                                                                                       \
+        return gman_job_run(initid, args, result, length, is_null, error, #sqlname, type, background);    \
+    }
+
+GMAN_JOB_DEFINE(gman_do, GM_SUBMIT_JOB, 0)
+GMAN_JOB_DEFINE(gman_do_high, GM_SUBMIT_JOB_HIGH, 0)
+GMAN_JOB_DEFINE(gman_do_low, GM_SUBMIT_JOB_LOW, 0)
+GMAN_JOB_DEFINE(gman_do_background, GM_SUBMIT_JOB_BG, 1)
+GMAN_JOB_DEFINE(gman_do_high_background, GM_SUBMIT_JOB_HIGH_BG, 1)
+GMAN_JOB_DEFINE(gman_do_low_background, GM_SUBMIT_JOB_LOW_BG, 1)
+
+/* ---- aggregates: gman_sum and gman_bulk_background, one stream per group ---- */
+
+typedef struct gman_agg {
+    gm_stream stream;
+    int failed;
+    char err[GM_ERRLEN];
+} gman_agg;
+
+static my_bool gman_agg_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *fname, unsigned max_args)
+{
+    const char *usage = max_args == 2 ? "(function, workload)" : "(function, workload [, unique])";
+    if (gman_init_args(args, 2, max_args, fname, usage, message) || gman_init_settings(fname, message))
+        return 1;
+    gman_agg *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return (my_bool)udf_init_fail(message, "%s: out of memory", fname);
+    initid->ptr = (char *)st;
+    initid->maybe_null = 1;
+    initid->const_item = 0;
+    return 0;
+}
+
+static void gman_agg_deinit(UDF_INIT *initid)
+{
+    gman_agg *st = (gman_agg *)initid->ptr;
+    if (st)
+        gm_stream_close(&st->stream);
+    free(st);
+    initid->ptr = NULL;
+}
+
+static void gman_agg_clear(UDF_INIT *initid, int want_results)
+{
+    gman_agg *st = (gman_agg *)initid->ptr;
+    gm_stream_close(&st->stream);
+    gm_stream_init(&st->stream, want_results);
+    st->failed = 0;
+    st->err[0] = '\0';
+}
+
+static void gman_agg_add(UDF_INIT *initid, UDF_ARGS *args, unsigned type)
+{
+    gman_agg *st = (gman_agg *)initid->ptr;
+    char unique[33];
+    gm_job job;
+    if (st->failed)
+        return;
+    if (gman_job_from_args(args, type, &job, unique, st->err) != GM_OK ||
+        gm_stream_add(&st->stream, &job, st->err) != GM_OK)
+        st->failed = 1;
+}
+
+/* Finish the group; GM_OK when every job was confirmed (and ended, for gman_sum). */
+static int gman_agg_finish(gman_agg *st, const char *fname, char *error)
+{
+    if (!st->failed && gm_stream_finish(&st->stream, st->err) != GM_OK)
+        st->failed = 1;
+    if (st->failed) {
+        udf_error_set("%s: %s (%llu of %llu jobs confirmed)", fname, st->err,
+                      (unsigned long long)st->stream.created, (unsigned long long)st->stream.sent);
+        *error = 1;
+        gm_stream_close(&st->stream);
+        return GM_ERR;
+    }
+    gm_stream_close(&st->stream);
+    return GM_OK;
+}
+
+UDF_EXPORT my_bool gman_sum_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
+{
+    return gman_agg_init(initid, args, message, "gman_sum", 2);
+}
+UDF_EXPORT void gman_sum_deinit(UDF_INIT *initid) { gman_agg_deinit(initid); }
+UDF_EXPORT void gman_sum_clear(UDF_INIT *initid, char *is_null, char *error)
+{
+    (void)is_null;
+    (void)error;
+    gman_agg_clear(initid, 1);
+}
+UDF_EXPORT void gman_sum_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
+{
+    (void)is_null;
+    (void)error;
+    gman_agg_add(initid, args, GM_SUBMIT_JOB);
+}
+UDF_EXPORT long long gman_sum(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
+{
+    gman_agg *st = (gman_agg *)initid->ptr;
+    (void)args;
+    if (gman_agg_finish(st, "gman_sum", error) != GM_OK) {
+        *is_null = 1;
+        return 0;
+    }
+    if (st->stream.failed) {
+        udf_error_set("gman_sum: %llu of %llu jobs failed", (unsigned long long)st->stream.failed,
+                      (unsigned long long)st->stream.sent);
+        *is_null = 1;
+        return 0;
+    }
+    return (long long)st->stream.sum;
+}
+
+UDF_EXPORT my_bool gman_bulk_background_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
+{
+    return gman_agg_init(initid, args, message, "gman_bulk_background", 3);
+}
+UDF_EXPORT void gman_bulk_background_deinit(UDF_INIT *initid) { gman_agg_deinit(initid); }
+UDF_EXPORT void gman_bulk_background_clear(UDF_INIT *initid, char *is_null, char *error)
+{
+    (void)is_null;
+    (void)error;
+    gman_agg_clear(initid, 0);
+}
+UDF_EXPORT void gman_bulk_background_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
+{
+    (void)is_null;
+    (void)error;
+    gman_agg_add(initid, args, GM_SUBMIT_JOB_BG);
+}
+UDF_EXPORT long long gman_bulk_background(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
+{
+    gman_agg *st = (gman_agg *)initid->ptr;
+    (void)args;
+    if (gman_agg_finish(st, "gman_bulk_background", error) != GM_OK) {
+        *is_null = 1;
+        return 0;
+    }
+    return (long long)st->stream.created;
+}
+
+/* ---- gman_last_error ---- */
+
+UDF_EXPORT my_bool gman_last_error_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
+{
+    if (args->arg_count != 0)
+        return (my_bool)udf_init_fail(message, "gman_last_error: takes no arguments");
+    initid->maybe_null = 0;
+    initid->const_item = 0; /* changes between calls: never fold it into a constant */
+    initid->max_length = UDF_ERROR_SIZE;
+    return 0;
+}
+
+UDF_EXPORT void gman_last_error_deinit(UDF_INIT *initid) { (void)initid; }
+
+UDF_EXPORT char *gman_last_error(UDF_INIT *initid, UDF_ARGS *args, char *result, unsigned long *length,
+                                 char *is_null, char *error)
+{
+    size_t len;
+    const char *text = udf_error_get(&len);
+    (void)initid;
+    (void)args;
+    (void)error;
+    if (len > UDF_RESULT_SIZE)
+        len = UDF_RESULT_SIZE; /* the server's buffer; SIGNAL takes at most 128 characters anyway */
+    memcpy(result, text, len);
+    *is_null = 0;
+    *length = len;
+    return result;
+}
