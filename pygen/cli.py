@@ -25,6 +25,8 @@ def cmd_install(args) -> int:
     from . import install
     from .library import library_path
     library = Path(args.library) if args.library else library_path()
+    if not library.is_file():
+        raise FileNotFoundError(f"{library}: no such file")
     opts = _conn_opts(args)
     conn = connmod.connect(opts)
     try:
@@ -84,9 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _expected_errors():
+    """Errors that are the user's situation (bad password, missing file), not our bug."""
+    errors = [OSError, ValueError, RuntimeError]
+    try:
+        import MySQLdb
+        errors.append(MySQLdb.MySQLError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except _expected_errors() as e:
+        detail = e.args[1] if len(e.args) == 2 and isinstance(e.args[0], int) else e
+        print(f"gman-udf {args.command}: {detail}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Session servers start lazily (only when a test asks) and are stopped at session end. A server
 that cannot start makes its tests ERROR with the server's log tail: never skipped.
 """
+import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,9 +23,46 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The wheel built from this tree by `pip wheel .` (the real build, every session)."""
+    out = tmp_path_factory.mktemp("dist")
+    cmd = [sys.executable, "-m", "pip", "wheel", str(ROOT), "-w", str(out), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    (path,) = out.glob("gman_udf-*.whl")
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_library(wheel, tmp_path_factory):
+    """gman_udf.so taken out of the wheel."""
+    target = tmp_path_factory.mktemp("lib") / "gman_udf.so"
+    with zipfile.ZipFile(wheel) as z:
+        target.write_bytes(z.read("pygen/gman_udf.so"))
+    target.chmod(0o755)
+    return target
+
+
+@pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory):
-    """Directory given to mariadbd as --plugin-dir (placeholder: will hold the built gman_udf.so)."""
+    """The sandbox server's --plugin-dir: empty at first; `gman-udf install` copies the library in."""
     return tmp_path_factory.mktemp("plugin")
+
+
+@pytest.fixture(scope="session")
+def installed(mariadb, built_library):
+    """The session server with every function registered by `gman-udf install`."""
+    run_cli("install", "-S", mariadb.socket, "-u", "root", "--library", str(built_library))
+    return mariadb
+
+
+def run_cli(*args, env=None, check=True):
+    """Run the `gman-udf` command of this tree; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "pygen.cli", *args], capture_output=True, text=True, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"gman-udf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@
 #define GM_NEED_MORE 1
 
 #define GM_HEADER_SIZE 12
-#define GM_MAX_ARGS 5 /* STATUS_RES has the most: handle, known, running, num, den */
+#define GM_MAX_ARGS 5 /* STATUS_RES has the most: handle, known, running, num, den
+                        * (SUBMIT_JOB_SCHED's 8 are not supported: an unknown type) */
 
 enum gm_magic { GM_MAGIC_REQ = 0, GM_MAGIC_RES = 1 };
 
@@ -82,8 +83,9 @@ typedef struct gm_packet {
 size_t gm_proto_packet_size(const gm_slice *args, unsigned nargs);
 
 /* Write one packet into out[0..cap). Returns the bytes written, or 0 (and *errmsg, a
- * static string) when cap is too small, the type is unknown, or an argument that is not
- * the last one holds a NUL byte or is missing. */
+ * static string; nothing written) when cap is too small, the magic or type is unknown,
+ * nargs is not the type's argument count, an argument that is not the last one holds a
+ * NUL byte, or the data would not fit the 32-bit size field. */
 size_t gm_proto_encode(char *out, size_t cap, enum gm_magic magic, unsigned type,
                        const gm_slice *args, unsigned nargs, const char **errmsg);
 
@@ -91,15 +93,18 @@ size_t gm_proto_encode(char *out, size_t cap, enum gm_magic magic, unsigned type
  *   GM_OK        *pkt filled (slices point into buf), *used = bytes it took.
  *   GM_NEED_MORE not all of it is there yet; *used = the bytes needed in all when the header
  *                is complete, else GM_HEADER_SIZE.
- *   GM_ERR       *errmsg (static string): bad magic, unknown type, data larger than
- *                max_data, or fewer arguments than the type has.
+ *   GM_ERR       *errmsg (static string), *used = 0: bad magic, unknown type, data
+ *                larger than max_data, data on a type without arguments, or fewer NUL
+ *                separators than the type has arguments. Each is reported as soon as
+ *                the bytes that decide it are there (a bad magic byte before the rest of
+ *                the header), and more bytes never turn an error into anything else.
  * Never reads past buf + len; a packet larger than max_data is refused from its header,
  * so a peer cannot make the caller allocate what it announces. */
 int gm_proto_decode(const char *buf, size_t len, size_t max_data, gm_packet *pkt, size_t *used,
                     const char **errmsg);
 
-/* Number of arguments a packet type carries (0 for an unknown type), and its name
- * ("JOB_CREATED"), or NULL. */
+/* Number of arguments a packet type carries (0 for an unknown type, as for NOOP: tell
+ * them apart with the name), and its name ("JOB_CREATED"), or NULL when unknown. */
 unsigned gm_proto_arg_count(unsigned type);
 const char *gm_proto_type_name(unsigned type);
 

@@ -49,7 +49,8 @@ int json_buf_append_bytes(json_buf *b, const char *p, size_t len);
 
 int json_buf_append_int64(json_buf *b, int64_t v);
 int json_buf_append_uint64(json_buf *b, uint64_t v);
-/* Shortest text that reads back as the same double; NaN and +-Inf become null. */
+/* At most 17 significant digits (the fewest of 15, 16, 17 that read back as the same
+ * double); NaN and +-Inf become null. */
 int json_buf_append_double(json_buf *b, double v);
 
 /* Append a number the server rendered as text (an INT, REAL or DECIMAL value coerced to a

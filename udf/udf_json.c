@@ -11,8 +11,9 @@
  *                                          CONCAT('[', GROUP_CONCAT(json_values(x)), ']')
  *
  * Values: SQL NULL -> null; INT, DECIMAL and REAL -> numbers, exactly as the server prints
- * them (we coerce them to strings in _init: this is the only way to see BIGINT UNSIGNED
- * and DECIMAL(65,30) exactly, and FLOAT as "1.1" rather than 1.100000023841858);
+ * them (we coerce the wide ones to strings in _init: this is the only way to see BIGINT
+ * UNSIGNED and DECIMAL(65,30) exactly, and FLOAT as "1.1" rather than 1.100000023841858;
+ * integers under 20 characters wide, BIT(n) included, arrive as 64-bit integers);
  * NaN/Inf -> null; everything else -> the bytes policy of json_buf.h (a string when the
  * bytes are UTF-8, else {"$base64":...}). An argument whose name starts with "json_"
  * (case-insensitive) holding one valid JSON value is embedded as is; if it is not valid
@@ -22,13 +23,14 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json_buf.h"
 #include "udf_error.h"
 #include "udf_host.h"
 
 enum json_shape { JSON_SHAPE_OBJECT, JSON_SHAPE_ARRAY, JSON_SHAPE_MEMBERS, JSON_SHAPE_VALUES };
-enum json_kind { JSON_KIND_BYTES, JSON_KIND_NUMBER, JSON_KIND_JSON };
+enum json_kind { JSON_KIND_BYTES, JSON_KIND_INT, JSON_KIND_NUMBER, JSON_KIND_JSON };
 
 /* Per-statement state in initid->ptr; inside triggers the server builds it once per row. */
 typedef struct json_udf {
@@ -49,7 +51,7 @@ static int json_udf_is_ident_byte(unsigned char c)
 
 /* The key for json_object's argument, from its alias or column name. A qualified column
  * (NEW.id, t.c) gives its last part. A name that can only be an expression the user did
- * not alias (a call, a literal) is refused: *key_len = 0. */
+ * not alias (a call, an operator, a literal) is refused: NULL. */
 static const char *json_udf_key(const char *name, size_t len, size_t *key_len)
 {
     const unsigned char *s = (const unsigned char *)name;
@@ -58,8 +60,14 @@ static const char *json_udf_key(const char *name, size_t len, size_t *key_len)
     *key_len = 0;
     if (name == NULL || len == 0)
         return NULL;
+    /* Operators and parentheses only appear in an expression's text, never in the
+     * identifiers people alias to; NULL/TRUE/FALSE are literals. */
+    static const char expr_bytes[] = "()+*/%=<>!|&^~,";
+    if ((len == 4 && (strncasecmp(name, "null", 4) == 0 || strncasecmp(name, "true", 4) == 0)) ||
+        (len == 5 && strncasecmp(name, "false", 5) == 0))
+        return NULL;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '(' || s[i] == ')')
+        if (s[i] && strchr(expr_bytes, s[i]))
             return NULL;
         if (s[i] == '.' && i > last && i + 1 < len)
             last = i + 1;
@@ -124,10 +132,22 @@ static my_bool json_udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, en
         const char *name = args->attributes ? args->attributes[i] : NULL;
         size_t name_len = args->attribute_lengths ? args->attribute_lengths[i] : 0;
         switch (args->arg_type[i]) {
-        case STRING_RESULT:
-            st->kind[i] = json_udf_has_json_prefix(name, name_len) ? JSON_KIND_JSON : JSON_KIND_BYTES;
+        case STRING_RESULT: {
+            /* NEW.json_doc counts as json_doc: the prefix is on the unqualified name. */
+            size_t kl;
+            const char *k = json_udf_key(name, name_len, &kl);
+            st->kind[i] = json_udf_has_json_prefix(k ? k : name, k ? kl : name_len) ? JSON_KIND_JSON : JSON_KIND_BYTES;
             break;
+        }
         case INT_RESULT:
+            /* Up to 19 characters wide the value fits a signed 64-bit integer, and val_int()
+             * gives BIT columns as numbers. Wider (BIGINT, maybe UNSIGNED) only the text is
+             * exact, so those take the path below. */
+            if (args->lengths[i] < 20) {
+                st->kind[i] = JSON_KIND_INT;
+                break;
+            }
+            /* fall through */
         case REAL_RESULT:
         case DECIMAL_RESULT:
             st->kind[i] = JSON_KIND_NUMBER;
@@ -170,6 +190,11 @@ static int json_udf_append_value(json_udf *st, unsigned i, const char *p, size_t
     if (p == NULL)
         return json_buf_append_raw(b, "null", 4);
     switch (st->kind[i]) {
+    case JSON_KIND_INT: {
+        long long v;
+        memcpy(&v, p, sizeof v);
+        return json_buf_append_int64(b, v);
+    }
     case JSON_KIND_NUMBER: {
         int r = json_buf_append_number_text(b, p, len);
         if (r != JSON_NUMBER_INVALID)
