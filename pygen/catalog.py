@@ -49,6 +49,8 @@ FUNCTIONS = (
              aggregate=True),
     Function("gman_bulk_background", "gman_bulk_background(function, workload [, unique])", "INTEGER", 2, 3, "queue a background job per row, pipelined; returns the count",
              aggregate=True),
+    Function("gman_stamp", "gman_stamp()", "INTEGER", 0, 0,
+             "microseconds since the epoch, strictly increasing in the server: a row version"),
     Function("gman_last_error", "gman_last_error()", "STRING", 0, 0, "why the last gman_* or json call of this thread failed"),
 )
 

@@ -382,7 +382,9 @@ class Gearmand(Server):
         queue = ["-q", "libsqlite3", f"--libsqlite3-db={self.queue_db}"] if self.queue_db else []
         return ["/usr/sbin/gearmand", "--config-file=/dev/null", f"--listen={self.host}",
                 f"--port={self.port}", f"--log-file={self.log_path}", f"--verbose={self.verbose}",
-                f"--pid-file={self.dir / 'gearmand.pid'}", *queue, *self.extra_args]
+                f"--pid-file={self.dir / 'gearmand.pid'}",
+                # gearmand's default of 991 buckets makes submits crawl once ~100k jobs are queued.
+                "--hashtable-buckets=100003", *queue, *self.extra_args]
 
     def _answers(self) -> bool:
         try:

@@ -17,4 +17,5 @@ DROP FUNCTION IF EXISTS gman_do_high_background;
 DROP FUNCTION IF EXISTS gman_do_low_background;
 DROP FUNCTION IF EXISTS gman_sum;
 DROP FUNCTION IF EXISTS gman_bulk_background;
+DROP FUNCTION IF EXISTS gman_stamp;
 DROP FUNCTION IF EXISTS gman_last_error;

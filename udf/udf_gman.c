@@ -14,6 +14,10 @@
  *                                       AGGREGATE -> INTEGER jobs queued, all confirmed
  *   gman_last_error()                             -> STRING  why the last call of this
  *                                                    thread failed ("" if none did)
+ *   gman_stamp()                                  -> INTEGER microseconds since the epoch,
+ *                                                    strictly increasing within the server
+ *                                                    process: a row version that follows
+ *                                                    commit order when taken under the row lock
  *
  * NULL function or workload, and every failure, give NULL with *error set and the reason
  * in gman_last_error(). A NULL or empty unique id means "none": a fresh random one is
@@ -23,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gm_client.h"
 #include "udf_error.h"
@@ -387,4 +392,36 @@ UDF_EXPORT char *gman_last_error(UDF_INIT *initid, UDF_ARGS *args, char *result,
     *is_null = 0;
     *length = len;
     return result;
+}
+
+/* ---- gman_stamp ---- */
+
+static int64_t gman_stamp_last; /* only touched through __atomic builtins */
+
+UDF_EXPORT my_bool gman_stamp_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
+{
+    if (args->arg_count != 0)
+        return (my_bool)udf_init_fail(message, "gman_stamp: takes no arguments");
+    initid->maybe_null = 0;
+    initid->const_item = 0; /* a new value on every call */
+    return 0;
+}
+
+UDF_EXPORT void gman_stamp_deinit(UDF_INIT *initid) { (void)initid; }
+
+UDF_EXPORT long long gman_stamp(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
+{
+    (void)initid;
+    (void)args;
+    (void)is_null;
+    (void)error;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    int64_t last = __atomic_load_n(&gman_stamp_last, __ATOMIC_RELAXED);
+    int64_t next;
+    do { /* wall-clock microseconds, never equal to or behind the previous stamp */
+        next = now > last ? now : last + 1;
+    } while (!__atomic_compare_exchange_n(&gman_stamp_last, &last, next, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return (long long)next;
 }

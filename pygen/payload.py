@@ -1,0 +1,79 @@
+"""The job payload that generated triggers send and the worker reads (pure, no I/O).
+
+A generated trigger sends one JSON object per changed row, rendered by udf_json_object:
+
+    {"op": "upsert", "table": "shop.data", "key": {"id": 7}, "v": 1732345678123456,
+     "row": {"id": 7, "volume": 12.5, ...}}
+    {"op": "delete", "table": "shop.data", "key": {"id": 7}, "v": 1732345678123999}
+
+- op: "upsert" (INSERT, UPDATE) or "delete".
+- table: "schema.table" as the trigger was generated for.
+- key: the primary-key columns and their values (composite keys have several).
+- v: the row version, gman_stamp() taken inside the trigger, i.e. after the row lock:
+  microseconds, strictly increasing within the server, so for one row it follows commit
+  order. Missing (None) in payloads not made by our triggers.
+- row: the synced columns (upsert only). Column values follow the bytes policy of
+  udf/json_buf.h: a JSON string is the UTF-8 text of the value, {"$base64": ...} is bytes
+  that were not UTF-8 (latin1 text, BLOBs).
+
+The seeds' trigger shape, a bare udf_json_object(NEW.id AS id, ...), is accepted too: an
+upsert with no table and no version, keyed by its "id" member.
+"""
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+
+class PayloadError(ValueError):
+    """A job whose workload is not a change we understand."""
+
+
+@dataclass(frozen=True)
+class Change:
+    op: str                      # "upsert" or "delete"
+    table: Optional[str]         # "schema.table", None for the seeds' bare rows
+    key: Dict[str, Any]
+    version: Optional[int] = None
+    row: Optional[Dict[str, Any]] = field(default=None)
+
+
+def parse(workload: bytes) -> Change:
+    try:
+        doc = json.loads(workload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PayloadError(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise PayloadError("not a JSON object")
+    if "op" not in doc:  # the seeds' shape: the row itself, keyed by id
+        if "id" not in doc:
+            raise PayloadError("a bare row needs an 'id' member")
+        return Change("upsert", None, {"id": doc["id"]}, None, doc)
+    op, key = doc.get("op"), doc.get("key")
+    if op not in ("upsert", "delete"):
+        raise PayloadError(f"unknown op {op!r}")
+    if not isinstance(key, dict) or not key:
+        raise PayloadError("missing key")
+    version = doc.get("v")
+    if version is not None and not isinstance(version, int):
+        raise PayloadError("version must be an integer")
+    row = doc.get("row")
+    if op == "upsert" and not isinstance(row, dict):
+        raise PayloadError("an upsert needs a row")
+    return Change(op, doc.get("table"), key, version, row if op == "upsert" else None)
+
+
+def decode_value(value: Any) -> Any:
+    """A column value as the database holds it: {"$base64": s} -> bytes, others unchanged."""
+    if isinstance(value, dict) and set(value) == {"$base64"}:
+        return base64.b64decode(value["$base64"])
+    return value
+
+
+def key_text(key: Dict[str, Any]) -> str:
+    """The key values joined by ':' in column order (for key templates)."""
+    parts = []
+    for v in key.values():
+        v = decode_value(v)
+        parts.append(v.hex() if isinstance(v, bytes) else str(v))
+    return ":".join(parts)
