@@ -191,10 +191,121 @@ static int gm_op_submit_bg(gm_conn *c, void *vctx, const gm_config *cfg, char *e
     return gm_client_send_job(c, ctx->job, cfg, ctx->handle, ctx->handle_len, err);
 }
 
+/* ---- pipelined background jobs (pipeline_window > 0) ---- */
+
+typedef struct gm_pipe_ctx {
+    const gm_job *job;
+    char *rescue; /* unconfirmed packets taken off a failed connection, to send elsewhere */
+    size_t rescue_len, rescue_cap;
+    unsigned rescue_count;
+} gm_pipe_ctx;
+
+/* Read confirmations: all that are there now (deadline < 0), or wait for one. */
+static int gm_pipe_read(gm_conn *c, const gm_config *cfg, int64_t deadline, char *err)
+{
+    for (;;) {
+        gm_packet pkt;
+        int r = gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err);
+        if (r == GM_NEED_MORE)
+            return GM_OP_OK;
+        if (r != GM_OK)
+            return GM_OP_IO;
+        if (pkt.type == GM_JOB_CREATED && c->pcount) {
+            gm_conn_confirm(c);
+            if (deadline >= 0)
+                return GM_OP_OK;
+        } else if (pkt.type == GM_ERROR) {
+            gm_client_error_packet(&pkt, err); /* refused: the jobs go elsewhere */
+            return GM_OP_IO;
+        } else if (pkt.type != GM_NOOP) {
+            snprintf(err, GM_ERRLEN, "unexpected %s", gm_proto_type_name(pkt.type));
+            return GM_OP_IO;
+        }
+    }
+}
+
+/* Move c's unconfirmed jobs into the rescue buffer. */
+static void gm_pipe_rescue(gm_pipe_ctx *ctx, gm_conn *c)
+{
+    size_t n = c->plen - c->ppos;
+    if (c->pcount == 0)
+        return;
+    if (ctx->rescue_cap - ctx->rescue_len < n) {
+        size_t cap = ctx->rescue_len + n;
+        char *p = realloc(ctx->rescue, cap);
+        if (p == NULL)
+            return; /* reported below as lost */
+        ctx->rescue = p;
+        ctx->rescue_cap = cap;
+    }
+    memcpy(ctx->rescue + ctx->rescue_len, c->pbuf + c->ppos, n);
+    ctx->rescue_len += n;
+    ctx->rescue_count += c->pcount;
+    c->ppos = c->plen = 0;
+    c->pcount = 0;
+}
+
+static int gm_op_submit_pipelined(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
+{
+    gm_pipe_ctx *ctx = vctx;
+    int64_t deadline = gm_deadline(cfg->io_timeout_ms);
+    int rc = gm_pipe_read(c, cfg, -1, err);
+    if (rc == GM_OP_OK && ctx->rescue_count) { /* older jobs first */
+        if (gm_conn_queue_raw(c, ctx->rescue, ctx->rescue_len, err) != GM_OK ||
+            gm_conn_pend(c, ctx->rescue, ctx->rescue_len, ctx->rescue_count, err) != GM_OK)
+            rc = GM_OP_IO;
+        else
+            ctx->rescue_len = ctx->rescue_count = 0;
+    }
+    while (rc == GM_OP_OK && c->pcount >= (unsigned)cfg->pipeline_window) {
+        if (gm_conn_flush(c, deadline, err) != GM_OK) /* the rescued jobs, before waiting on them */
+            rc = GM_OP_IO;
+        else
+            rc = gm_pipe_read(c, cfg, deadline, err);
+    }
+    if (rc == GM_OP_OK) {
+        const gm_job *job = ctx->job;
+        gm_slice args[3] = {{job->fn, job->fn_len}, {job->unique, job->unique_len}, {job->workload, job->workload_len}};
+        size_t n = gm_proto_packet_size(args, 3); /* the packet just queued ends the send buffer */
+        if (gm_client_queue_job(c, job, err) != GM_OK) {
+            gm_pipe_rescue(ctx, c);
+            return GM_OP_FINAL;
+        }
+        if (gm_conn_pend(c, c->wbuf + c->wlen - n, n, 1, err) != GM_OK ||
+            gm_conn_flush(c, deadline, err) != GM_OK)
+            rc = GM_OP_IO;
+    }
+    if (rc != GM_OP_OK)
+        gm_pipe_rescue(ctx, c);
+    return rc;
+}
+
 int gm_client_submit_bg(const gm_job *job, char *handle, size_t *handle_len, char *err)
 {
-    gm_submit_ctx ctx = {job, handle, handle_len};
-    return gm_client_run(job->fn, job->fn_len, gm_op_submit_bg, &ctx, err);
+    const gm_config *cfg = gm_settings(err);
+    if (cfg == NULL)
+        return GM_ERR;
+    if (cfg->pipeline_window == 0) {
+        gm_submit_ctx ctx = {job, handle, handle_len};
+        return gm_client_run(job->fn, job->fn_len, gm_op_submit_bg, &ctx, err);
+    }
+    /* Pipelined: no handle yet, so the value is the job's unique id. */
+    gm_pipe_ctx ctx = {job, NULL, 0, 0, 0};
+    int rc = gm_client_run(job->fn, job->fn_len, gm_op_submit_pipelined, &ctx, err);
+    if (ctx.rescue_count) {
+        char tmp[GM_ERRLEN];
+        snprintf(tmp, sizeof tmp, "%u unconfirmed jobs lost (no server took them): %s", ctx.rescue_count, err);
+        snprintf(err, GM_ERRLEN, "%s", tmp);
+        rc = GM_ERR;
+    }
+    free(ctx.rescue);
+    if (rc == GM_OK) {
+        size_t n = job->unique_len > GM_HANDLE_MAX ? GM_HANDLE_MAX : job->unique_len;
+        memcpy(handle, job->unique, n);
+        handle[n] = '\0';
+        *handle_len = n;
+    }
+    return rc;
 }
 
 typedef struct gm_do_ctx {

@@ -96,6 +96,7 @@ void gm_conn_close(gm_conn *c)
         close(c->fd);
     free(c->rbuf);
     free(c->wbuf);
+    free(c->pbuf);
     free(c);
 }
 
@@ -135,6 +136,36 @@ int gm_conn_queue(gm_conn *c, unsigned type, const gm_slice *args, unsigned narg
         return gm_conn_fail(err, why ? why : "cannot encode packet", 0);
     c->wlen += n;
     return GM_OK;
+}
+
+int gm_conn_queue_raw(gm_conn *c, const char *p, size_t len, char *err)
+{
+    if (gm_conn_room(&c->wbuf, &c->wpos, &c->wlen, &c->wcap, len) != GM_OK)
+        return gm_conn_fail(err, "out of memory", 0);
+    memcpy(c->wbuf + c->wlen, p, len);
+    c->wlen += len;
+    return GM_OK;
+}
+
+int gm_conn_pend(gm_conn *c, const char *p, size_t len, unsigned count, char *err)
+{
+    if (gm_conn_room(&c->pbuf, &c->ppos, &c->plen, &c->pcap, len) != GM_OK)
+        return gm_conn_fail(err, "out of memory", 0);
+    memcpy(c->pbuf + c->plen, p, len);
+    c->plen += len;
+    c->pcount += count;
+    return GM_OK;
+}
+
+void gm_conn_confirm(gm_conn *c)
+{
+    if (c->pcount == 0 || c->plen - c->ppos < GM_HEADER_SIZE)
+        return;
+    const unsigned char *h = (const unsigned char *)c->pbuf + c->ppos + 8;
+    size_t size = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+    c->ppos += GM_HEADER_SIZE + size;
+    if (--c->pcount == 0 || c->ppos >= c->plen)
+        c->ppos = c->plen = 0;
 }
 
 /* One write attempt: GM_OK (maybe partial), GM_NEED_MORE (would block), GM_ERR. */
@@ -210,6 +241,8 @@ int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, 
 
 int gm_conn_is_stale(gm_conn *c)
 {
+    if (c->pcount)
+        return 0;
     if (c->rpos < c->rlen || c->wpos < c->wlen)
         return 1;
     struct pollfd p = {c->fd, POLLIN, 0};

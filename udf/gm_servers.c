@@ -363,11 +363,17 @@ void gm_server_mark_down(gm_server *s, const char *why, int backoff_ms)
     s->failing = 1;
     s->down_until = gm_now_us() + (int64_t)backoff_ms * 1000;
     snprintf(s->last_err, sizeof s->last_err, "%s", why);
-    /* Idle connections to a server that just failed are suspect too. */
+    /* Idle connections to a server that just failed are suspect too; those holding
+     * unconfirmed pipelined jobs stay, so that their next user rescues the jobs. */
     gm_conn *idle[GM_POOL_MAX];
-    unsigned n = s->n_idle;
-    memcpy(idle, s->idle, n * sizeof idle[0]);
-    s->n_idle = 0;
+    unsigned n = 0, keep = 0;
+    for (unsigned i = 0; i < s->n_idle; i++) {
+        if (s->idle[i]->pcount)
+            s->idle[keep++] = s->idle[i];
+        else
+            idle[n++] = s->idle[i];
+    }
+    s->n_idle = keep;
     s->open_conns -= n;
     pthread_mutex_unlock(&s->lock);
     for (unsigned i = 0; i < n; i++)
@@ -403,7 +409,8 @@ void gm_server_checkin(gm_server *s, gm_conn *c)
     if (c == NULL)
         return;
     pthread_mutex_lock(&s->lock);
-    if (s->n_idle < GM_POOL_MAX && c->rpos == c->rlen && c->wpos == c->wlen) {
+    /* Nothing unsent; nothing unread unless replies to pipelined jobs are still coming. */
+    if (s->n_idle < GM_POOL_MAX && c->wpos == c->wlen && (c->rpos == c->rlen || c->pcount)) {
         s->idle[s->n_idle++] = c;
         c = NULL;
     }
