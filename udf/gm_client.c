@@ -126,7 +126,7 @@ static void gm_client_note(char *acc, size_t *used, const gm_server *s, const ch
 }
 
 /* Run op on the function's servers in list order until one succeeds. */
-static int gm_client_run(const char *fn, size_t fn_len, gm_op op, void *ctx, char *err)
+static int gm_client_run(const char *fn, size_t fn_len, gm_op op, int clean, void *ctx, char *err)
 {
     const gm_config *cfg = gm_settings(err);
     if (cfg == NULL)
@@ -151,7 +151,7 @@ static int gm_client_run(const char *fn, size_t fn_len, gm_op op, void *ctx, cha
         int rc = GM_OP_IO;
         for (int attempt = 0; attempt < 2; attempt++) {
             int reused = 0;
-            gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, &reused, e);
+            gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, clean, &reused, e);
             if (c == NULL) {
                 rc = GM_OP_IO;
                 break;
@@ -287,11 +287,11 @@ int gm_client_submit_bg(const gm_job *job, char *handle, size_t *handle_len, cha
         return GM_ERR;
     if (cfg->pipeline_window == 0) {
         gm_submit_ctx ctx = {job, handle, handle_len};
-        return gm_client_run(job->fn, job->fn_len, gm_op_submit_bg, &ctx, err);
+        return gm_client_run(job->fn, job->fn_len, gm_op_submit_bg, 1, &ctx, err);
     }
     /* Pipelined: no handle yet, so the value is the job's unique id. */
     gm_pipe_ctx ctx = {job, NULL, 0, 0, 0};
-    int rc = gm_client_run(job->fn, job->fn_len, gm_op_submit_pipelined, &ctx, err);
+    int rc = gm_client_run(job->fn, job->fn_len, gm_op_submit_pipelined, 0, &ctx, err);
     if (ctx.rescue_count) {
         char tmp[GM_ERRLEN];
         snprintf(tmp, sizeof tmp, "%u unconfirmed jobs lost (no server took them): %s", ctx.rescue_count, err);
@@ -380,7 +380,7 @@ static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
 int gm_client_do(const gm_job *job, enum gm_outcome *outcome, char **data, size_t *data_len, char *err)
 {
     gm_do_ctx ctx = {job, GM_JOB_FAIL, NULL, 0};
-    int rc = gm_client_run(job->fn, job->fn_len, gm_op_do, &ctx, err);
+    int rc = gm_client_run(job->fn, job->fn_len, gm_op_do, 1, &ctx, err);
     *outcome = ctx.outcome;
     *data = ctx.data;
     *data_len = ctx.data_len;
@@ -411,7 +411,7 @@ static int gm_stream_connect(gm_stream *st, const gm_job *job, char *err)
         int reused;
         if (!gm_server_usable(s, now))
             continue;
-        st->conn = gm_server_checkout(s, st->cfg->connect_timeout_ms, &reused, e);
+        st->conn = gm_server_checkout(s, st->cfg->connect_timeout_ms, 1, &reused, e);
         if (st->conn == NULL) {
             snprintf(err, GM_ERRLEN, "gearmand %s: %.200s", s->name, e);
             gm_server_mark_down(s, e, st->cfg->backoff_ms);

@@ -380,11 +380,19 @@ void gm_server_mark_down(gm_server *s, const char *why, int backoff_ms)
         gm_conn_close(idle[i]);
 }
 
-gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int *reused, char *err)
+gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int *reused, char *err)
 {
     for (;;) {
+        gm_conn *c = NULL;
         pthread_mutex_lock(&s->lock);
-        gm_conn *c = s->n_idle ? s->idle[--s->n_idle] : NULL;
+        /* The most recently used first; `clean` callers skip those with pipelined jobs. */
+        for (unsigned i = s->n_idle; i-- > 0;) {
+            if (clean && s->idle[i]->pcount)
+                continue;
+            c = s->idle[i];
+            s->idle[i] = s->idle[--s->n_idle];
+            break;
+        }
         pthread_mutex_unlock(&s->lock);
         if (c == NULL)
             break;

@@ -73,9 +73,10 @@ int gm_server_usable(gm_server *s, int64_t now);
 void gm_server_mark_up(gm_server *s);
 void gm_server_mark_down(gm_server *s, const char *why, int backoff_ms);
 
-/* A connection to s: an idle pooled one (checked for staleness) or a new one.
- * *reused tells which. NULL + err on failure. */
-gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int *reused, char *err);
+/* A connection to s: an idle pooled one (checked for staleness) or a new one; with
+ * `clean`, never one that carries unconfirmed pipelined jobs. *reused tells which.
+ * NULL + err on failure. */
+gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int *reused, char *err);
 /* Hand a healthy, idle connection back (kept if the pool has room), or close a broken one. */
 void gm_server_checkin(gm_server *s, gm_conn *c);
 void gm_server_discard(gm_server *s, gm_conn *c);
