@@ -7,8 +7,6 @@ from . import connect as connmod
 
 
 def _conn_opts(args):
-    if args.password == "" and sys.stdin.isatty():  # a bare -p asks, like the mysql client
-        args.password = getpass.getpass("Enter password: ")
     return connmod.from_args(args)
 
 
@@ -80,8 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--library", help="the gman_udf.so to install (default: the one in this package)")
         p.set_defaults(func=func)
 
+    # Pipeline commands: each module owns its options (add_arguments) and its run(args).
+    from . import triggers, verify, worker
+    for name, text, add, run in (
+            ("worker", "carry syncToRedis jobs from gearmand into Redis", worker.add_arguments, worker.run),
+            ("trigger", "render (or --apply) the AFTER INSERT/UPDATE/DELETE triggers of a table",
+             triggers.add_arguments, triggers.run),
+            ("verify", "compare a table with Redis; --repair fixes the differences", verify.add_arguments, verify.run),
+            ("load", "bulk-load a table into Redis (directly or through gearmand)", verify.add_load_arguments,
+             verify.run_load)):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("--help", action="help", help="show this help and exit")
+        add(p)
+        p.set_defaults(func=run)
+
     p = sub.add_parser("demo", help="the whole pipeline on throwaway servers")
-    p.add_argument("--rows", type=int, default=5, help="sample rows to show")
+    p.add_argument("--seconds", type=float, default=10, help="how long to stream changes (default: %(default)s)")
+    p.add_argument("--rate", type=int, default=300, help="changes per second (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
     return ap
 
@@ -99,6 +112,8 @@ def _expected_errors():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "password", None) == "" and sys.stdin.isatty():
+        args.password = getpass.getpass("Enter password: ")  # a bare -p asks, like the mysql client
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Write the files generated from the catalog: `python -m pygen.generate` (or --check).
 
 sql/install.sql, sql/uninstall.sql  portable registration scripts (any MariaDB/MySQL)
+sql/example_trigger.sql              the triggers `gman-udf trigger` renders for an example table
 udf/exports.map                      the linker's list of SQL-visible symbols
 README.md                            the function table between its markers
 """
@@ -8,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import catalog, sqlgen
+from . import catalog, sqlgen, triggers
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_BEGIN = "<!-- function table: generated from pygen/catalog.py -->"
@@ -30,6 +31,7 @@ def outputs(root: Path = ROOT):
         root / "sql" / "install.sql": sqlgen.install_sql(),
         root / "sql" / "uninstall.sql": sqlgen.uninstall_sql(),
         root / "udf" / "exports.map": catalog.export_map(),
+        root / "sql" / "example_trigger.sql": triggers.example_sql(),
     }
     if readme.exists():
         out[readme] = _readme(readme.read_text())
