@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pygen import sqlgen  # noqa: E402
-from pygen.sandbox import Gearmand, MariaDB  # noqa: E402
+from pygen.sandbox import Gearmand, MariaDB  # noqa: E402,F401  (Gearmand: for the scripts)
 
 
 def library() -> Path:

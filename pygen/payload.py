@@ -38,9 +38,40 @@ class Change:
     row: Optional[Dict[str, Any]] = field(default=None)
 
 
+class Number(str):
+    """A JSON number kept as its text, where a float would change it: DECIMAL(65,30) digits,
+    or the trailing zeros of 12.50. dumps() writes it back verbatim."""
+
+
+def _parse_float(text: str):
+    f = float(text)
+    return f if repr(f) == text else Number(text)
+
+
+def loads(text):
+    """json.loads that keeps every number exactly as written (see Number)."""
+    return json.loads(text, parse_float=_parse_float)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def dumps(value) -> str:
+    """Compact JSON; Numbers are written as their text (the C encoder would quote them)."""
+    if isinstance(value, Number):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        if not any(isinstance(v, (Number, dict, list)) for v in value.values()):
+            return _ENCODE(value)
+        return "{" + ",".join(_ENCODE(str(k)) + ":" + dumps(v) for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(dumps(v) for v in value) + "]"
+    return _ENCODE(value)
+
+
 def parse(workload: bytes) -> Change:
     try:
-        doc = json.loads(workload)
+        doc = loads(workload)
     except (ValueError, UnicodeDecodeError) as e:
         raise PayloadError(f"not JSON: {e}") from None
     if not isinstance(doc, dict):

@@ -29,6 +29,7 @@ Exit code: 0 when Redis matches the table (or every difference was repaired), 1 
 differences remain, 2 on a usage or connection error.
 """
 import json
+from decimal import Decimal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from . import apply as plan_mod
 from . import connect as connmod
 from . import triggers
 from .payload import Change
+from .payload import loads as payload_loads
 from .redis_scripts import APPLY
 
 DEFAULT_TEMPLATE = plan_mod.DEFAULT_TEMPLATE
@@ -75,6 +77,11 @@ def is_version_key(key: bytes) -> bool:
     return key.endswith(b"#v")
 
 
+def _by_value(text):
+    """Parsed JSON where numbers compare by value (2.5 == 2.5000)."""
+    return json.loads(text, parse_float=Decimal)
+
+
 def stored_matches(write: plan_mod.Write, got: Any) -> bool:
     """True when what Redis holds (GET or HGETALL's reply) is what the write would leave:
     JSON compared parsed (key order, 2.5000 vs 2.5 do not matter), hashes field by field."""
@@ -85,7 +92,7 @@ def stored_matches(write: plan_mod.Write, got: Any) -> bool:
     if got is None:
         return False
     try:
-        return json.loads(got) == json.loads(write.values[0])
+        return _by_value(got) == _by_value(write.values[0])
     except (ValueError, UnicodeDecodeError):
         return False
 
@@ -220,7 +227,7 @@ def stream_rows(conn, t: triggers.TableSchema, batch: int = BATCH):
                 break
             if any(r[0] is None or r[1] is None for r in rows):
                 raise RuntimeError(f"udf_json_object returned NULL for a row of {t.qualified}")
-            yield [(json.loads(r[0]), json.loads(r[1]), tuple(r[2:2 + n])) for r in rows]
+            yield [(payload_loads(r[0]), payload_loads(r[1]), tuple(r[2:2 + n])) for r in rows]
     finally:
         cur.close()
 
@@ -266,7 +273,7 @@ class Repairer:
             fresh = cur.fetchall()
         finally:
             cur.close()
-        writes = [expected_write(self.t, json.loads(k), json.loads(r), self.options, int(v)) for k, r, v in fresh]
+        writes = [expected_write(self.t, payload_loads(k), payload_loads(r), self.options, int(v)) for k, r, v in fresh]
         newer = self._run(writes)
         report.repaired["written"] += len(writes) - newer
         report.repaired["newer"] += newer

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define GM_UNIQUE_MAX 64     /* gearmand's GEARMAN_MAX_UNIQUE_SIZE */
+#define GM_UNIQUE_MAX 63     /* GEARMAN_MAX_UNIQUE_SIZE is 64 with the NUL: gearmand keeps 63 bytes */
 #define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
 #define GM_STREAM_SEND_AT 65536
 
@@ -163,9 +163,11 @@ static int gm_client_run(const char *fn, size_t fn_len, gm_op op, int clean, voi
                 gm_routes_release(routes);
                 return GM_OK;
             }
+            int timed_out = c->timed_out;
             gm_server_discard(s, c);
-            /* A pooled connection may have died while idle: one more try on a fresh one. */
-            if (!(rc == GM_OP_IO && reused))
+            /* A pooled connection may have died while idle (closed, reset): one more try on a
+             * fresh one. Not after a timeout: a silent server would cost a second timeout. */
+            if (!(rc == GM_OP_IO && reused && !timed_out))
                 break;
         }
         gm_client_note(acc, &used, s, e);
@@ -418,6 +420,7 @@ static int gm_stream_connect(gm_stream *st, const gm_job *job, char *err)
             continue;
         }
         st->server = s;
+        gm_server_mark_up(s); /* it answered: a probe after back-off succeeded */
         if (st->want_results && gm_client_enable_exceptions(st->conn, st->cfg, e) != GM_OP_OK) {
             snprintf(err, GM_ERRLEN, "gearmand %s: %.200s", s->name, e);
             gm_server_discard(s, st->conn);
@@ -451,8 +454,11 @@ static int gm_stream_take(gm_stream *st, const gm_packet *pkt, char *err)
         size_t n = pkt->arg[1].len < sizeof num - 1 ? pkt->arg[1].len : sizeof num - 1;
         memcpy(num, pkt->arg[1].p, n);
         num[n] = '\0';
-        st->sum += strtoll(num, NULL, 10); /* a non-number counts 0, as in gearman-mysql-udf */
+        errno = 0;
+        long long v = strtoll(num, NULL, 10); /* a non-number counts 0, as in gearman-mysql-udf */
         st->completed++;
+        if (errno == ERANGE || __builtin_add_overflow(st->sum, (int64_t)v, &st->sum))
+            return gm_stream_fail(st, err, "the sum is out of the BIGINT range");
         return GM_OK;
     }
     case GM_WORK_FAIL:
@@ -475,15 +481,18 @@ static int gm_stream_pump(gm_stream *st, int64_t deadline, char *err)
     char e[GM_ERRLEN];
     gm_packet pkt;
     int r;
+    int took = 0;
     if (gm_conn_flush_some(st->conn, e) != GM_OK)
         return gm_stream_fail(st, err, e);
-    while ((r = gm_conn_recv(st->conn, &pkt, gm_client_max_reply(st->cfg), -1, e)) == GM_OK)
+    while ((r = gm_conn_recv(st->conn, &pkt, gm_client_max_reply(st->cfg), -1, e)) == GM_OK) {
+        took = 1;
         if (gm_stream_take(st, &pkt, err) != GM_OK)
             return GM_ERR;
+    }
     if (r == GM_ERR)
         return gm_stream_fail(st, err, e);
-    if (deadline < 0)
-        return GM_OK;
+    if (deadline < 0 || took)
+        return GM_OK; /* wait only when nothing moved: the caller checks whether it is done */
     struct pollfd p = {st->conn->fd, POLLIN | (st->conn->wpos < st->conn->wlen ? POLLOUT : 0), 0};
     int64_t left = deadline - gm_now_us();
     if (left <= 0)

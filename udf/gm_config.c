@@ -145,14 +145,14 @@ static int gm_config_read_file(gm_config *cfg, const char *path, int must_exist,
             continue;
         char *eq = strchr(s, '=');
         if (eq == NULL) {
-            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
+            snprintf(err, errlen, "expected key = value (%s line %d)", path, lineno);
             rc = GM_ERR;
             break;
         }
         *eq = '\0';
         char sub[GM_ERRLEN_CFG];
         if (gm_config_set(cfg, gm_config_trim(s), gm_config_trim(eq + 1), sub, sizeof sub) != GM_OK) {
-            snprintf(err, errlen, "%s:%d: %s", path, lineno, sub);
+            snprintf(err, errlen, "%s (%s line %d)", sub, path, lineno);
             rc = GM_ERR;
         }
     }

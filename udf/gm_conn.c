@@ -189,8 +189,10 @@ int gm_conn_flush(gm_conn *c, int64_t deadline, char *err)
         int r = gm_conn_write_once(c, err);
         if (r == GM_ERR)
             return GM_ERR;
-        if (r == GM_NEED_MORE && gm_conn_wait(c->fd, POLLOUT, deadline, err) != GM_OK)
+        if (r == GM_NEED_MORE && gm_conn_wait(c->fd, POLLOUT, deadline, err) != GM_OK) {
+            c->timed_out = 1;
             return gm_conn_fail(err, "send timed out", 0);
+        }
     }
     return GM_OK;
 }
@@ -234,8 +236,10 @@ int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, 
             return gm_conn_fail(err, "recv", errno);
         if (deadline < 0)
             return GM_NEED_MORE;
-        if (gm_conn_wait(c->fd, POLLIN, deadline, err) != GM_OK)
+        if (gm_conn_wait(c->fd, POLLIN, deadline, err) != GM_OK) {
+            c->timed_out = 1;
             return gm_conn_fail(err, "no reply (timed out)", 0);
+        }
     }
 }
 

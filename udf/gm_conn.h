@@ -25,6 +25,7 @@ typedef struct gm_conn {
     char *wbuf;   /* bytes to send; [wpos, wlen) not yet written */
     size_t wpos, wlen, wcap;
     int options_sent; /* OPTION_REQ "exceptions" already acknowledged */
+    int timed_out;    /* a wait ran out: the peer is slow or frozen, not merely gone */
     /* Pipelined mode: background jobs sent but not yet confirmed by JOB_CREATED, as their
      * packets, oldest first, so that they can be sent again elsewhere if this fails. */
     char *pbuf;

@@ -61,7 +61,7 @@ static void gm_servers_init(void)
              (rt->function = strdup(cr->function)) != NULL;
     }
     if (!ok) {
-        snprintf(gm_cfg_err, sizeof gm_cfg_err, "gman_udf configuration (%s): %s", gm_cfg.source, err);
+        snprintf(gm_cfg_err, sizeof gm_cfg_err, "gman_udf configuration: %s (%s)", err, gm_cfg.source);
         gm_routes_free(r);
         return;
     }

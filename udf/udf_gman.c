@@ -19,8 +19,9 @@
  *                                                    process: a row version that follows
  *                                                    commit order when taken under the row lock
  *
- * NULL function or workload, and every failure, give NULL with *error set and the reason
- * in gman_last_error(). A NULL or empty unique id means "none": a fresh random one is
+ * NULL function or workload, and every failure, give NULL with the reason in
+ * gman_last_error() (is_null, not *error: after *error the server skips the function for
+ * every later row of the statement). A NULL or empty unique id means "none": a fresh random one is
  * sent, since gearmand merges jobs with equal ids (and its sqlite queue collapses empty
  * ones).
  */
@@ -51,15 +52,20 @@ static int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char
 static int gman_init_settings(const char *fname, char *message)
 {
     char err[GM_ERRLEN];
-    if (gm_settings(err) == NULL)
+    if (gm_settings(err) == NULL) {
+        udf_error_set("%s: %s", fname, err); /* whole, for gman_last_error(): the server cuts message */
         return udf_init_fail(message, "%s: %s", fname, err);
+    }
     return 0;
 }
 
-static char *gman_fail(const char *fname, const char *why, char *error)
+/* A row that fails is NULL with the reason in gman_last_error(). Not *error: with it set,
+ * MariaDB and MySQL return NULL for every later row of the statement without calling us,
+ * so one timeout would silently skip the rest of a multi-row SELECT. */
+static char *gman_fail(const char *fname, const char *why, char *is_null)
 {
     udf_error_set("%s: %s", fname, why);
-    *error = 1;
+    *is_null = 1;
     return NULL;
 }
 
@@ -105,12 +111,13 @@ UDF_EXPORT char *gman_servers_set(UDF_INIT *initid, UDF_ARGS *args, char *result
 {
     char err[GM_ERRLEN];
     (void)result;
+    (void)error;
     if (args->args[0] == NULL)
-        return gman_fail("gman_servers_set", "the server list is NULL", error);
+        return gman_fail("gman_servers_set", "the server list is NULL", is_null);
     const char *fn = args->arg_count > 1 ? args->args[1] : NULL;
     size_t flen = fn ? args->lengths[1] : 0;
     if (gm_servers_set(args->args[0], args->lengths[0], fn, flen, initid->ptr, GMAN_LIST_TEXT_MAX, err) != GM_OK)
-        return gman_fail("gman_servers_set", err, error);
+        return gman_fail("gman_servers_set", err, is_null);
     *is_null = 0;
     *length = strlen(initid->ptr);
     return initid->ptr;
@@ -129,8 +136,8 @@ static my_bool gman_job_init(UDF_INIT *initid, UDF_ARGS *args, char *message, co
         return 1;
     if (args->args[0] != NULL && args->lengths[0] == 0)
         return (my_bool)udf_init_fail(message, "%s: the function name is empty", fname);
-    if (args->arg_count > 2 && args->args[2] != NULL && args->lengths[2] > 64)
-        return (my_bool)udf_init_fail(message, "%s: the unique id is longer than 64 bytes", fname);
+    if (args->arg_count > 2 && args->args[2] != NULL && args->lengths[2] > 63)
+        return (my_bool)udf_init_fail(message, "%s: the unique id is longer than 63 bytes", fname);
     initid->maybe_null = 1;
     initid->const_item = 0;
     initid->max_length = background ? GM_HANDLE_MAX : 16777216;
@@ -183,12 +190,13 @@ static char *gman_job_run(UDF_INIT *initid, UDF_ARGS *args, char *result, unsign
 {
     char err[GM_ERRLEN], unique[33];
     gm_job job;
+    (void)error;
     if (gman_job_from_args(args, type, &job, unique, err) != GM_OK)
-        return gman_fail(fname, err, error);
+        return gman_fail(fname, err, is_null);
     if (background) {
         size_t hlen;
         if (gm_client_submit_bg(&job, result, &hlen, err) != GM_OK)
-            return gman_fail(fname, err, error);
+            return gman_fail(fname, err, is_null);
         *is_null = 0;
         *length = hlen;
         return result;
@@ -199,7 +207,7 @@ static char *gman_job_run(UDF_INIT *initid, UDF_ARGS *args, char *result, unsign
     free(st->data);
     st->data = NULL;
     if (gm_client_do(&job, &outcome, &st->data, &len, err) != GM_OK)
-        return gman_fail(fname, err, error);
+        return gman_fail(fname, err, is_null);
     if (outcome == GM_JOB_FAIL) {
         udf_error_set("%s: the job failed (WORK_FAIL)", fname);
         *is_null = 1;
@@ -234,10 +242,16 @@ GMAN_JOB_DEFINE(gman_do_background, GM_SUBMIT_JOB_BG, 1)
 GMAN_JOB_DEFINE(gman_do_high_background, GM_SUBMIT_JOB_HIGH_BG, 1)
 GMAN_JOB_DEFINE(gman_do_low_background, GM_SUBMIT_JOB_LOW_BG, 1)
 
-/* ---- aggregates: gman_sum and gman_bulk_background, one stream per group ---- */
+/* ---- aggregates: gman_sum and gman_bulk_background, one stream per function ---- */
+
+#define GMAN_AGG_FUNCTIONS 8 /* distinct function names in one group */
 
 typedef struct gman_agg {
-    gm_stream stream;
+    unsigned n;
+    gm_stream stream[GMAN_AGG_FUNCTIONS]; /* each on its function's server list */
+    char *fn[GMAN_AGG_FUNCTIONS];
+    size_t fn_len[GMAN_AGG_FUNCTIONS];
+    int want_results;
     int failed;
     char err[GM_ERRLEN];
 } gman_agg;
@@ -256,11 +270,22 @@ static my_bool gman_agg_init(UDF_INIT *initid, UDF_ARGS *args, char *message, co
     return 0;
 }
 
+static void gman_agg_reset(gman_agg *st)
+{
+    for (unsigned i = 0; i < st->n; i++) {
+        gm_stream_close(&st->stream[i]);
+        free(st->fn[i]);
+    }
+    st->n = 0;
+    st->failed = 0;
+    st->err[0] = '\0';
+}
+
 static void gman_agg_deinit(UDF_INIT *initid)
 {
     gman_agg *st = (gman_agg *)initid->ptr;
     if (st)
-        gm_stream_close(&st->stream);
+        gman_agg_reset(st);
     free(st);
     initid->ptr = NULL;
 }
@@ -268,10 +293,28 @@ static void gman_agg_deinit(UDF_INIT *initid)
 static void gman_agg_clear(UDF_INIT *initid, int want_results)
 {
     gman_agg *st = (gman_agg *)initid->ptr;
-    gm_stream_close(&st->stream);
-    gm_stream_init(&st->stream, want_results);
-    st->failed = 0;
-    st->err[0] = '\0';
+    gman_agg_reset(st);
+    st->want_results = want_results;
+}
+
+/* The group's stream for this job's function (its own server list), made on first use. */
+static gm_stream *gman_agg_stream(gman_agg *st, const gm_job *job)
+{
+    for (unsigned i = 0; i < st->n; i++)
+        if (st->fn_len[i] == job->fn_len && memcmp(st->fn[i], job->fn, job->fn_len) == 0)
+            return &st->stream[i];
+    if (st->n == GMAN_AGG_FUNCTIONS) {
+        snprintf(st->err, sizeof st->err, "more than %d function names in one group", GMAN_AGG_FUNCTIONS);
+        return NULL;
+    }
+    if ((st->fn[st->n] = malloc(job->fn_len)) == NULL) {
+        snprintf(st->err, sizeof st->err, "out of memory");
+        return NULL;
+    }
+    memcpy(st->fn[st->n], job->fn, job->fn_len);
+    st->fn_len[st->n] = job->fn_len;
+    gm_stream_init(&st->stream[st->n], st->want_results);
+    return &st->stream[st->n++];
 }
 
 static void gman_agg_add(UDF_INIT *initid, UDF_ARGS *args, unsigned type)
@@ -279,27 +322,41 @@ static void gman_agg_add(UDF_INIT *initid, UDF_ARGS *args, unsigned type)
     gman_agg *st = (gman_agg *)initid->ptr;
     char unique[33];
     gm_job job;
+    gm_stream *stream;
     if (st->failed)
         return;
     if (gman_job_from_args(args, type, &job, unique, st->err) != GM_OK ||
-        gm_stream_add(&st->stream, &job, st->err) != GM_OK)
+        (stream = gman_agg_stream(st, &job)) == NULL || gm_stream_add(stream, &job, st->err) != GM_OK)
         st->failed = 1;
 }
 
-/* Finish the group; GM_OK when every job was confirmed (and ended, for gman_sum). */
-static int gman_agg_finish(gman_agg *st, const char *fname, char *error)
+/* Finish the group: every stream sent, confirmed (and ended, for gman_sum). Totals go to
+ * *created, *failed, *sum. GM_ERR with gman_last_error() set when not all went through. */
+static int gman_agg_finish(gman_agg *st, const char *fname, uint64_t *created, uint64_t *failed, int64_t *sum)
 {
-    if (!st->failed && gm_stream_finish(&st->stream, st->err) != GM_OK)
-        st->failed = 1;
-    if (st->failed) {
-        udf_error_set("%s: %s (%llu of %llu jobs confirmed)", fname, st->err,
-                      (unsigned long long)st->stream.created, (unsigned long long)st->stream.sent);
-        *error = 1;
-        gm_stream_close(&st->stream);
-        return GM_ERR;
+    uint64_t sent = 0;
+    *created = *failed = 0;
+    *sum = 0;
+    for (unsigned i = 0; i < st->n; i++) {
+        gm_stream *s = &st->stream[i];
+        if (!st->failed && gm_stream_finish(s, st->err) != GM_OK)
+            st->failed = 1;
+        if (!st->failed && __builtin_add_overflow(*sum, s->sum, sum)) {
+            snprintf(st->err, sizeof st->err, "the sum is out of the BIGINT range");
+            st->failed = 1;
+        }
+        sent += s->sent;
+        *created += s->created;
+        *failed += s->failed;
     }
-    gm_stream_close(&st->stream);
-    return GM_OK;
+    if (st->failed)
+        udf_error_set("%s: %s (%llu of %llu jobs confirmed)", fname, st->err, (unsigned long long)*created,
+                      (unsigned long long)sent);
+    else if (*failed)
+        udf_error_set("%s: %llu of %llu jobs failed", fname, (unsigned long long)*failed, (unsigned long long)sent);
+    int rc = st->failed ? GM_ERR : GM_OK;
+    gman_agg_reset(st);
+    return rc;
 }
 
 UDF_EXPORT my_bool gman_sum_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
@@ -321,19 +378,15 @@ UDF_EXPORT void gman_sum_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, ch
 }
 UDF_EXPORT long long gman_sum(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
 {
-    gman_agg *st = (gman_agg *)initid->ptr;
+    uint64_t created, failed;
+    int64_t sum;
     (void)args;
-    if (gman_agg_finish(st, "gman_sum", error) != GM_OK) {
+    (void)error;
+    if (gman_agg_finish((gman_agg *)initid->ptr, "gman_sum", &created, &failed, &sum) != GM_OK || failed) {
         *is_null = 1;
         return 0;
     }
-    if (st->stream.failed) {
-        udf_error_set("gman_sum: %llu of %llu jobs failed", (unsigned long long)st->stream.failed,
-                      (unsigned long long)st->stream.sent);
-        *is_null = 1;
-        return 0;
-    }
-    return (long long)st->stream.sum;
+    return (long long)sum;
 }
 
 UDF_EXPORT my_bool gman_bulk_background_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
@@ -355,13 +408,15 @@ UDF_EXPORT void gman_bulk_background_add(UDF_INIT *initid, UDF_ARGS *args, char 
 }
 UDF_EXPORT long long gman_bulk_background(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
 {
-    gman_agg *st = (gman_agg *)initid->ptr;
+    uint64_t created, failed;
+    int64_t sum;
     (void)args;
-    if (gman_agg_finish(st, "gman_bulk_background", error) != GM_OK) {
+    (void)error;
+    if (gman_agg_finish((gman_agg *)initid->ptr, "gman_bulk_background", &created, &failed, &sum) != GM_OK) {
         *is_null = 1;
         return 0;
     }
-    return (long long)st->stream.created;
+    return (long long)created;
 }
 
 /* ---- gman_last_error ---- */

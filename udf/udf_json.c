@@ -19,7 +19,8 @@
  * (case-insensitive) holding one valid JSON value is embedded as is; if it is not valid
  * JSON it is written as a string, so nothing is lost.
  *
- * Any error at row time returns NULL with *error set and the reason in gman_last_error().
+ * Any error at row time returns NULL (is_null; not *error, after which the server would
+ * skip every later row of the statement) with the reason in gman_last_error().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -211,7 +212,7 @@ static int json_udf_append_value(json_udf *st, unsigned i, const char *p, size_t
     return json_buf_append_bytes(b, p, len);
 }
 
-static char *json_udf_render(UDF_INIT *initid, UDF_ARGS *args, unsigned long *length, char *is_null, char *error)
+static char *json_udf_render(UDF_INIT *initid, UDF_ARGS *args, unsigned long *length, char *is_null)
 {
     json_udf *st = (json_udf *)initid->ptr;
     json_buf *b = &st->out;
@@ -234,7 +235,7 @@ static char *json_udf_render(UDF_INIT *initid, UDF_ARGS *args, unsigned long *le
             if (i % 2 == 0) {
                 if (p == NULL) {
                     udf_error_set("%s: name argument %u is NULL", st->fname, i + 1);
-                    *error = 1;
+                    *is_null = 1;
                     return NULL;
                 }
                 if ((i && json_buf_append_char(b, ',') != GM_OK) || json_buf_append_utf8(b, p, len) != GM_OK ||
@@ -258,7 +259,7 @@ static char *json_udf_render(UDF_INIT *initid, UDF_ARGS *args, unsigned long *le
         ok = json_buf_append_char(b, ']');
     if (ok != GM_OK) {
         udf_error_set("%s: %s", st->fname, b->err ? b->err : "cannot render value");
-        *error = 1;
+        *is_null = 1; /* not *error: the server would skip the statement's later rows */
         return NULL;
     }
     *is_null = 0;
@@ -281,7 +282,8 @@ static char *json_udf_render(UDF_INIT *initid, UDF_ARGS *args, unsigned long *le
                              char *is_null, char *error)                                                 \
     {                                                                                                    \
         (void)result;                                                                                    \
-        return json_udf_render(initid, args, length, is_null, error);                                   \
+        (void)error;                                                                                     \
+        return json_udf_render(initid, args, length, is_null);                                   \
     }
 
 JSON_UDF_DEFINE(json_object, JSON_SHAPE_OBJECT)

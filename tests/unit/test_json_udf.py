@@ -80,8 +80,9 @@ class Udf:
             self.values[i], self.lengths[i] = cvalues[i], (8 if self.types[i] == INT else len(v or b""))
         length, is_null, error = ffi.new("unsigned long *"), ffi.new("char *", b"\1"), ffi.new("char *")
         p = getattr(lib, self.fname)(self.initid, self.args, ffi.new("char[255]"), length, is_null, error)
-        if error[0] != b"\0":
-            assert p == ffi.NULL
+        assert error[0] == b"\0"  # row failures are NULL, never *error (it poisons later rows)
+        if p == ffi.NULL:
+            assert is_null[0] == b"\1"
             n = ffi.new("size_t *")
             raise RowError(ffi.unpack(lib.udf_error_get(n), n[0]).decode())
         assert p != ffi.NULL and is_null[0] == b"\0"

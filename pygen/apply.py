@@ -1,0 +1,414 @@
+"""What the worker writes for a change (pure: no sockets, no clock, no I/O).
+
+    plan(change, options) -> [Write]        the Redis write of one payload (pygen/payload.py)
+    collapse(writes)                        one write per key where the result is the same
+    script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
+
+and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
+it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing and
+metrics text. pygen/worker.py does the I/O.
+
+Redis layout (json mode, default key template):
+    shop.data:7          '{"id":7,"volume":12.5}'  (hash mode: a HASH of the same members)
+    {shop.data:7}#v      '1732345678123456'        the version of that image, or a delete's
+                                                   tombstone (expires after --tombstone-ttl)
+The version key wraps the data key in a hash tag, so both live in one Redis Cluster slot.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from pygen.payload import Change, PayloadError, decode_value
+from pygen.payload import dumps as payload_dumps
+
+DEFAULT_TEMPLATE = "{table}:{key}"
+BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
+_JSON = payload_dumps  # exact numbers (pygen.payload.Number) survive the round trip
+
+
+class PlanError(PayloadError):
+    """A change this worker's options cannot write (unknown placeholder, bare row in
+    committed mode, ...): the job is failed, not retried."""
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: str = "json"                       # "json": SET key <row JSON>; "hash": HSET key field value...
+    fields: Optional[Tuple[str, ...]] = None  # only these row members (in this order); None: all
+    key_template: Optional[str] = None        # None: DEFAULT_TEMPLATE, BARE_TEMPLATE for bare rows
+    ttl: Optional[float] = None               # seconds; None: keys do not expire
+    tombstone_ttl: float = 86400.0            # seconds a delete's version outlives the row
+
+    def __post_init__(self):
+        if self.mode not in ("json", "hash"):
+            raise ValueError(f"mode must be 'json' or 'hash', not {self.mode!r}")
+        if self.ttl is not None and self.ttl <= 0:
+            raise ValueError("ttl must be positive")
+        if self.tombstone_ttl <= 0:
+            raise ValueError("tombstone ttl must be positive")
+        if self.key_template is not None:
+            compile_template(self.key_template)  # a syntax error shows at start, not per job
+
+
+class Write(NamedTuple):
+    """One Redis write. op: "set" (values = (json,)), "hash" (values = (f1, v1, ...); none:
+    the key ends absent) or "del" (values = ()). version None: unguarded. ttl_ms: the data's
+    TTL for set/hash, the tombstone's for del; 0 = none."""
+    op: str
+    key: str
+    version_key: str
+    version: Optional[int]
+    ttl_ms: int
+    values: Tuple[bytes, ...] = ()
+
+
+# ---- key templates ---------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+@lru_cache(maxsize=64)
+def compile_template(template: str) -> Tuple[Tuple[bool, str], ...]:
+    """[(is_placeholder, text)]. '{name}' is a placeholder, '{{' and '}}' are literal braces
+    (for Redis hash tags: 'user:{{{id}}}' -> 'user:{7}')."""
+    parts: List[Tuple[bool, str]] = []
+    pos = 0
+    for m in _TOKEN.finditer(template):
+        if m.start() > pos:
+            parts.append((False, template[pos:m.start()]))
+        tok = m.group(0)
+        if tok in ("{{", "}}"):
+            parts.append((False, tok[0]))
+        elif m.group(1):
+            parts.append((True, m.group(1)))
+        else:
+            raise ValueError(f"key template {template!r}: unbalanced or empty brace at {m.start()}"
+                             " (write {{ or }} for a literal brace)")
+        pos = m.end()
+    if pos < len(template):
+        parts.append((False, template[pos:]))
+    return tuple(parts)
+
+
+def _text(value: Any) -> str:
+    # as payload.key_text does for each value: bytes as hex, the rest as str()
+    value = decode_value(value)
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def render_key(change: Change, template: Optional[str] = None) -> str:
+    """The Redis key of a change. Placeholders: {table}, {key} (all key values joined by ':'),
+    and the key's column names ({id}, {shop_id}...)."""
+    if template is None:
+        if change.table is not None:  # the hot path: DEFAULT_TEMPLATE
+            key = change.key
+            if len(key) == 1:
+                for v in key.values():
+                    return f"{change.table}:{v}" if type(v) in (int, str) else f"{change.table}:{_text(v)}"
+            return change.table + ":" + ":".join(_text(v) for v in key.values())
+        template = BARE_TEMPLATE
+    out = []
+    for placeholder, text in compile_template(template):
+        if not placeholder:
+            out.append(text)
+        elif text == "table":
+            if change.table is None:
+                raise PlanError(f"key template {template!r} needs {{table}}, the payload has none")
+            out.append(change.table)
+        elif text == "key":
+            out.append(":".join(_text(v) for v in change.key.values()))
+        elif text in change.key:
+            out.append(_text(change.key[text]))
+        else:
+            raise PlanError(f"key template {template!r}: {{{text}}} is not a key column of "
+                            f"{change.table or 'the row'} (key: {', '.join(change.key)})")
+    return "".join(out)
+
+
+def version_key(key: str) -> str:
+    """The companion key holding the version of `key`, in the same Redis Cluster slot: a key
+    with a hash tag keeps it ('{u7}:x' -> '{u7}:x#v'), any other key becomes the tag
+    ('shop.data:7' -> '{shop.data:7}#v'). A key with a stray '}' and no tag cannot be
+    wrapped; it gets '#v' appended (same slot only outside a cluster)."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key + "#v"
+    if "}" in key:
+        return key + "#v"
+    return "{" + key + "}#v"
+
+
+# ---- values ----------------------------------------------------------------------------------
+
+def _row(change: Change, fields: Optional[Sequence[str]]) -> Dict[str, Any]:
+    row = change.row or {}
+    if fields is None:
+        return row
+    return {f: row[f] for f in fields if f in row}
+
+
+def hash_value(value: Any) -> Optional[bytes]:
+    """A column value as a hash field: text as UTF-8, {"$base64"} as its bytes, numbers and
+    nested JSON as JSON text; None (SQL NULL) -> no field."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict) and set(value) == {"$base64"}:
+        return decode_value(value)
+    return _JSON(value).encode()
+
+
+def plan(change: Change, options: Options = Options()) -> List[Write]:
+    """The writes that make Redis hold `change` (an upsert's row image, or no key after a
+    delete), guarded by change.version when it has one."""
+    key = render_key(change, options.key_template)
+    vkey = version_key(key)
+    if change.op == "delete":
+        return [Write("del", key, vkey, change.version, round(options.tombstone_ttl * 1000))]
+    ttl_ms = round(options.ttl * 1000) if options.ttl else 0
+    row = _row(change, options.fields)
+    if options.mode == "json":
+        try:
+            text = _JSON(row).encode()
+        except (ValueError, UnicodeEncodeError) as e:  # NaN, lone surrogates: not from a trigger
+            raise PlanError(f"row cannot be written as JSON: {e}") from None
+        return [Write("set", key, vkey, change.version, ttl_ms, (text,))]
+    values: List[bytes] = []
+    for name, value in row.items():
+        try:
+            data = hash_value(value)
+        except (ValueError, UnicodeEncodeError) as e:
+            raise PlanError(f"field {name!r} cannot be written: {e}") from None
+        if data is not None:
+            values += (name.encode(), data)
+    return [Write("hash", key, vkey, change.version, ttl_ms, tuple(values))]
+
+
+def collapse(writes: Sequence[Write]) -> List[Write]:
+    """Drop the writes of a batch whose effect a later one replaces: per key, when every write
+    is guarded the one of the largest version (the last of equals) is the result of running
+    them all; when none is, the last one. Mixed keys keep every write, in order."""
+    by_key: Dict[str, List[int]] = {}
+    for i, w in enumerate(writes):
+        by_key.setdefault(w.key, []).append(i)
+    keep = set()
+    for idx in by_key.values():
+        if len(idx) == 1:
+            keep.add(idx[0])
+            continue
+        guarded = [writes[i].version is not None for i in idx]
+        if all(guarded):
+            best = idx[0]
+            for i in idx[1:]:
+                if writes[i].version >= writes[best].version:
+                    best = i
+            keep.add(best)
+        elif not any(guarded):
+            keep.add(idx[-1])
+        else:
+            keep.update(idx)
+    return [w for i, w in enumerate(writes) if i in keep]
+
+
+_OP = {"set": b"s", "hash": b"h", "del": b"d"}
+
+
+def script_args(writes: Sequence[Write]) -> Tuple[List[str], List[bytes]]:
+    """KEYS and ARGV of redis_scripts.APPLY for these writes, in order."""
+    keys: List[str] = []
+    args: List[bytes] = []
+    for w in writes:
+        if w.version is not None and w.version < 0:
+            raise PlanError(f"negative version {w.version}")
+        keys += (w.key, w.version_key)
+        args += (_OP[w.op], b"" if w.version is None else str(w.version).encode(),
+                 str(w.ttl_ms).encode(), str(len(w.values)).encode(), *w.values)
+    return keys, args
+
+
+def lag_us(version: Optional[int], now_us: int) -> Optional[int]:
+    """now - version for versions that are gman_stamp() microseconds (2001..2286), else None."""
+    if version is None or not 10**15 <= version < 10**16:
+        return None
+    return now_us - version
+
+
+# ---- --consistency committed -----------------------------------------------------------------
+
+def quote_ident(name: str) -> str:
+    """A MySQL identifier in backticks (backticks doubled), safe inside a %s-format query."""
+    if not name or "\0" in name:
+        raise PlanError(f"bad identifier {name!r}")
+    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+
+
+def split_table(table: str) -> Tuple[Optional[str], str]:
+    """'schema.table' -> (schema, table); a name without a dot is in the DSN's database."""
+    schema, dot, name = table.partition(".")
+    return (schema, name) if dot else (None, table)
+
+
+def _members(fn: str, cols: Sequence[str], convert: Collection[str] = ()) -> str:
+    # udf_json_members: the member names are %s parameters, so any column name works. Text in
+    # a charset other than UTF-8 is converted, as the generated triggers do (pygen.triggers).
+    def value(c):
+        return f"CONVERT({quote_ident(c)} USING utf8mb4)" if c in convert else quote_ident(c)
+    return f"{fn}(" + ", ".join(f"%s, {value(c)}" for c in cols) + ")"
+
+
+def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str], count: int,
+                   json_function: str = "udf_json_members",
+                   convert: Collection[str] = ()) -> Tuple[str, List[str]]:
+    """SELECT <key JSON>, <row JSON> for `count` keys, rendered by the same UDF (and so the
+    same value policy) as the trigger's payload; `convert` names the text columns in a
+    non-UTF-8 charset. Returns (sql, the leading parameters: the member names). The key
+    values follow, flattened, in key_cols order."""
+    if not key_cols or count < 1:
+        raise PlanError("nothing to read")
+    schema, name = split_table(table)
+    target = (quote_ident(schema) + "." if schema else "") + quote_ident(name)
+    row_cols = list(row_cols) or list(key_cols)  # a delete has no row: read the key back
+    tuple_ = "(" + ", ".join(["%s"] * len(key_cols)) + ")"
+    cols = "(" + ", ".join(quote_ident(c) for c in key_cols) + ")"
+    sql = (f"SELECT {_members(json_function, key_cols, convert)}, {_members(json_function, row_cols, convert)} "
+           f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})")
+    return sql, list(key_cols) + list(row_cols)
+
+
+def lock_statement(table: str, key_cols: Sequence[str], server_version: str) -> Optional[str]:
+    """A locking read of one row that fails at once when another transaction holds its lock
+    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before."""
+    m = re.match(r"(\d+)\.(\d+)", server_version or "")
+    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if "mariadb" in server_version.lower():
+        if version < (10, 3):
+            return None
+        lock = "LOCK IN SHARE MODE NOWAIT"
+    elif version >= (8, 0):
+        lock = "FOR SHARE NOWAIT"
+    else:
+        return None
+    schema, name = split_table(table)
+    target = (quote_ident(schema) + "." if schema else "") + quote_ident(name)
+    cols = ", ".join(quote_ident(c) for c in key_cols)
+    values = ", ".join(["%s"] * len(key_cols))
+    return f"SELECT 1 FROM {target} WHERE ({cols}) = ({values}) {lock}"
+
+
+def key_params(key: Dict[str, Any], key_cols: Sequence[str]) -> List[Any]:
+    return [decode_value(key[c]) for c in key_cols]
+
+
+def key_id(key: Dict[str, Any], key_cols: Sequence[str]) -> str:
+    """A hashable identity of a key, equal for the payload's key and the key read back."""
+    return json.dumps([key.get(c) for c in key_cols], sort_keys=True)
+
+
+RETRY, DROP = "retry", "drop"
+
+
+def decide(change: Change, committed: Optional[Dict[str, Any]], expired: bool):
+    """What to write for a change, given its row as committed now (None: no such row):
+    a Change to write, RETRY (not yet: look again later) or DROP (nothing to write).
+    The payload's image when what is committed agrees with it; once the commit window has
+    passed, what is committed: a delete when the row is gone, the committed row for an
+    upsert, nothing for a delete of a row that is still there (rolled back: Redis never lost
+    it; re-inserted: that INSERT sends its own job). The payload's version stays: any later
+    change of the row carries a larger one."""
+    if change.op == "delete":
+        if committed is None:
+            return change
+        return DROP if expired else RETRY
+    if committed is not None and committed == change.row:
+        return change
+    if not expired:
+        return RETRY
+    if committed is None:
+        return Change("delete", change.table, change.key, change.version, None)
+    return replace(change, row=committed)
+
+
+def retry_delay(attempt: int, base: float = 0.02, cap: float = 1.0) -> float:
+    return min(base * (2 ** attempt), cap)
+
+
+# ---- worker configuration and metrics --------------------------------------------------------
+
+def redis_target(url: str, cluster: bool = False) -> tuple[bool, str]:
+    """(cluster?, the URL for redis-py): a '+cluster' scheme selects the cluster client."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"--redis {url!r}: expected redis://host:port/db")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return True, scheme.split("+")[0] + "://" + rest
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"--redis {url!r}: unknown scheme {scheme!r} "
+                         "(redis, rediss, unix, redis+cluster, rediss+cluster)")
+    if cluster and scheme == "unix":
+        raise ValueError("--redis-cluster needs a redis:// or rediss:// URL")
+    return cluster, url
+
+
+def parse_dsn(dsn: str, environ=os.environ) -> dict:
+    """MySQLdb.connect() arguments from mysql://user:pass@host:port/db[?socket=PATH]."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ValueError(f"--mysql {dsn!r}: expected mysql://user:pass@host:port/db")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    kw = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or "root",
+          "charset": "utf8mb4", "autocommit": True, "binary_prefix": True}
+    if parts.port:
+        kw["port"] = parts.port
+    if parts.password is not None:
+        kw["password"] = unquote(parts.password)
+    elif environ.get("MYSQL_PWD") is not None:
+        kw["password"] = environ["MYSQL_PWD"]
+    db = unquote(parts.path.lstrip("/"))
+    if db:
+        kw["database"] = db
+    sock = query.pop("socket", None) or query.pop("unix_socket", None)
+    if sock:
+        kw["unix_socket"] = sock
+    for name in ("connect_timeout", "read_timeout", "write_timeout"):
+        if name in query:
+            kw[name] = int(query.pop(name))
+    if query:
+        raise ValueError(f"--mysql: unknown parameters {', '.join(sorted(query))}")
+    return kw
+
+
+FIELDS = ("jobs", "writes", "stale", "errors", "refused", "retries", "parked", "lag_us")
+_SUMMED = FIELDS[:6]
+
+
+def totals(array, slots: int) -> Dict[str, float]:
+    n = len(FIELDS)
+    out = {name: sum(array[s * n + i] for s in range(slots)) for i, name in enumerate(FIELDS)}
+    out["lag_us"] = max((array[s * n + FIELDS.index("lag_us")] for s in range(slots)), default=0.0)
+    return out
+
+
+def prometheus_text(t: Dict[str, float]) -> str:
+    lines = []
+    help_ = {"jobs": "jobs taken", "writes": "Redis writes acknowledged",
+             "stale": "writes skipped: Redis held a newer version",
+             "errors": "failed Redis or MySQL round trips (retried)",
+             "refused": "jobs failed: not a payload, or (committed mode) not verifiable or forged",
+             "retries": "committed mode: re-reads of a row not committed as sent"}
+    for name in _SUMMED:
+        lines += [f"# HELP gman_worker_{name}_total {help_[name]}", f"# TYPE gman_worker_{name}_total counter",
+                  f"gman_worker_{name}_total {int(t[name])}"]
+    lines += ["# HELP gman_worker_parked jobs waiting for their commit", "# TYPE gman_worker_parked gauge",
+              f"gman_worker_parked {int(t['parked'])}",
+              "# HELP gman_worker_lag_seconds now - v of the last batch's oldest job", "# TYPE gman_worker_lag_seconds gauge",
+              f"gman_worker_lag_seconds {t['lag_us'] / 1e6:.6f}"]
+    return "\n".join(lines) + "\n"

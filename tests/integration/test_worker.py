@@ -1,0 +1,448 @@
+"""`gman-udf worker` (python -m pygen.worker) between a real MariaDB with triggers, gearmand
+and Redis: changes arrive with the right key and value, racing workers never leave an older
+row, a SIGKILLed worker or a restarted Redis loses nothing, and committed mode never shows
+what MySQL has not committed."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from pygen.apply import version_key
+from pygen.gearman import Client
+from pygen.redis_scripts import APPLY
+from pygen.sandbox import Redis, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+FN = "gmanWkSync"
+DB = "gman_wk"
+REDIS_DB = 9
+
+
+# ---- servers and helpers ---------------------------------------------------------------------
+
+def trigger_sql(table, key, cols):
+    """AFTER INSERT/UPDATE/DELETE triggers sending pygen/payload.py's shape, as generated ones do."""
+    def obj(prefix, names, alias):
+        return "udf_json_object(" + ", ".join(f"{prefix}.`{c}` AS `{c}`" for c in names) + f") AS {alias}"
+
+    def call(op, prefix):
+        members = [f"'op', '{op}'", f"'table', '{DB}.{table}'", f"'key', {obj(prefix, key, 'json_key')}",
+                   "'v', gman_stamp()"]
+        if op == "upsert":
+            members.append(f"'row', {obj(prefix, cols, 'json_row')}")
+        return f"SET @gman_r = gman_do_background('{FN}', udf_json_members({', '.join(members)}))"
+
+    same_key = " AND ".join(f"NEW.`{c}` <=> OLD.`{c}`" for c in key)
+    return [
+        f"CREATE TRIGGER {table}_ai AFTER INSERT ON {table} FOR EACH ROW {call('upsert', 'NEW')}",
+        f"CREATE TRIGGER {table}_au AFTER UPDATE ON {table} FOR EACH ROW BEGIN "
+        f"IF NOT ({same_key}) THEN {call('delete', 'OLD')}; END IF; {call('upsert', 'NEW')}; END",
+        f"CREATE TRIGGER {table}_ad AFTER DELETE ON {table} FOR EACH ROW {call('delete', 'OLD')}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def schema(installed):
+    cur = installed.connect().cursor()
+    cur.execute(f"DROP DATABASE IF EXISTS {DB}")
+    cur.execute(f"CREATE DATABASE {DB}")
+    cur.execute(f"USE {DB}")
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY, val VARCHAR(64), n INT, b VARBINARY(16))")
+    cur.execute("CREATE TABLE c (a INT, b VARCHAR(16), x DOUBLE, PRIMARY KEY (a, b))")
+    for stmt in trigger_sql("t", ["id"], ["id", "val", "n", "b"]) + trigger_sql("c", ["a", "b"], ["a", "b", "x"]):
+        cur.execute(stmt)
+    yield installed
+    cur.execute(f"DROP DATABASE {DB}")
+
+
+@pytest.fixture
+def gm(fresh_gearmand):
+    return fresh_gearmand()
+
+
+@pytest.fixture
+def mysql(schema, gm):
+    """A cursor on the test database whose triggers send FN's jobs to this test's gearmand."""
+    conn = schema.connect()
+    cur = conn.cursor()
+    cur.execute(f"USE {DB}")
+    cur.execute("SELECT gman_servers_set(%s, %s)", (gm.address, FN))
+    cur.execute("TRUNCATE t")  # fires no trigger
+    cur.execute("TRUNCATE c")
+    yield cur
+    conn.close()
+
+
+@pytest.fixture
+def rds(redis_server):
+    client = redis_server.client(db=REDIS_DB)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def redis_url(server):
+    return f"redis://{server.host}:{server.port}/{REDIS_DB}"
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def fn_status(gm):
+    return gm.status().get(FN, (0, 0, 0))
+
+
+def drained(gm, timeout=30.0):
+    wait_for(lambda: fn_status(gm)[:2] == (0, 0), timeout, f"gearmand {gm.address} to drain")
+
+
+@contextmanager
+def worker(servers, redis, *args, expect_exit=0, log=None):
+    """A worker subprocess; on exit SIGTERM, which must end it with `expect_exit`."""
+    servers = servers if isinstance(servers, list) else [servers]
+    url = redis if isinstance(redis, str) else redis_url(redis)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in servers),
+           "--redis", url, "--function", FN, "--log-level", "INFO", *map(str, args)]
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: all(fn_status(g)[2] >= 1 for g in servers) or proc.poll() is not None,
+                 what="the worker to register")
+        assert proc.poll() is None, f"worker exited with {proc.returncode}"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("worker did not stop within 20 s of SIGTERM")
+            assert rc == expect_exit, f"worker exited with {rc} after SIGTERM"
+        if log:
+            out.close()
+
+
+def mysql_rows(cur, table="t"):
+    cols = {"t": "id, val, n, b", "c": "a, b, x"}[table]
+    key = {"t": "id", "c": "a, '|', b"}[table]
+    cur.execute(f"SELECT CONCAT({key}), udf_json_object({cols}) FROM {table}")
+    return {k: json.loads(v) for k, v in cur.fetchall()}
+
+
+def redis_rows(rds, prefix=f"{DB}.t:"):
+    keys = [k for k in rds.scan_iter(match=prefix + "*", count=5000) if not k.endswith(b"#v")]
+    out = {}
+    for start in range(0, len(keys), 5000):
+        chunk = keys[start:start + 5000]
+        out.update((k.decode()[len(prefix):], json.loads(v)) for k, v in zip(chunk, rds.mget(chunk)))
+    return out
+
+
+# ---- the Lua guard on its own ----------------------------------------------------------------
+
+def test_script_guard(rds):
+    script = rds.register_script(APPLY)
+
+    def run(op, key, version, ttl=0, *values):
+        return script(keys=[key, version_key(key)], args=[op, version, ttl, len(values), *values])
+
+    big = "98765432109876543210"  # past 2^64: compared as text, not as a double
+    assert run("s", "k", "100", 0, "v100") == 0
+    assert run("s", "k", "99", 0, "v99") == 1 and rds.get("k") == b"v100"  # older: skipped
+    assert run("s", "k", "100", 0, "again") == 0 and rds.get("k") == b"again"  # equal: idempotent
+    assert run("d", "k", "101", 5000) == 0 and not rds.exists("k")
+    assert 0 < rds.pttl(version_key("k")) <= 5000  # the tombstone expires
+    assert run("s", "k", "100", 0, "late") == 1 and not rds.exists("k")  # no resurrection
+    assert run("s", "k", big, 0, "big") == 0 and rds.get(version_key("k")) == big.encode()
+    assert rds.pttl(version_key("k")) == -1  # a live row's version does not expire
+    assert run("s", "k", "9" * 19, 0, "x") == 1  # shorter = smaller
+    assert run("h", "h", "5", 60000, "f", "1", "g", "2") == 0
+    assert rds.hgetall("h") == {b"f": b"1", b"g": b"2"} and 0 < rds.pttl("h") <= 60000
+    assert run("h", "h", "6", 0, "g", "3") == 0 and rds.hgetall("h") == {b"g": b"3"}  # replaced, not merged
+    assert run("s", "u", "", 0, "a") == 0 and run("s", "u", "", 0, "b") == 0  # unguarded
+    assert rds.get("u") == b"b" and not rds.exists(version_key("u"))
+
+
+# ---- payload mode ----------------------------------------------------------------------------
+
+def test_insert_update_delete_reach_redis(mysql, gm, rds, redis_server):
+    with worker(gm, redis_server):
+        mysql.execute("INSERT INTO t VALUES (1, 'one', 10, x'00ff'), (2, 'tab\\there \"q\" é 漢', NULL, NULL), "
+                    "(3, NULL, -5, 'text')")
+        mysql.execute("INSERT INTO c VALUES (1, 'x', 1.5), (1, 'y', NULL), (2, 'x', 1e300)")
+        mysql.execute("UPDATE t SET val = 'uno', n = n + 1 WHERE id = 1")
+        mysql.execute("UPDATE t SET id = 30 WHERE id = 3")  # a key change: delete 3, upsert 30
+        mysql.execute("DELETE FROM t WHERE id = 2")
+        mysql.execute("UPDATE c SET x = 2.25 WHERE a = 1 AND b = 'x'")
+        mysql.execute("DELETE FROM c WHERE b = 'y'")
+        drained(gm)
+        assert json.loads(rds.get(f"{DB}.t:1")) == {"id": 1, "val": "uno", "n": 11, "b": {"$base64": "AP8="}}
+        assert redis_rows(rds) == mysql_rows(mysql) == {
+            "1": {"id": 1, "val": "uno", "n": 11, "b": {"$base64": "AP8="}},
+            "30": {"id": 30, "val": None, "n": -5, "b": "text"}}
+        assert not rds.exists(f"{DB}.t:2") and not rds.exists(f"{DB}.t:3")
+        assert 0 < rds.ttl(version_key(f"{DB}.t:2")) <= 86400  # the delete's tombstone
+        assert json.loads(rds.get(f"{DB}.c:1:x")) == {"a": 1, "b": "x", "x": 2.25}
+        assert json.loads(rds.get(f"{DB}.c:2:x")) == {"a": 2, "b": "x", "x": 1e300}
+        assert not rds.exists(f"{DB}.c:1:y")
+
+
+def test_hash_mode_fields_template_ttl(mysql, gm, rds, redis_server):
+    with worker(gm, redis_server, "--mode", "hash", "--fields", "val,b", "--key-template", "row:{id}",
+                "--ttl", 300):
+        mysql.execute("INSERT INTO t VALUES (1, 'one', 10, x'00ff'), (2, NULL, NULL, 'abc')")
+        mysql.execute("INSERT INTO c VALUES (7, 'k', 0.5)")  # c has no {id}: refused, does not block
+        mysql.execute("UPDATE t SET b = NULL WHERE id = 1")
+        mysql.execute("INSERT INTO t VALUES (3, 'three', 3, NULL)")
+        drained(gm)
+        assert rds.hgetall("row:1") == {b"val": b"one"}
+        assert rds.hgetall("row:2") == {b"b": b"abc"}
+        assert rds.hgetall("row:3") == {b"val": b"three"}
+        assert 0 < rds.ttl("row:3") <= 300 and 0 < rds.ttl(version_key("row:3")) <= 300
+        assert not list(rds.scan_iter(match="*c*"))
+
+
+def test_seeds_rows_from_two_gearmands_and_two_processes(fresh_gearmand, rds, redis_server, tmp_path):
+    a, b = fresh_gearmand(), fresh_gearmand()
+    for gm, ids in ((a, range(0, 300, 2)), (b, range(1, 300, 2))):
+        with Client(gm.address) as c:
+            jobs = [(FN, json.dumps({"id": i, "volume": i / 4}).encode(), None) for i in ids]
+            c.submit_many_background(jobs + [(FN, b"not json", None), (FN, b'{"no": "id"}', None)])
+    log = tmp_path / "worker.log"
+    with worker([a, b], redis_server, "--processes", 2, "--stats-interval", 0.2, log=log):
+        drained(a)
+        drained(b)
+        assert {k: json.loads(v) for k, v in zip(rds.keys("*"), rds.mget(rds.keys("*")))} == \
+            {str(i).encode(): {"id": i, "volume": i / 4} for i in range(300)}  # the seeds' SET <id> <json>
+        time.sleep(0.3)
+    text = log.read_text()
+    assert text.count(" refused: ") == 4 and "jobs/s" in text
+
+
+def hammer(schema, round_, n, threads=2):
+    """n UPDATEs of row 1 from each of `threads` connections at once."""
+    def run():
+        conn = schema.connect()
+        cur = conn.cursor()
+        cur.execute(f"USE {DB}")
+        for i in range(n):
+            cur.execute("UPDATE t SET n = n + 1, val = CONCAT('r', %s, ':', CONNECTION_ID(), ':', %s) "
+                        "WHERE id = 1", (round_, i))
+        conn.close()
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+
+
+def test_two_workers_racing_on_one_row(mysql, gm, rds, redis_server, schema):
+    mysql.execute("INSERT INTO t VALUES (1, 'start', 0, NULL)")
+    port = free_port()
+    with worker(gm, redis_server, "--batch", 4, "--metrics-port", port), worker(gm, redis_server, "--batch", 7):
+        for round_ in range(5):
+            hammer(schema, round_, 1000)
+            drained(gm)
+            assert redis_rows(rds) == mysql_rows(mysql), f"round {round_}"
+            assert mysql_rows(mysql)["1"]["n"] == 2000 * (round_ + 1)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        jobs = int(next(line.split()[1] for line in metrics.splitlines() if line.startswith("gman_worker_jobs_total")))
+        assert 0 < jobs <= 10001
+
+
+def bulk_insert(mysql, n, start=1):
+    mysql.execute(f"INSERT INTO t SELECT seq, CONCAT('row ', seq), seq, NULL FROM seq_{start}_to_{start + n - 1}")
+
+
+def test_sigkill_mid_stream_loses_nothing(mysql, gm, rds, redis_server):
+    bulk_insert(mysql, 20000)
+    mysql.execute("UPDATE t SET n = n * 2 WHERE id % 3 = 0")
+    with worker(gm, redis_server, "--batch", 200, expect_exit=-signal.SIGKILL) as proc:
+        wait_for(lambda: rds.dbsize() > 2000, what="the first writes")
+        proc.kill()
+        proc.wait()
+    assert fn_status(gm)[0] > 0, "the worker drained everything before the kill: test nothing"
+    with worker(gm, redis_server):
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+
+
+def test_redis_restart_mid_stream(mysql, gm):
+    with Redis(extra_args=["--appendonly", "yes"]) as private:
+        client = private.client(db=REDIS_DB)
+        bulk_insert(mysql, 20000)
+        with worker(gm, private, "--batch", 100):
+            wait_for(lambda: client.dbsize() > 2000, what="the first writes")
+            private.restart()
+            assert fn_status(gm)[0] > 0, "drained before the restart: test nothing"
+            drained(gm)
+            assert len(redis_rows(client)) == 20000
+            assert redis_rows(client) == mysql_rows(mysql)
+        client.close()
+
+
+def test_gearmand_restart_with_durable_queue(fresh_gearmand, rds, redis_server):
+    gm = fresh_gearmand(queue="sqlite")
+    base = time.time_ns() // 1000
+
+    def submit(ids):
+        with Client(gm.address) as c:
+            c.submit_many_background([(FN, json.dumps({"op": "upsert", "table": "s.t", "key": {"id": i}, "v": base + i,
+                                                       "row": {"id": i}}).encode(), None) for i in ids])
+    with worker(gm, redis_server):
+        submit(range(100))
+        drained(gm)
+        gm.restart()  # the worker reconnects (with back-off)
+        submit(range(100, 200))
+        drained(gm)
+    submit(range(200, 300))
+    gm.restart()
+    assert fn_status(gm)[0] == 100  # kept by the sqlite queue
+    with worker(gm, redis_server):
+        drained(gm)
+    assert sorted(int(k.split(b":")[1]) for k in rds.keys("s.t:*") if not k.endswith(b"#v")) == list(range(300))
+
+
+def test_redis_down_jobs_stay_queued(mysql, gm):
+    private = Redis()
+    url = redis_url(private)
+    private.close()  # nobody listens there now
+    bulk_insert(mysql, 50)
+    with worker(gm, url, "--timeout", 1):  # SIGTERM: exits 0, returning the jobs it holds
+        wait_for(lambda: fn_status(gm)[1] > 0, what="jobs taken")
+        time.sleep(0.3)
+    assert fn_status(gm)[:2] == (50, 0)
+    with worker(gm, url, "--timeout", 1, expect_exit=-signal.SIGKILL) as proc:
+        wait_for(lambda: fn_status(gm)[1] > 0, what="jobs taken")
+        time.sleep(0.3)
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: fn_status(gm)[:2] == (50, 0), what="gearmand to re-queue the jobs")
+
+
+# ---- committed mode --------------------------------------------------------------------------
+
+@contextmanager
+def watching(rds, key):
+    """Every value `key` takes in Redis while the block runs (polled every ms or so)."""
+    seen, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            value = rds.get(key)
+            if not seen or seen[-1] != value:
+                seen.append(value)
+            time.sleep(0.001)
+    th = threading.Thread(target=poll)
+    th.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        th.join()
+
+
+def committed_worker(gm, redis_server, schema, *args, log=None):
+    dsn = f"mysql://root@localhost/{DB}?socket={schema.socket}"
+    return worker(gm, redis_server, "--consistency", "committed", "--mysql", dsn, "--commit-window", 1, *args,
+                  log=log)
+
+
+def value_of(rds, key=f"{DB}.t:1"):
+    raw = rds.get(key)
+    return None if raw is None else json.loads(raw)["val"]
+
+
+def test_committed_two_workers_racing_on_one_row(mysql, gm, rds, redis_server, schema):
+    mysql.execute("INSERT INTO t VALUES (1, 'start', 0, NULL)")
+    with committed_worker(gm, redis_server, schema, "--batch", 4), \
+            committed_worker(gm, redis_server, schema, "--batch", 7):
+        hammer(schema, 0, 1000)
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+
+
+def test_committed_rollback_never_reaches_redis(mysql, gm, rds, redis_server, schema):
+    mysql.execute("INSERT INTO t VALUES (1, 'kept', 1, NULL)")
+    with committed_worker(gm, redis_server, schema):
+        wait_for(lambda: value_of(rds) == "kept", what="the committed INSERT")
+        with watching(rds, f"{DB}.t:1") as seen:
+            mysql.execute("BEGIN")
+            mysql.execute("UPDATE t SET val = 'rolled back' WHERE id = 1")
+            mysql.execute("INSERT INTO t VALUES (2, 'never', 2, NULL)")
+            time.sleep(0.5)
+            mysql.execute("ROLLBACK")
+            drained(gm)  # the jobs wait out the window, then write what is committed
+        assert [json.loads(v)["val"] for v in seen] == ["kept"]
+        assert not rds.exists(f"{DB}.t:2")
+        assert redis_rows(rds) == mysql_rows(mysql)
+
+
+def test_committed_long_transaction_appears_only_after_commit(mysql, gm, rds, redis_server, schema):
+    mysql.execute("INSERT INTO t VALUES (1, 'before', 1, NULL)")
+    with committed_worker(gm, redis_server, schema):
+        wait_for(lambda: value_of(rds) == "before", what="the committed INSERT")
+        with watching(rds, f"{DB}.t:1") as seen:
+            mysql.execute("BEGIN")
+            mysql.execute("UPDATE t SET val = 'after' WHERE id = 1")
+            mysql.execute("INSERT INTO t VALUES (2, 'new', 2, NULL)")
+            time.sleep(2.5)  # longer than the commit window: the row locks keep the jobs waiting
+            assert value_of(rds) == "before" and not rds.exists(f"{DB}.t:2")
+            committed_at = time.monotonic()
+            mysql.execute("COMMIT")
+            wait_for(lambda: value_of(rds) == "after", what="the committed UPDATE")
+            visible_after = time.monotonic() - committed_at
+        assert [json.loads(v)["val"] for v in seen] == ["before", "after"]
+        assert visible_after < 2.0
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+
+
+def test_committed_forged_jobs_do_not_change_redis(mysql, gm, rds, redis_server, schema, tmp_path):
+    mysql.execute("INSERT INTO t VALUES (1, 'truth', 1, NULL)")
+    log = tmp_path / "worker.log"
+    with committed_worker(gm, redis_server, schema, "--log-level", "DEBUG", log=log):
+        wait_for(lambda: value_of(rds) == "truth", what="the committed INSERT")
+        mysql.execute("SELECT gman_stamp()")
+        now = mysql.fetchone()[0]
+        forged = [
+            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now, "row": {"id": 1, "val": "evil", "n": 1, "b": None}},
+            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now * 10, "row": {"id": 1, "val": "truth", "n": 1, "b": None}},
+            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 9}, "v": now, "row": {"id": 9, "val": "ghost"}},
+            {"op": "delete", "table": f"{DB}.t", "key": {"id": 1}, "v": now},
+            {"op": "upsert", "table": f"{DB}.nosuch", "key": {"id": 1}, "v": now, "row": {"id": 1}},
+            {"id": 1, "val": "seeds shape"},
+        ]
+        with watching(rds, f"{DB}.t:1") as seen:
+            for doc in forged:
+                mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(doc)))
+            drained(gm)
+        assert [json.loads(v)["val"] for v in seen] == ["truth"]
+        assert not rds.exists(f"{DB}.t:9")
+        mysql.execute("UPDATE t SET val = 'next' WHERE id = 1")  # the guard is not poisoned
+        wait_for(lambda: value_of(rds) == "next", what="a genuine update after the forgeries")
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+    text = log.read_text()
+    assert text.count(" refused: ") == 3  # a version from the future, an unknown table, a bare row
+    assert "is ahead of gman_stamp()" in text and "doesn't exist" in text and "needs a payload with table" in text
+    assert text.count("not committed as sent") == 2  # 'evil' and the ghost row: the committed truth written
