@@ -64,9 +64,16 @@ def uuid4_hex() -> str:
     return b.hex()
 
 
+MAX_UNIQUE = 63  # gearmand 1.1 accepts 64 bytes but keeps 63: the 64th corrupts the workload
+
+
 def _unique(unique) -> str | bytes:
     # An empty unique id would make gearmand's durable queues collapse jobs into one row.
-    return unique if unique else uuid4_hex()
+    if not unique:
+        return uuid4_hex()
+    if len(unique.encode() if isinstance(unique, str) else unique) > MAX_UNIQUE:
+        raise ValueError(f"unique id longer than {MAX_UNIQUE} bytes")
+    return unique
 
 
 def _handle(arg: bytes) -> bytes:

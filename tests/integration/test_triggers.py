@@ -13,7 +13,7 @@ import pytest
 
 from pygen import triggers
 from pygen.gearman import Worker
-from pygen.payload import parse
+from pygen.payload import Number, parse
 from pygen.sandbox import Gearmand, free_port
 
 DB = "gman_trig"
@@ -68,7 +68,10 @@ def drain(address, fn, expect=None, timeout=5.0):
 
 
 def summary(changes):
-    return [(c.op, c.key, c.row) for c in changes]
+    """(op, key, row) with exact numbers (DECIMAL text, pygen.payload.Number) compared by value."""
+    def value(v):
+        return float(v) if isinstance(v, Number) else v
+    return [(c.op, c.key, c.row and {k: value(v) for k, v in c.row.items()}) for c in changes]
 
 
 def test_insert_update_delete_queue_one_job_per_changed_row(server, cur, gearmand, capsys):
