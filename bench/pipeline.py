@@ -13,7 +13,6 @@
 import argparse
 import json
 import random
-import statistics
 import subprocess
 import sys
 import threading
@@ -76,27 +75,40 @@ def start_worker(gm, rd, db, consistency):
     return subprocess.Popen(args, cwd=ROOT)
 
 
-def latency(db, gm, consistency, rate, seconds, rows=10_000):
+def drive(db, watcher, tag, rate, seconds, rows, seed, counter):
+    """Single-row UPDATEs at `rate`/s on random rows, each its own transaction."""
+    cur = db.connect().cursor()
+    rng = random.Random(seed)
+    tick, end, n = 1.0 / rate, time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        n += 1
+        rid = rng.randint(1, rows)
+        name = f"{tag}-{seed}-{n}"  # never a value the row already has: that would queue no job
+        cur.execute(f"UPDATE {TABLE} SET name = %s WHERE id = %s", (name, rid))
+        watcher.expect(f"{TABLE}:{rid}", name, time.monotonic())
+        time.sleep(max(0.0, tick - (time.monotonic() - t0)))
+    counter.append(n)
+
+
+def latency(db, gm, consistency, rate, seconds, rows=10_000, threads=2):
     rd = Redis().start()
     worker = start_worker(gm, rd, db, consistency)
-    cur = db.connect().cursor()
     watcher = Watcher(rd.client())
     watcher.start()
     time.sleep(1.0)
-    rng = random.Random(1)
-    tick, end, n = 1.0 / rate, time.monotonic() + seconds, 0
+    counter = []
     try:
-        while time.monotonic() < end:
-            t0 = time.monotonic()
-            n += 1
-            rid = rng.randint(1, rows)
-            name = f"n{n}"
-            cur.execute(f"UPDATE {TABLE} SET name = %s WHERE id = %s", (name, rid))
-            watcher.expect(f"{TABLE}:{rid}", name, time.monotonic())
-            time.sleep(max(0.0, tick - (time.monotonic() - t0)))
+        drivers = [threading.Thread(target=drive, args=(db, watcher, consistency, rate / threads, seconds, rows,
+                                                        seed, counter)) for seed in range(threads)]
+        for t in drivers:
+            t.start()
+        for t in drivers:
+            t.join()
+        n = sum(counter)
         achieved = n / seconds
         time.sleep(2.0)
-        early = early_visibility(db, rd)
+        early = early_visibility(db, rd, consistency)
     finally:
         watcher.stop.set()
         worker.terminate()
@@ -107,13 +119,13 @@ def latency(db, gm, consistency, rate, seconds, rows=10_000):
     return achieved, len(lags), n, p(0.5), p(0.99), early
 
 
-def early_visibility(db, rd, count=100):
+def early_visibility(db, rd, tag, count=100):
     """UPDATE, hold the transaction 20 ms, look at Redis, COMMIT: how often was it there early?"""
     conn = db.connect()
     cur, r = conn.cursor(), rd.client()
     early = 0
     for i in range(count):
-        name = f"early{i}"
+        name = f"early-{tag}-{i}"
         cur.execute("START TRANSACTION")
         cur.execute(f"UPDATE {TABLE} SET name = %s WHERE id = %s", (name, 20_000 + i))
         time.sleep(0.02)
