@@ -359,23 +359,29 @@ static int gman_agg_finish(gman_agg *st, const char *fname, uint64_t *created, u
     return rc;
 }
 
-UDF_EXPORT my_bool gman_sum_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
-{
-    return gman_agg_init(initid, args, message, "gman_sum", 2);
-}
-UDF_EXPORT void gman_sum_deinit(UDF_INIT *initid) { gman_agg_deinit(initid); }
-UDF_EXPORT void gman_sum_clear(UDF_INIT *initid, char *is_null, char *error)
-{
-    (void)is_null;
-    (void)error;
-    gman_agg_clear(initid, 1);
-}
-UDF_EXPORT void gman_sum_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
-{
-    (void)is_null;
-    (void)error;
-    gman_agg_add(initid, args, GM_SUBMIT_JOB);
-}
+/* init, deinit, clear and add of an aggregate: the same for both but for these parameters. */
+#define GMAN_AGG_DEFINE(sqlname, max_args, want_results, type)                                         \
+    UDF_EXPORT my_bool sqlname##_init(UDF_INIT *initid, UDF_ARGS *args, char *message)                 \
+    {                                                                                                   \
+        return gman_agg_init(initid, args, message, #sqlname, max_args);                               \
+    }                                                                                                   \
+    UDF_EXPORT void sqlname##_deinit(UDF_INIT *initid) { gman_agg_deinit(initid); }                     \
+    UDF_EXPORT void sqlname##_clear(UDF_INIT *initid, char *is_null, char *error)                       \
+    {                                                                                                   \
+        (void)is_null;                                                                                  \
+        (void)error;                                                                                    \
+        gman_agg_clear(initid, want_results);                                                          \
+    }                                                                                                   \
+    UDF_EXPORT void sqlname##_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)         \
+    {                                                                                                   \
+        (void)is_null;                                                                                  \
+        (void)error;                                                                                    \
+        gman_agg_add(initid, args, type);                                                              \
+    }
+
+GMAN_AGG_DEFINE(gman_sum, 2, 1, GM_SUBMIT_JOB)
+GMAN_AGG_DEFINE(gman_bulk_background, 3, 0, GM_SUBMIT_JOB_BG)
+
 UDF_EXPORT long long gman_sum(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
 {
     uint64_t created, failed;
@@ -389,23 +395,6 @@ UDF_EXPORT long long gman_sum(UDF_INIT *initid, UDF_ARGS *args, char *is_null, c
     return (long long)sum;
 }
 
-UDF_EXPORT my_bool gman_bulk_background_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
-{
-    return gman_agg_init(initid, args, message, "gman_bulk_background", 3);
-}
-UDF_EXPORT void gman_bulk_background_deinit(UDF_INIT *initid) { gman_agg_deinit(initid); }
-UDF_EXPORT void gman_bulk_background_clear(UDF_INIT *initid, char *is_null, char *error)
-{
-    (void)is_null;
-    (void)error;
-    gman_agg_clear(initid, 0);
-}
-UDF_EXPORT void gman_bulk_background_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
-{
-    (void)is_null;
-    (void)error;
-    gman_agg_add(initid, args, GM_SUBMIT_JOB_BG);
-}
 UDF_EXPORT long long gman_bulk_background(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
 {
     uint64_t created, failed;

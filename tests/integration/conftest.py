@@ -18,7 +18,7 @@ import pytest
 
 from pygen import sqlgen
 from pygen.gearman import Worker
-from pygen.sandbox import MariaDB
+from pygen.sandbox import Gearmand, MariaDB
 
 # pytest drops the module name "conftest" before importing each conftest that is not in a
 # package, so this file replaces tests/conftest.py as `conftest` in sys.modules: keep
@@ -207,3 +207,28 @@ def grab_all(servers, fn, count=None, timeout=10.0):
     finally:
         worker.close()
     return jobs
+
+
+def database_fixtures(db):
+    """Fixtures (server, gearmand, cur) for a test module with its own database on the session
+    server and its own gearmand (the session one stays free of the module's function names)."""
+    @pytest.fixture(scope="module")
+    def server(installed):
+        with installed.connect() as conn:
+            conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4")
+        yield installed
+        with installed.connect() as conn:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS {db}")
+
+    @pytest.fixture(scope="module")
+    def gearmand():
+        with Gearmand() as g:
+            yield g
+
+    @pytest.fixture
+    def cur(server):
+        conn = server.connect(database=db)
+        yield conn.cursor()
+        conn.close()
+
+    return server, gearmand, cur

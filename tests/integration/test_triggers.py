@@ -14,32 +14,14 @@ import pytest
 from pygen import triggers
 from pygen.gearman import Worker
 from pygen.payload import Number, parse
-from pygen.sandbox import Gearmand, free_port
+from pygen.sandbox import free_port
+
+from conftest import database_fixtures  # noqa: E402
 
 DB = "gman_trig"
 
 
-@pytest.fixture(scope="module")
-def server(installed):
-    with installed.connect() as conn:
-        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {DB} CHARACTER SET utf8mb4")
-    yield installed
-    with installed.connect() as conn:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {DB}")
-
-
-@pytest.fixture(scope="module")
-def gearmand():
-    """This module's own gearmand: the session one stays free of our function names."""
-    with Gearmand() as server:
-        yield server
-
-
-@pytest.fixture
-def cur(server):
-    conn = server.connect(database=DB)
-    yield conn.cursor()
-    conn.close()
+server, gearmand, cur = database_fixtures(DB)  # the module's database and its own gearmand
 
 
 def trigger_cli(server, *args):
