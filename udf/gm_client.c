@@ -9,7 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define GM_UNIQUE_MAX 63     /* GEARMAN_MAX_UNIQUE_SIZE is 64 with the NUL: gearmand keeps 63 bytes */
 #define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
@@ -31,7 +32,8 @@ static uint64_t gm_rng_next(void)
 {
     /* xorshift128+, seeded per thread from the kernel: ids are unique, not secret. */
     if (gm_rng[0] == 0 && gm_rng[1] == 0) {
-        if (getrandom(gm_rng, sizeof gm_rng, 0) != (ssize_t)sizeof gm_rng || (gm_rng[0] | gm_rng[1]) == 0) {
+        /* The system call, not getrandom(3): that wrapper needs glibc 2.25. */
+        if (syscall(SYS_getrandom, gm_rng, sizeof gm_rng, 0) != (long)sizeof gm_rng || (gm_rng[0] | gm_rng[1]) == 0) {
             gm_rng[0] = (uint64_t)gm_now_us() ^ 0x9E3779B97F4A7C15ull;
             gm_rng[1] = (uint64_t)(uintptr_t)&gm_rng ^ 0xD1B54A32D192ED03ull;
         }

@@ -1,12 +1,11 @@
 /*
  * gm_config.c -- defaults, gman_udf.cnf and GMAN_UDF_* environment (see gm_config.h).
  */
-#define _GNU_SOURCE
 #include "gm_config.h"
 
 #include <ctype.h>
-#include <dlfcn.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,20 +161,33 @@ static int gm_config_read_file(gm_config *cfg, const char *path, int must_exist,
     return rc;
 }
 
+/* The file mapping this function's code: found in /proc/self/maps rather than with dladdr(),
+ * which would tie the library to glibc 2.34+ (where libdl moved into libc). */
 void gm_config_library_dir(char *out, size_t outlen)
 {
-    Dl_info info;
+    uintptr_t self = (uintptr_t)&gm_config_library_dir;
+    char line[4352];
     out[0] = '\0';
-    if (dladdr((void *)&gm_config_library_dir, &info) == 0 || info.dli_fname == NULL)
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
         return;
-    const char *slash = strrchr(info.dli_fname, '/');
-    if (slash == NULL)
-        return;
-    size_t n = (size_t)(slash - info.dli_fname);
-    if (n + 1 > outlen)
-        return;
-    memcpy(out, info.dli_fname, n);
-    out[n] = '\0';
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi;
+        int path_at = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path_at) < 2 || path_at == 0)
+            continue;
+        if (self < lo || self >= hi || line[path_at] != '/')
+            continue;
+        char *path = line + path_at, *nl = strchr(path, '\n'), *slash;
+        if (nl)
+            *nl = '\0';
+        if ((slash = strrchr(path, '/')) != NULL && (size_t)(slash - path) + 1 <= outlen) {
+            memcpy(out, path, (size_t)(slash - path));
+            out[slash - path] = '\0';
+        }
+        break;
+    }
+    fclose(maps);
 }
 
 int gm_config_load(gm_config *cfg, const char *file_path, char *err, size_t errlen)

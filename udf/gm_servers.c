@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_once_t gm_once = PTHREAD_ONCE_INIT;
+/* Read once. A mutex and an atomic flag rather than pthread_once(), whose symbol version
+ * would require glibc 2.34. */
+static pthread_mutex_t gm_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int gm_cfg_done;
 static gm_config gm_cfg;
 static int gm_cfg_ok;
 static char gm_cfg_err[GM_ERRLEN];
@@ -71,7 +74,14 @@ static void gm_servers_init(void)
 
 const gm_config *gm_settings(char *err)
 {
-    pthread_once(&gm_once, gm_servers_init);
+    if (!__atomic_load_n(&gm_cfg_done, __ATOMIC_ACQUIRE)) { /* the lock only until it is read */
+        pthread_mutex_lock(&gm_init_lock);
+        if (!gm_cfg_done) {
+            gm_servers_init();
+            __atomic_store_n(&gm_cfg_done, 1, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&gm_init_lock);
+    }
     if (!gm_cfg_ok) {
         snprintf(err, GM_ERRLEN, "%s", gm_cfg_err);
         return NULL;

@@ -80,6 +80,16 @@ def test_library_undefined_symbols_all_come_from_glibc(built_library):
     assert strays == []
 
 
+def test_library_loads_on_glibc_2_17(built_library):
+    """Nothing newer than glibc 2.17 (CentOS 7, Debian 8) is needed: no dladdr/pthread_once
+    (2.34 symbol versions), no getrandom() wrapper (2.25). Any server's plugin_dir will do."""
+    out = subprocess.run(["nm", "-D", "--undefined-only", str(built_library)], capture_output=True, text=True,
+                         check=True).stdout
+    versions = {name: tuple(int(x) for x in v.split(".")) for name, v in re.findall(r"(\w+)@GLIBC_([\d.]+)", out)}
+    too_new = {name: v for name, v in versions.items() if v > (2, 17)}
+    assert versions and too_new == {}, too_new
+
+
 def test_generated_files_are_not_stale():
     proc = subprocess.run([sys.executable, "-m", "pygen.generate", "--check"], cwd=ROOT, capture_output=True,
                           text=True)
