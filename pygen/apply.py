@@ -5,8 +5,9 @@
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
 and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
-it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing and
-metrics text. pygen/worker.py does the I/O.
+it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing.
+pygen/worker.py does the I/O; the metrics text moved to pygen/metrics.py (still importable
+from here).
 
 Redis layout (json mode, default key template):
     shop.data:7          '{"id":7,"volume":12.5}'  (hash mode: a HASH of the same members)
@@ -24,8 +25,14 @@ from functools import lru_cache
 from urllib.parse import parse_qs, unquote, urlsplit
 from typing import Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from pygen.metrics import FIELDS, prometheus_text, totals  # re-exported: they used to live here
 from pygen.payload import Change, PayloadError, decode_value
 from pygen.payload import dumps as payload_dumps
+
+__all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
+           "version_key", "hash_value", "plan", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
+           "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
+           "redis_target", "parse_dsn", "FIELDS", "totals", "prometheus_text"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
@@ -341,7 +348,7 @@ def retry_delay(attempt: int, base: float = 0.02, cap: float = 1.0) -> float:
     return min(base * (2 ** attempt), cap)
 
 
-# ---- worker configuration and metrics --------------------------------------------------------
+# ---- worker configuration --------------------------------------------------------------------
 
 def redis_target(url: str, cluster: bool = False) -> tuple[bool, str]:
     """(cluster?, the URL for redis-py): a '+cluster' scheme selects the cluster client."""
@@ -385,30 +392,3 @@ def parse_dsn(dsn: str, environ=os.environ) -> dict:
         raise ValueError(f"--mysql: unknown parameters {', '.join(sorted(query))}")
     return kw
 
-
-FIELDS = ("jobs", "writes", "stale", "errors", "refused", "retries", "parked", "lag_us")
-_SUMMED = FIELDS[:6]
-
-
-def totals(array, slots: int) -> Dict[str, float]:
-    n = len(FIELDS)
-    out = {name: sum(array[s * n + i] for s in range(slots)) for i, name in enumerate(FIELDS)}
-    out["lag_us"] = max((array[s * n + FIELDS.index("lag_us")] for s in range(slots)), default=0.0)
-    return out
-
-
-def prometheus_text(t: Dict[str, float]) -> str:
-    lines = []
-    help_ = {"jobs": "jobs taken", "writes": "Redis writes acknowledged",
-             "stale": "writes skipped: Redis held a newer version",
-             "errors": "failed Redis or MySQL round trips (retried)",
-             "refused": "jobs failed: not a payload, or (committed mode) not verifiable or forged",
-             "retries": "committed mode: re-reads of a row not committed as sent"}
-    for name in _SUMMED:
-        lines += [f"# HELP gman_worker_{name}_total {help_[name]}", f"# TYPE gman_worker_{name}_total counter",
-                  f"gman_worker_{name}_total {int(t[name])}"]
-    lines += ["# HELP gman_worker_parked jobs waiting for their commit", "# TYPE gman_worker_parked gauge",
-              f"gman_worker_parked {int(t['parked'])}",
-              "# HELP gman_worker_lag_seconds now - v of the last batch's oldest job", "# TYPE gman_worker_lag_seconds gauge",
-              f"gman_worker_lag_seconds {t['lag_us'] / 1e6:.6f}"]
-    return "\n".join(lines) + "\n"

@@ -114,7 +114,7 @@ def aliasable(name: str) -> bool:
     return not any(c in _EXPR_BYTES for c in name)
 
 
-# ---- expressions (shared with pygen/verify.py) -----------------------------------------------
+# ---- expressions (shared with pygen/compare.py) ----------------------------------------------
 
 def value_expr(col: Column, row: str = "") -> str:
     """The column's value as the payload carries it; row is "NEW", "OLD" or "" (a SELECT)."""

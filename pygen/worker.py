@@ -44,7 +44,9 @@ unix:///path?db=0. Redis Cluster: redis+cluster://host:port (or rediss+cluster:/
 mysql://user:pass@localhost/db?socket=/run/mysqld/mysqld.sock (user and password
 %-encoded; the password may come from MYSQL_PWD instead).
 
-The pure part (what to write for a payload) is pygen/apply.py.
+The pure part (what to write for a payload) is pygen/apply.py; the I/O around this loop is in
+pygen/redis_writer.py (Redis), pygen/committed.py (MySQL, committed mode) and
+pygen/metrics.py (counters, Prometheus text, the stats log line).
 """
 from __future__ import annotations
 
@@ -55,268 +57,20 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from pygen import apply
-from pygen.apply import FIELDS, parse_dsn, prometheus_text, redis_target, totals
-from pygen.gearman import Worker as GearmanWorker
-from pygen.payload import Change, PayloadError, parse
-from pygen.payload import loads as payload_loads
-from pygen.redis_scripts import APPLY, APPLY_SHA
-from pygen.triggers import Column, _text
+from pygen.apply import parse_dsn, redis_target
+from pygen.committed import CommittedReader, Gone, Pending
+from pygen.gearman_worker import Worker as GearmanWorker
+from pygen.metrics import FIELDS, Stats, log_stats, serve_metrics
+from pygen.payload import PayloadError, parse
+from pygen.redis_writer import RedisWriter
 
 log = logging.getLogger("gman-udf.worker")
 
 
-# ---- counters shared by the worker processes -------------------------------------------------
-
-class Stats:
-    """One process's counters in a slot of a shared array of doubles (one writer per slot)."""
-
-    def __init__(self, array=None, slot: int = 0):
-        self.array = array if array is not None else [0.0] * len(FIELDS)
-        self.base = slot * len(FIELDS)
-        self.index = {name: self.base + i for i, name in enumerate(FIELDS)}
-
-    def add(self, name: str, n: float = 1) -> None:
-        self.array[self.index[name]] += n
-
-    def set(self, name: str, value: float) -> None:
-        self.array[self.index[name]] = value
-
-
-def serve_metrics(host: str, port: int, array, slots: int):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = prometheus_text(totals(array, slots)).encode()
-            self.send_response(200 if self.path in ("/", "/metrics") else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
-
-
-def log_stats(array, slots: int, interval: float, stop: threading.Event) -> None:
-    before, then = totals(array, slots), time.monotonic()
-    while not stop.wait(interval):
-        now_t, now = totals(array, slots), time.monotonic()
-        dt = max(now - then, 1e-9)
-        log.info("%.0f jobs/s, %.0f writes/s, %d stale, %d errors, %d refused, %d parked, lag %.1f ms",
-                 (now_t["jobs"] - before["jobs"]) / dt, (now_t["writes"] - before["writes"]) / dt,
-                 now_t["stale"] - before["stale"], now_t["errors"] - before["errors"],
-                 now_t["refused"] - before["refused"], now_t["parked"], now_t["lag_us"] / 1000)
-        before, then = now_t, now
-
-
-# ---- Redis -----------------------------------------------------------------------------------
-
-class RedisWriter:
-    """Runs apply.Write lists through redis_scripts.APPLY; raises redis.RedisError/OSError."""
-
-    def __init__(self, url: str, cluster: bool = False, timeout: float = 5.0):
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-        self.cluster, url = redis_target(url, cluster)
-        kw = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if self.cluster:
-            from redis.cluster import RedisCluster
-            self.client = RedisCluster.from_url(url, **kw)
-        else:  # one quick retry covers a pooled connection that died; longer outages are ours
-            self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **kw)
-
-    def write(self, writes: List[apply.Write]) -> int:
-        """Apply the writes; returns how many were skipped as stale."""
-        return self.finish(self.begin(writes))
-
-    def begin(self, writes: List[apply.Write]):
-        """Send the writes without waiting for the reply (the caller works meanwhile)."""
-        if self.cluster or not writes:
-            return None, writes
-        keys, args = apply.script_args(writes)
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_command("EVALSHA", APPLY_SHA, len(keys), *keys, *args)
-        except BaseException:
-            conn.disconnect()
-            pool.release(conn)
-            raise
-        return conn, (keys, args)
-
-    def finish(self, token) -> int:
-        """Wait for begin()'s reply: the number of writes skipped as stale."""
-        conn, what = token
-        if conn is None:
-            return self._write_cluster(what) if what else 0
-        import redis
-        pool = self.client.connection_pool
-        try:
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis
-            pass
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
-        keys, args = what
-        self.client.script_load(APPLY)
-        return self.client.evalsha(APPLY_SHA, len(keys), *keys, *args)
-
-    def _write_cluster(self, writes) -> int:
-        import redis
-        for attempt in (1, 2):
-            pipe = self.client.pipeline()  # keys of one script call share a slot: one call per key
-            for w in writes:
-                keys, args = apply.script_args([w])
-                pipe.execute_command("EVALSHA", APPLY_SHA, 2, *keys, *args)  # ClusterPipeline.evalsha() is refused
-            try:
-                return sum(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                self.client.script_load(APPLY)  # on every primary
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self.client.close()
-
-
-# ---- MySQL (--consistency committed) ---------------------------------------------------------
-
-class Gone(Exception):
-    """The change cannot be checked (unknown table or column, unrenderable row): refused."""
-
-
-class CommittedReader:
-    """Reads rows as MySQL has committed them (READ COMMITTED, autocommit: each SELECT sees
-    every transaction committed before it started, nothing else)."""
-
-    CHUNK = 500
-
-    def __init__(self, dsn: str, json_function: str = "udf_json_members", timeout: float = 5.0):
-        self.kw = parse_dsn(dsn)
-        self.kw.setdefault("connect_timeout", max(1, round(timeout)))
-        self.json_function = json_function
-        self.conn = None
-        self._convert: Dict[str, frozenset] = {}
-
-    def _cursor(self):
-        if self.conn is None:
-            import MySQLdb
-            conn = MySQLdb.connect(**self.kw)
-            conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            self.conn = conn
-        return self.conn.cursor()
-
-    def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
-
-    def stamp(self) -> int:
-        cur = self._cursor()
-        cur.execute("SELECT gman_stamp()")
-        return int(cur.fetchone()[0])
-
-    def locked(self, change: Change) -> Optional[bool]:
-        """True when another transaction holds the row's lock (or MySQL cannot tell now);
-        None on servers without NOWAIT (MySQL 5.7, MariaDB 10.2)."""
-        import MySQLdb
-        try:
-            cur = self._cursor()
-            sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info())
-            if sql is None:
-                return None
-            cur.execute(sql, apply.key_params(change.key, list(change.key)))
-            cur.fetchall()
-        except MySQLdb.OperationalError as e:
-            if not (e.args and e.args[0] in (1205, 3572)):  # NOWAIT: MariaDB's lock wait timeout, MySQL's ER_LOCK_NOWAIT
-                self.close()
-            return True
-        except (MySQLdb.MySQLError, apply.PlanError):
-            return False
-        return False
-
-    def read(self, changes: List[Change]) -> list:
-        """For each change: its row as committed (dict), None (no such row) or a Gone."""
-        import MySQLdb
-        out: list = [None] * len(changes)
-        groups: Dict[tuple, List[int]] = {}
-        for i, c in enumerate(changes):
-            groups.setdefault((c.table, tuple(c.key), tuple(c.row or ())), []).append(i)
-        for (table, key_cols, row_cols), idx in groups.items():
-            for start in range(0, len(idx), self.CHUNK):
-                chunk = idx[start:start + self.CHUNK]
-                try:
-                    found = self._read_group(table, key_cols, row_cols, [changes[i] for i in chunk])
-                except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError, apply.PlanError) as e:
-                    for i in chunk:
-                        out[i] = Gone(f"{table}: {e}")
-                    continue
-                except MySQLdb.OperationalError as e:
-                    if e.args and e.args[0] in (1054, 1146, 1049, 1305, 1142, 1143):  # no such column/table/db/function, denied
-                        for i in chunk:
-                            out[i] = Gone(f"{table}: {e}")
-                        continue
-                    self.close()
-                    raise
-                for i in chunk:
-                    out[i] = found.get(apply.key_id(changes[i].key, key_cols))
-        return out
-
-    def _converted(self, table) -> frozenset:
-        """The table's text columns in a non-UTF-8 charset (read once per table)."""
-        if table not in self._convert:
-            schema, name = apply.split_table(table)
-            cur = self._cursor()
-            cur.execute("SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
-                        "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (schema or None, name))
-            cols = [Column(_text(n), "", _text(cs)) for n, cs in cur.fetchall()]
-            self._convert[table] = frozenset(c.name for c in cols if c.needs_convert)
-        return self._convert[table]
-
-    def _read_group(self, table, key_cols, row_cols, changes) -> dict:
-        sql, params = apply.read_statement(table, key_cols, row_cols, len(changes), self.json_function,
-                                           self._converted(table))
-        for c in changes:
-            params += apply.key_params(c.key, key_cols)
-        cur = self._cursor()
-        cur.execute(sql, params)
-        found = {}
-        for key_json, row_json in cur.fetchall():
-            if key_json is None or row_json is None:
-                raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
-            row = payload_loads(row_json)
-            found[apply.key_id(payload_loads(key_json), key_cols)] = row
-        return found
-
-
 # ---- the loop --------------------------------------------------------------------------------
-
-@dataclass
-class Pending:
-    job: object
-    change: Change
-    first: float
-    due: float
-    attempt: int = 0
-
 
 class Runner:
     """One worker process: grab a batch, decide, write, complete; until stop()."""
@@ -443,26 +197,6 @@ class Runner:
             self._resolve(due, now)
         self.stats.set("parked", len(self.parked))
 
-    def _settled(self, p: Pending, waited: float):
-        """The decision for a change MySQL does not hold as sent: RETRY while its transaction
-        may still be open, else what is committed. Its trigger ran under the row's lock, held
-        until COMMIT or ROLLBACK, so a free lock means that transaction is over, and a read
-        after seeing it free shows its outcome."""
-        locked = self.reader.locked(p.change)
-        if locked is None:  # no NOWAIT on this server: wait out the commit window
-            if waited < self.args.commit_window:
-                return apply.RETRY
-        elif locked and waited < self.args.max_wait:
-            return apply.RETRY
-        try:
-            (row,) = self.reader.read([p.change])
-        except Exception as e:  # noqa: BLE001 - MySQL away: look again later
-            log.warning("mysql: %s", e)
-            return apply.RETRY
-        if isinstance(row, Gone):
-            return apply.RETRY  # it was readable a moment ago
-        return apply.decide(p.change, row, True)
-
     def _refuse(self, job, why) -> None:
         log.warning("job %s refused: %s: %.200r", job.handle, why, job.workload)
         self.stats.add("refused")
@@ -490,7 +224,7 @@ class Runner:
             waited = now - p.first
             action = apply.decide(p.change, row, False)
             if action is apply.RETRY:
-                action = self._settled(p, waited)
+                action = self.reader.settled(p.change, waited, self.args.commit_window, self.args.max_wait)
             if action is apply.RETRY:
                 p.attempt += 1
                 p.due = now + apply.retry_delay(p.attempt)

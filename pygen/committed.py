@@ -1,0 +1,159 @@
+"""--consistency committed: reads rows as MySQL has committed them, rendered by the same UDF
+as the trigger, and works out what to write for a change MySQL does not hold as sent (the
+rules are in pygen/worker.py's docstring; the pure SQL and decisions in pygen/apply.py).
+pygen/worker.py parks the jobs (Pending) and runs the loop.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from pygen import apply
+from pygen.apply import parse_dsn
+from pygen.payload import Change
+from pygen.payload import loads as payload_loads
+from pygen.triggers import Column, _text
+
+log = logging.getLogger("gman-udf.worker")  # the worker's log
+
+
+class Gone(Exception):
+    """The change cannot be checked (unknown table or column, unrenderable row): refused."""
+
+
+class CommittedReader:
+    """Reads rows as MySQL has committed them (READ COMMITTED, autocommit: each SELECT sees
+    every transaction committed before it started, nothing else)."""
+
+    CHUNK = 500
+
+    def __init__(self, dsn: str, json_function: str = "udf_json_members", timeout: float = 5.0):
+        self.kw = parse_dsn(dsn)
+        self.kw.setdefault("connect_timeout", max(1, round(timeout)))
+        self.json_function = json_function
+        self.conn = None
+        self._convert: Dict[str, frozenset] = {}
+
+    def _cursor(self):
+        if self.conn is None:
+            import MySQLdb
+            conn = MySQLdb.connect(**self.kw)
+            conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            self.conn = conn
+        return self.conn.cursor()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def stamp(self) -> int:
+        cur = self._cursor()
+        cur.execute("SELECT gman_stamp()")
+        return int(cur.fetchone()[0])
+
+    def locked(self, change: Change) -> Optional[bool]:
+        """True when another transaction holds the row's lock (or MySQL cannot tell now);
+        None on servers without NOWAIT (MySQL 5.7, MariaDB 10.2)."""
+        import MySQLdb
+        try:
+            cur = self._cursor()
+            sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info())
+            if sql is None:
+                return None
+            cur.execute(sql, apply.key_params(change.key, list(change.key)))
+            cur.fetchall()
+        except MySQLdb.OperationalError as e:
+            if not (e.args and e.args[0] in (1205, 3572)):  # NOWAIT: MariaDB's lock wait timeout, MySQL's ER_LOCK_NOWAIT
+                self.close()
+            return True
+        except (MySQLdb.MySQLError, apply.PlanError):
+            return False
+        return False
+
+    def read(self, changes: List[Change]) -> list:
+        """For each change: its row as committed (dict), None (no such row) or a Gone."""
+        import MySQLdb
+        out: list = [None] * len(changes)
+        groups: Dict[tuple, List[int]] = {}
+        for i, c in enumerate(changes):
+            groups.setdefault((c.table, tuple(c.key), tuple(c.row or ())), []).append(i)
+        for (table, key_cols, row_cols), idx in groups.items():
+            for start in range(0, len(idx), self.CHUNK):
+                chunk = idx[start:start + self.CHUNK]
+                try:
+                    found = self._read_group(table, key_cols, row_cols, [changes[i] for i in chunk])
+                except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError, apply.PlanError) as e:
+                    for i in chunk:
+                        out[i] = Gone(f"{table}: {e}")
+                    continue
+                except MySQLdb.OperationalError as e:
+                    if e.args and e.args[0] in (1054, 1146, 1049, 1305, 1142, 1143):  # no such column/table/db/function, denied
+                        for i in chunk:
+                            out[i] = Gone(f"{table}: {e}")
+                        continue
+                    self.close()
+                    raise
+                for i in chunk:
+                    out[i] = found.get(apply.key_id(changes[i].key, key_cols))
+        return out
+
+    def settled(self, change: Change, waited: float, commit_window: float, max_wait: float):
+        """The decision for a change MySQL does not hold as sent: RETRY while its transaction
+        may still be open, else what is committed. Its trigger ran under the row's lock, held
+        until COMMIT or ROLLBACK, so a free lock means that transaction is over, and a read
+        after seeing it free shows its outcome."""
+        locked = self.locked(change)
+        if locked is None:  # no NOWAIT on this server: wait out the commit window
+            if waited < commit_window:
+                return apply.RETRY
+        elif locked and waited < max_wait:
+            return apply.RETRY
+        try:
+            (row,) = self.read([change])
+        except Exception as e:  # noqa: BLE001 - MySQL away: look again later
+            log.warning("mysql: %s", e)
+            return apply.RETRY
+        if isinstance(row, Gone):
+            return apply.RETRY  # it was readable a moment ago
+        return apply.decide(change, row, True)
+
+    def _converted(self, table) -> frozenset:
+        """The table's text columns in a non-UTF-8 charset (read once per table)."""
+        if table not in self._convert:
+            schema, name = apply.split_table(table)
+            cur = self._cursor()
+            cur.execute("SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                        "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (schema or None, name))
+            cols = [Column(_text(n), "", _text(cs)) for n, cs in cur.fetchall()]
+            self._convert[table] = frozenset(c.name for c in cols if c.needs_convert)
+        return self._convert[table]
+
+    def _read_group(self, table, key_cols, row_cols, changes) -> dict:
+        sql, params = apply.read_statement(table, key_cols, row_cols, len(changes), self.json_function,
+                                           self._converted(table))
+        for c in changes:
+            params += apply.key_params(c.key, key_cols)
+        cur = self._cursor()
+        cur.execute(sql, params)
+        found = {}
+        for key_json, row_json in cur.fetchall():
+            if key_json is None or row_json is None:
+                raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+            row = payload_loads(row_json)
+            found[apply.key_id(payload_loads(key_json), key_cols)] = row
+        return found
+
+
+@dataclass
+class Pending:
+    """A committed-mode job parked until MySQL settles its change."""
+    job: object
+    change: Change
+    first: float
+    due: float
+    attempt: int = 0

@@ -1,0 +1,323 @@
+"""The Gearman worker (pygen/gearman.py re-exports it): takes jobs from every server of a list,
+reconnecting each with back-off, and answers them; a batching API (grab/complete_many) and a
+callable one (run). Built on pygen/gearman_conn.py's Connection.
+
+    w = Worker(["127.0.0.1:4730", "10.0.0.2:4730"], {"reverse": lambda job: job.workload[::-1]})
+    w.run(stop_event)                     # or, batching: jobs = w.grab(500, 1.0); ...; w.complete_many(jobs)
+
+Not thread-safe, except Worker.stop().
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import math
+import os
+import selectors
+import socket
+import time
+
+from pygen.gearman_conn import Connection, GearmanError
+from pygen.gearman_proto import DEFAULT_MAX_DATA, REQ, ProtocolError, Type, encode, from_bytes, to_bytes
+
+log = logging.getLogger("pygen.gearman")  # the name it had before the split: log filters keep working
+
+
+class Job:
+    """A job assigned to this worker. handle/function/unique are str (unique decoded with
+    surrogateescape, so any bytes survive), workload is bytes, server is "host:port"."""
+
+    __slots__ = ("handle", "function", "unique", "workload", "server", "done", "_worker", "_link", "_gen")
+
+    def __init__(self, worker, link, handle, function, unique, workload):
+        self.handle, self.function, self.unique = from_bytes(handle), from_bytes(function), from_bytes(unique)
+        self.workload, self.server, self.done = workload, link.conn.address, False
+        self._worker, self._link, self._gen = worker, link, link.gen
+
+    def complete(self, data: bytes | str = b"") -> bool:
+        return self._worker.complete(self, data)
+
+    def fail(self) -> bool:
+        return self._worker.fail(self)
+
+    def exception(self, text: str) -> bool:
+        return self._worker.exception(self, text)
+
+    def __repr__(self) -> str:
+        return (f"<Job {self.handle} {self.function} unique={self.unique!r} "
+                f"{len(self.workload)} B from {self.server}>")
+
+
+class _Link:
+    """The worker's connection to one server. state: down -> connecting -> awake (grab) <->
+    sleeping (PRE_SLEEP sent, waiting for NOOP) -> down on any error."""
+
+    def __init__(self, conn: Connection):
+        self.conn, self.state, self.gen = conn, "down", 0
+        self.fd = -1
+        self.retry_at = self.backoff = 0.0
+        self.deadline = 0.0      # connecting: give up then; grabs outstanding: no reply by then = dead
+        self.grabs = 0           # GRAB_JOB_UNIQ sent, reply not yet read
+        self.empty = False       # a NO_JOB came in this round
+        self.slept_at = 0.0
+
+
+_GRAB = encode(REQ, Type.GRAB_JOB_UNIQ)
+_PRE_SLEEP = encode(REQ, Type.PRE_SLEEP)
+
+
+class Worker:
+    """Registers `functions` on EVERY server of `servers` (jobs may be queued on any of them)
+    and takes jobs from all of them. A server that dies is reconnected with exponential
+    back-off (max_backoff) while the others keep working; its unfinished jobs are re-queued
+    by gearmand when the connection drops, so a job may run twice (at least once).
+
+    functions: {name: callable(job) -> bytes | str | None} for run(); for grab() alone the
+    callables may be None (a list of names is accepted too)."""
+
+    def __init__(self, servers, functions, client_id: str | None = None, connect_timeout: float = 2.0,
+                 timeout: float = 5.0, poll_interval: float = 0.2, max_backoff: float = 2.0,
+                 probe_interval: float = 10.0, exceptions: bool = True, max_data: int = DEFAULT_MAX_DATA):
+        servers = [servers] if isinstance(servers, (str, tuple)) else list(servers)
+        if not servers:
+            raise ValueError("no server given")
+        self.functions = dict(functions) if isinstance(functions, dict) else dict.fromkeys(functions)
+        if not self.functions:
+            raise ValueError("no function given")
+        self.client_id = client_id or f"pygen-{socket.gethostname()}-{os.getpid()}"
+        self.connect_timeout, self.timeout, self.poll_interval = connect_timeout, timeout, poll_interval
+        self.max_backoff, self.probe_interval, self.exceptions = max_backoff, probe_interval, exceptions
+        self.links = [_Link(Connection(s, connect_timeout, timeout, max_data)) for s in servers]
+        self._hello = b"".join([encode(REQ, Type.SET_CLIENT_ID, self.client_id)] +
+                               [encode(REQ, Type.CAN_DO, name) for name in self.functions])
+        self._sel = selectors.DefaultSelector()
+        self._ready: collections.deque[Job] = collections.deque()
+        self._stopping = False
+
+    # ---- connections
+    def _down(self, link: _Link, why) -> None:
+        if link.state == "down":
+            return
+        # a server that stays down would otherwise log a warning every max_backoff seconds
+        level = logging.INFO if link.state == "connecting" and link.backoff else logging.WARNING
+        log.log(level, "gearmand %s: %s; reconnecting in %.2f s", link.conn.address, why, link.backoff)
+        self._drop(link)
+        link.retry_at = time.monotonic() + link.backoff
+        link.backoff = min(max(link.backoff * 2, 0.05), self.max_backoff)
+
+    def _drop(self, link: _Link) -> None:
+        if link.fd >= 0:
+            try:
+                self._sel.unregister(link.fd)
+            except (KeyError, ValueError):
+                pass
+            link.fd = -1
+        link.conn.close()
+        link.state, link.grabs, link.empty = "down", 0, False
+        link.gen += 1  # jobs taken on the old connection can no longer be answered
+        if any(job._link is link for job in self._ready):  # gearmand re-queues them: drop our copies
+            self._ready = collections.deque(job for job in self._ready if job._link is not link)
+
+    def _connect(self, link: _Link) -> None:
+        """Start a non-blocking connect: a server that does not answer must not stall the others."""
+        try:
+            family, type_, proto, _, addr = socket.getaddrinfo(
+                link.conn.host, link.conn.port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, type_, proto)
+        except OSError as e:
+            link.state = "connecting"
+            return self._down(link, e)
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        link.conn.sock, link.fd, link.state = sock, sock.fileno(), "connecting"
+        if err not in (0, errno.EINPROGRESS):
+            return self._down(link, os.strerror(err))
+        link.deadline = time.monotonic() + self.connect_timeout
+        self._sel.register(link.fd, selectors.EVENT_WRITE, link)
+
+    def _connected(self, link: _Link) -> None:
+        err = link.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            return self._down(link, os.strerror(err))
+        try:
+            link.conn.attach(link.conn.sock)
+            link.conn.send(self._hello)
+        except OSError as e:
+            return self._down(link, e)
+        self._sel.modify(link.fd, selectors.EVENT_READ, link)
+        link.state, link.empty, link.grabs = "awake", False, 0
+        log.info("gearmand %s: connected", link.conn.address)
+
+    def _send(self, link: _Link, data: bytes) -> bool:
+        try:
+            link.conn.send(data)
+            return True
+        except OSError as e:
+            self._down(link, e)
+            return False
+
+    # ---- reading
+    def _read(self, link: _Link) -> None:
+        try:
+            link.conn.fill()
+            packets = list(link.conn.decoder)
+        except (OSError, ProtocolError) as e:
+            return self._down(link, e)
+        link.deadline = time.monotonic() + self.timeout  # progress: a big payload may take several reads
+        link.backoff = 0.0
+        for type, args in packets:
+            if type == Type.JOB_ASSIGN_UNIQ:
+                link.grabs -= 1
+                self._ready.append(Job(self, link, *args))
+            elif type == Type.NO_JOB:
+                link.grabs -= 1
+                link.empty = True
+            elif type == Type.NOOP:
+                link.empty = False
+                if link.state == "sleeping":
+                    link.state = "awake"
+            elif type == Type.ERROR:  # e.g. a result for a job gearmand no longer knows
+                log.warning("gearmand %s: error %s: %s", link.conn.address, from_bytes(args[0]),
+                            from_bytes(args[1]))
+            else:
+                return self._down(link, f"unexpected {Type(type).name}")
+        if link.grabs < 0:
+            return self._down(link, "more replies than grabs")
+        if link.state == "awake" and link.grabs == 0 and link.empty:
+            if self._send(link, _PRE_SLEEP):
+                link.state, link.slept_at = "sleeping", time.monotonic()
+
+    def _maintain(self, now: float) -> None:
+        for link in self.links:
+            if link.state == "down" and now >= link.retry_at and not self._stopping:
+                self._connect(link)
+            elif link.state == "connecting" and now > link.deadline:
+                self._down(link, f"connect timed out after {self.connect_timeout} s")
+            elif link.grabs and now > link.deadline:
+                self._down(link, f"no reply within {self.timeout} s")
+            elif link.state == "sleeping" and now - link.slept_at > self.probe_interval:
+                # a lost NOOP or a silently dead server would otherwise leave us asleep forever
+                link.state, link.empty = "awake", False
+
+    def _request_grabs(self, want: int, now: float) -> None:
+        """Send up to `want` GRAB_JOB_UNIQ, spread over the servers that may have jobs. gearmand
+        answers each one, so several in a row on one connection take several jobs."""
+        want -= len(self._ready) + sum(link.grabs for link in self.links)
+        candidates = [l for l in self.links if l.state == "awake" and not l.grabs and not l.empty]
+        share = math.ceil(want / len(candidates)) if candidates else 0
+        for link in candidates:
+            n = min(share, want)
+            if n <= 0:
+                break
+            if self._send(link, _GRAB * n):
+                link.grabs, link.deadline = n, now + self.timeout
+                want -= n
+
+    def _poll(self, timeout: float) -> None:
+        for key, _ in self._sel.select(max(timeout, 0.0)):
+            link = key.data
+            if link.state == "connecting":
+                self._connected(link)
+            elif link.state != "down":
+                self._read(link)
+
+    # ---- the batching API
+    def grab(self, max_jobs: int = 1, timeout: float = 1.0) -> list[Job]:
+        """Up to max_jobs assigned jobs, waiting at most `timeout` for the first. Returns as soon
+        as max_jobs are in or every server has said NO_JOB; [] on timeout. After stop() it
+        sends no new grab and returns only jobs already received."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            self._maintain(now)
+            if not self._stopping:
+                self._request_grabs(max_jobs, now)
+            busy = any(l.grabs or (l.state == "awake" and not l.empty) for l in self.links)
+            if len(self._ready) >= max_jobs or (self._ready and not busy) or self._stopping:
+                break
+            if now >= deadline:
+                break
+            wake = min([deadline, now + self.poll_interval] +
+                       [l.retry_at for l in self.links if l.state == "down"])
+            self._poll(wake - now)
+        return [self._ready.popleft() for _ in range(min(max_jobs, len(self._ready)))]
+
+    def _finish(self, job: Job, packet: bytes) -> bool:
+        """Send a job's result. False when its connection is gone (gearmand re-queues it)."""
+        if job.done:
+            raise GearmanError(f"job {job.handle} already finished")
+        job.done = True
+        link = job._link
+        return link.gen == job._gen and link.state in ("awake", "sleeping") and self._send(link, packet)
+
+    def complete(self, job: Job, data: bytes | str = b"") -> bool:
+        return self._finish(job, encode(REQ, Type.WORK_COMPLETE, job.handle, data))
+
+    def fail(self, job: Job) -> bool:
+        return self._finish(job, encode(REQ, Type.WORK_FAIL, job.handle))
+
+    def exception(self, job: Job, text: str) -> bool:
+        return self._finish(job, encode(REQ, Type.WORK_EXCEPTION, job.handle, to_bytes(text)))
+
+    def complete_many(self, jobs, data: bytes | str = b"") -> int:
+        """WORK_COMPLETE for each job, one write per server; returns how many were sent."""
+        by_link: dict[int, tuple[_Link, list]] = {}
+        for job in jobs:
+            if job.done:
+                raise GearmanError(f"job {job.handle} already finished")
+            job.done = True
+            if job._link.gen == job._gen and job._link.state in ("awake", "sleeping"):
+                by_link.setdefault(id(job._link), (job._link, []))[1].append(
+                    encode(REQ, Type.WORK_COMPLETE, job.handle, data))
+        return sum(len(packets) for link, packets in by_link.values() if self._send(link, b"".join(packets)))
+
+    # ---- the callable API
+    def work(self, job: Job) -> None:
+        """Run the job's function and send its outcome."""
+        try:
+            result = self.functions[job.function](job)
+        except Exception as e:
+            log.warning("job %s (%s) raised %r", job.handle, job.function, e)
+            if not job.done:
+                self.exception(job, f"{type(e).__name__}: {e}") if self.exceptions else self.fail(job)
+            return
+        if job.done:
+            return
+        if result is not None and not isinstance(result, (bytes, bytearray, memoryview, str)):
+            log.warning("job %s (%s) returned a %s", job.handle, job.function, type(result).__name__)
+            text = f"TypeError: {job.function} returned {type(result).__name__}, not bytes, str or None"
+            self.exception(job, text) if self.exceptions else self.fail(job)
+            return
+        self.complete(job, b"" if result is None else result)
+
+    def run(self, stop_event=None, batch: int = 1) -> None:
+        """Work until stop() or stop_event.set() (honoured within poll_interval, after the jobs
+        in hand), then close. batch > 1 grabs several jobs per round trip (faster for short
+        jobs; the others wait behind a slow one instead of going to another worker)."""
+        try:
+            while not self._stopping and not (stop_event is not None and stop_event.is_set()):
+                for job in self.grab(batch, self.poll_interval):
+                    self.work(job)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask run()/grab() to take no new job; run() finishes the current one and closes.
+        The only method that may be called from another thread."""
+        self._stopping = True
+
+    def close(self) -> None:
+        """Close every connection; jobs taken but not finished go back to gearmand's queue."""
+        for link in self.links:
+            self._drop(link)
+            link.retry_at = link.backoff = 0.0
+        self._ready.clear()
+        self._sel.close()
+        self._sel = selectors.DefaultSelector()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

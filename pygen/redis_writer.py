@@ -1,0 +1,83 @@
+"""The worker's Redis side: runs pygen/apply.py's Write lists through redis_scripts.APPLY,
+one Lua call per batch (standalone Redis) or one pipeline of per-key calls (Redis Cluster).
+"""
+from __future__ import annotations
+
+from typing import List
+
+from pygen import apply
+from pygen.apply import redis_target
+from pygen.redis_scripts import APPLY, APPLY_SHA
+
+
+class RedisWriter:
+    """Runs apply.Write lists through redis_scripts.APPLY; raises redis.RedisError/OSError."""
+
+    def __init__(self, url: str, cluster: bool = False, timeout: float = 5.0):
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        self.cluster, url = redis_target(url, cluster)
+        kw = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if self.cluster:
+            from redis.cluster import RedisCluster
+            self.client = RedisCluster.from_url(url, **kw)
+        else:  # one quick retry covers a pooled connection that died; longer outages are ours
+            self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **kw)
+
+    def write(self, writes: List[apply.Write]) -> int:
+        """Apply the writes; returns how many were skipped as stale."""
+        return self.finish(self.begin(writes))
+
+    def begin(self, writes: List[apply.Write]):
+        """Send the writes without waiting for the reply (the caller works meanwhile)."""
+        if self.cluster or not writes:
+            return None, writes
+        keys, args = apply.script_args(writes)
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", APPLY_SHA, len(keys), *keys, *args)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return conn, (keys, args)
+
+    def finish(self, token) -> int:
+        """Wait for begin()'s reply: the number of writes skipped as stale."""
+        conn, what = token
+        if conn is None:
+            return self._write_cluster(what) if what else 0
+        import redis
+        pool = self.client.connection_pool
+        try:
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis
+            pass
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        keys, args = what
+        self.client.script_load(APPLY)
+        return self.client.evalsha(APPLY_SHA, len(keys), *keys, *args)
+
+    def _write_cluster(self, writes) -> int:
+        import redis
+        for attempt in (1, 2):
+            pipe = self.client.pipeline()  # keys of one script call share a slot: one call per key
+            for w in writes:
+                keys, args = apply.script_args([w])
+                pipe.execute_command("EVALSHA", APPLY_SHA, 2, *keys, *args)  # ClusterPipeline.evalsha() is refused
+            try:
+                return sum(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(APPLY)  # on every primary
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.client.close()
