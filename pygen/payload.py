@@ -48,12 +48,18 @@ def _parse_float(text: str):
     return f if repr(f) == text else Number(text)
 
 
+_DECODER = json.JSONDecoder(parse_float=_parse_float)  # one: json.loads(parse_float=) builds one per call
+
+
 def loads(text):
     """json.loads that keeps every number exactly as written (see Number)."""
-    return json.loads(text, parse_float=_parse_float)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    return _DECODER.decode(text)
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_COMPOSITE = (Number, dict, list)
 
 
 def dumps(value) -> str:
@@ -61,9 +67,10 @@ def dumps(value) -> str:
     if isinstance(value, Number):
         return str.__str__(value)
     if isinstance(value, dict):
-        if not any(isinstance(v, (Number, dict, list)) for v in value.values()):
-            return _ENCODE(value)
-        return "{" + ",".join(_ENCODE(str(k)) + ":" + dumps(v) for k, v in value.items()) + "}"
+        for v in value.values():
+            if isinstance(v, _COMPOSITE):
+                return "{" + ",".join(_ENCODE(str(k)) + ":" + dumps(v) for k, v in value.items()) + "}"
+        return _ENCODE(value)  # flat and no exact numbers: the C encoder
     if isinstance(value, list):
         return "[" + ",".join(dumps(v) for v in value) + "]"
     return _ENCODE(value)
