@@ -15,6 +15,7 @@
 #define GM_UNIQUE_MAX 63     /* GEARMAN_MAX_UNIQUE_SIZE is 64 with the NUL: gearmand keeps 63 bytes */
 #define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
 #define GM_STREAM_SEND_AT 65536
+#define GM_DRAIN_MAX 4096 /* replies read in one go without waiting: a flood cannot pin us */
 
 /* What an operation on one connection reports to the failover loop. */
 enum gm_op_result {
@@ -101,10 +102,13 @@ static int gm_client_send_job(gm_conn *c, const gm_job *job, const gm_config *cf
         if (gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err) != GM_OK)
             return GM_OP_IO;
         if (pkt.type == GM_JOB_CREATED) {
-            size_t n = pkt.arg[0].len > GM_HANDLE_MAX ? GM_HANDLE_MAX : pkt.arg[0].len;
-            memcpy(handle, pkt.arg[0].p, n);
-            handle[n] = '\0';
-            *hlen = n;
+            if (pkt.arg[0].len > GM_HANDLE_MAX) { /* a cut handle would never match its result */
+                snprintf(err, GM_ERRLEN, "job handle longer than %d bytes", GM_HANDLE_MAX);
+                return GM_OP_IO;
+            }
+            memcpy(handle, pkt.arg[0].p, pkt.arg[0].len);
+            handle[pkt.arg[0].len] = '\0';
+            *hlen = pkt.arg[0].len;
             return GM_OP_OK;
         }
         if (pkt.type == GM_ERROR) {
@@ -207,7 +211,7 @@ typedef struct gm_pipe_ctx {
 /* Read confirmations: all that are there now (deadline < 0), or wait for one. */
 static int gm_pipe_read(gm_conn *c, const gm_config *cfg, int64_t deadline, char *err)
 {
-    for (;;) {
+    for (int n = 0; deadline >= 0 || n < GM_DRAIN_MAX; n++) {
         gm_packet pkt;
         int r = gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err);
         if (r == GM_NEED_MORE)
@@ -226,6 +230,7 @@ static int gm_pipe_read(gm_conn *c, const gm_config *cfg, int64_t deadline, char
             return GM_OP_IO;
         }
     }
+    return GM_OP_OK;
 }
 
 /* Move c's unconfirmed jobs into the rescue buffer. */
@@ -357,6 +362,12 @@ static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
             snprintf(err, GM_ERRLEN, "%s", why);
             return GM_OP_FINAL;
         }
+        if (pkt.type == GM_ERROR) { /* the server gave up on us: no result will come */
+            char why[GM_ERRLEN];
+            gm_client_error_packet(&pkt, why);
+            snprintf(err, GM_ERRLEN, "job %s accepted, then: %.180s", handle, why);
+            return GM_OP_FINAL;
+        }
         if (pkt.type == GM_NOOP || pkt.type == GM_WORK_DATA || pkt.type == GM_WORK_WARNING ||
             pkt.type == GM_WORK_STATUS)
             continue;
@@ -447,11 +458,21 @@ static int gm_stream_fail(gm_stream *st, char *err, const char *what)
 /* Account for one reply. */
 static int gm_stream_take(gm_stream *st, const gm_packet *pkt, char *err)
 {
+    /* A result counts only for a job of this stream, and only once. */
+    int ours = pkt->nargs > 0 && (pkt->type == GM_WORK_COMPLETE || pkt->type == GM_WORK_FAIL ||
+                                  pkt->type == GM_WORK_EXCEPTION) &&
+               gm_handles_finish(&st->handles, pkt->arg[0].p, pkt->arg[0].len);
     switch (pkt->type) {
     case GM_JOB_CREATED:
+        if (st->created == st->sent)
+            return gm_stream_fail(st, err, "JOB_CREATED for a job it was not sent");
+        if (st->want_results && gm_handles_add(&st->handles, pkt->arg[0].p, pkt->arg[0].len) != GM_OK)
+            return gm_stream_fail(st, err, "out of memory (or a handle over 255 bytes)");
         st->created++;
         return GM_OK;
     case GM_WORK_COMPLETE: {
+        if (!ours)
+            return GM_OK;
         char num[32];
         size_t n = pkt->arg[1].len < sizeof num - 1 ? pkt->arg[1].len : sizeof num - 1;
         memcpy(num, pkt->arg[1].p, n);
@@ -465,7 +486,7 @@ static int gm_stream_take(gm_stream *st, const gm_packet *pkt, char *err)
     }
     case GM_WORK_FAIL:
     case GM_WORK_EXCEPTION:
-        st->failed++;
+        st->failed += ours;
         return GM_OK;
     case GM_ERROR: {
         char e[GM_ERRLEN];
@@ -486,13 +507,16 @@ static int gm_stream_pump(gm_stream *st, int64_t deadline, char *err)
     int took = 0;
     if (gm_conn_flush_some(st->conn, e) != GM_OK)
         return gm_stream_fail(st, err, e);
-    while ((r = gm_conn_recv(st->conn, &pkt, gm_client_max_reply(st->cfg), -1, e)) == GM_OK) {
+    for (int n = 0; n < GM_DRAIN_MAX && (r = gm_conn_recv(st->conn, &pkt, gm_client_max_reply(st->cfg), -1, e)) == GM_OK;
+         n++) {
         took = 1;
         if (gm_stream_take(st, &pkt, err) != GM_OK)
             return GM_ERR;
     }
     if (r == GM_ERR)
         return gm_stream_fail(st, err, e);
+    if (deadline >= 0 && gm_now_us() >= deadline)
+        return gm_stream_fail(st, err, "timed out waiting for confirmations");
     if (deadline < 0 || took)
         return GM_OK; /* wait only when nothing moved: the caller checks whether it is done */
     struct pollfd p = {st->conn->fd, POLLIN | (st->conn->wpos < st->conn->wlen ? POLLOUT : 0), 0};
@@ -549,6 +573,7 @@ int gm_stream_finish(gm_stream *st, char *err)
 
 void gm_stream_close(gm_stream *st)
 {
+    gm_handles_free(&st->handles);
     if (st->conn == NULL)
         return;
     int clean = !st->broken && st->created == st->sent &&

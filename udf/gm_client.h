@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "gm_conn.h"
+#include "gm_handles.h"
 #include "gm_servers.h"
 
 #define GM_HANDLE_MAX 255
@@ -52,6 +53,7 @@ typedef struct gm_stream {
     gm_conn *conn;
     const gm_config *cfg;
     int want_results;       /* foreground jobs: wait for their results too */
+    gm_handles handles;     /* with want_results: our jobs, so that only their results count */
     uint64_t sent, created, completed, failed;
     int64_t sum;
     int broken;

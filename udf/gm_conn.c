@@ -213,6 +213,12 @@ int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, 
 {
     for (;;) {
         const char *why = NULL;
+        /* Checked on every turn, not only before waiting: a peer that never stops sending
+         * (bytes or packets nobody asked for) must not hold the thread past the deadline. */
+        if (deadline >= 0 && gm_now_us() >= deadline) {
+            c->timed_out = 1;
+            return gm_conn_fail(err, "no reply (timed out)", 0);
+        }
         size_t used = 0;
         int r = gm_proto_decode(c->rbuf + c->rpos, c->rlen - c->rpos, max_data, pkt, &used, &why);
         if (r == GM_OK) {

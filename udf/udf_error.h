@@ -1,9 +1,9 @@
 /*
  * udf_error.h -- the plugin's last error, per server thread, read by gman_last_error().
  *
- * A UDF that fails returns NULL with *error set; the server has no channel for the reason.
- * We keep the reason in a thread-local buffer so that a trigger can put it into
- * SIGNAL ... MESSAGE_TEXT = gman_last_error() within the same statement.
+ * A UDF that fails returns NULL; the server has no channel for the reason. We keep it in a
+ * thread-local buffer, tagged with the connection (where the server tells it), so that a
+ * trigger can read it with gman_last_error() and SIGNAL it.
  */
 #ifndef GMAN_UDF_ERROR_H
 #define GMAN_UDF_ERROR_H

@@ -1,0 +1,249 @@
+"""Server lists: gm_servers_parse (udf/gm_servers.c) called directly through cffi, and
+gman_servers_set() through SQL on the session's server (`installed`).
+
+Both keep a process-wide registry of every host:port they ever resolved, 64 entries at most,
+never freed. The cffi copy lives in this test process only; on the session server these
+tests add four entries (127.0.0.1:4731, [::1]:4730, localhost:4730, 127.0.0.1:1) and use a
+single per-function list (FN), so the default list and other tests' lists are left alone.
+Refused lists fail before anything new is registered, or register nothing new.
+"""
+import time
+
+import MySQLdb
+import pytest
+
+import cbuild
+
+CDEF = """
+typedef struct gm_server gm_server;
+typedef struct gm_route {
+    char *function;
+    char *text;
+    unsigned n;
+    gm_server *servers[16];
+} gm_route;
+int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
+void free(void *);
+"""
+SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_proto.c", "udf_error.c"]
+ffi, lib = cbuild.build("gm_servers", SOURCES, CDEF)
+ERRLEN = 256  # GM_ERRLEN
+FN = "server_list_parse_test"  # the one per-function list these tests set on the session server
+
+
+def parse(text, library=None):
+    """(normalised text, None) or (None, error) for a list given as str or bytes; library is
+    another (ffi, lib) pair from cbuild.build."""
+    ffi, lib = library or (globals()["ffi"], globals()["lib"])
+    data = text.encode() if isinstance(text, str) else text
+    buf = ffi.new("char[]", data) if data else ffi.NULL  # exact bytes, NUL bytes and all
+    route = ffi.new("gm_route *")
+    err = ffi.new("char[]", ERRLEN)
+    rc = lib.gm_servers_parse(buf, len(data), route, err)
+    out = ffi.string(route.text).decode() if route.text != ffi.NULL else None
+    lib.free(route.text)
+    if rc == 0:
+        assert out is not None and route.n == out.count(",") + 1
+        for i in range(route.n):  # each entry's name (its first field) is the listed item
+            assert ffi.string(ffi.cast("char *", route.servers[i])).decode() == out.split(",")[i]
+        return out, None
+    assert rc == -1
+    message = ffi.string(err).decode()
+    assert 0 < len(message) < ERRLEN
+    return None, message
+
+
+# --- gm_servers_parse -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given, applied", [
+    ("127.0.0.1", "127.0.0.1:4730"),
+    ("127.0.0.1:4730", "127.0.0.1:4730"),
+    ("  127.0.0.1:4731\t", "127.0.0.1:4731"),
+    ("127.0.0.1:04731", "127.0.0.1:4731"),
+    ("127.0.0.1:1", "127.0.0.1:1"),
+    ("127.0.0.1:65535", "127.0.0.1:65535"),
+    ("[::1]:4730", "[::1]:4730"),
+    ("[::1]", "[::1]:4730"),
+    ("::1", "[::1]:4730"),
+    ("localhost:4730", "localhost:4730"),
+    ("localhost", "localhost:4730"),
+    ("127.0.0.1, localhost:4731 ,[::1]", "127.0.0.1:4730,localhost:4731,[::1]:4730"),
+    (",".join(["127.0.0.1"] * 16), ",".join(["127.0.0.1:4730"] * 16)),
+])
+def test_good_lists_are_normalised(given, applied):
+    assert parse(given) == (applied, None)
+
+
+@pytest.mark.parametrize("given, error", [
+    ("", "empty server name in list"),
+    ("   ", "empty server name in list"),
+    (",", "empty server name in list"),
+    ("127.0.0.1,", "empty server name in list"),
+    (",127.0.0.1", "empty server name in list"),
+    ("127.0.0.1,,127.0.0.1", "empty server name in list"),
+    ("127.0.0.1:0", "bad port in '127.0.0.1:0' (expected 1-65535)"),
+    ("127.0.0.1:65536", "bad port in '127.0.0.1:65536' (expected 1-65535)"),
+    ("127.0.0.1:abc", "bad port in '127.0.0.1:abc'"),
+    ("127.0.0.1:", "bad port in '127.0.0.1:'"),
+    ("127.0.0.1:-1", "bad port"),
+    ("127.0.0.1:+4730", "bad port"),
+    ("127.0.0.1:4730x", "bad port"),
+    ("127.0.0.1:" + "9" * 40, "bad port"),
+    (" 127.0.0.1 : 4731 ", "bad port in '127.0.0.1 : 4731'"),  # spaces inside an item are not trimmed
+    (":4730", "missing host in ':4730'"),
+    ("[]:4730", "missing host"),
+    ("[::1", "bad address '[::1' (expected [v6addr]:port)"),
+    ("[::1]x", "bad address '[::1]x'"),
+    ("[::1]:", "bad port"),
+    ("[::1]:0", "bad port"),
+    ("no host!:1", "bad host name 'no host!'"),
+    ("user@127.0.0.1", "bad host name 'user@127.0.0.1'"),
+    ("127.0.0.1/24", "bad host name"),
+    ("h" * 300, "server name too long"),
+    ("127.0.0.1," + "h" * 400, "server name too long"),
+    (",".join(["127.0.0.1"] * 17), "more than 16 servers in one list"),
+    (",".join(["127.0.0.1"] * 100), "more than 16 servers in one list"),
+    (b"127.0.0.1\0", "NUL byte in server list"),
+    (b"127.0.0.1\0:4730", "NUL byte in server list"),
+    (b"\0", "NUL byte in server list"),
+    ("no-such-host.invalid", "cannot resolve 'no-such-host.invalid'"),
+    ("127.0.0.1,no-such-host.invalid:4730", "cannot resolve 'no-such-host.invalid'"),
+    ("a,b", "cannot resolve 'a'"),
+    ("127.0.0.1:4730:1", "cannot resolve '127.0.0.1:4730:1'"),  # two colons: taken for a bare IPv6 address
+], ids=lambda v: repr(v)[:40] if not isinstance(v, str) or len(v) > 40 else None)
+def test_bad_lists_are_refused_with_the_reason(given, error):
+    out, message = parse(given)
+    assert out is None and message.startswith(error), message
+
+
+@pytest.mark.parametrize("length", [254, 259, 260, 280, 299])
+def test_long_host_names_are_refused_without_overrun(length):
+    """Host names up to 299 characters get as far as the resolver (which refuses them: more
+    than 253); from 300 the item itself is too long. The message always fits its buffer."""
+    name = ("a" * 62 + ".") * 5
+    out, error = parse(name[:length])
+    assert out is None
+    assert error.startswith("cannot resolve 'aaaa") or error == "server name too long", error
+
+
+def test_a_name_that_does_not_resolve_fails_fast():
+    t = time.monotonic()
+    assert parse("gman-udf-test-no-such-host.invalid:4730")[1].startswith("cannot resolve")
+    assert time.monotonic() - t < 3.0
+
+
+def test_the_registry_holds_64_servers_then_refuses():
+    """A second copy of the library (its own registry): 64 distinct servers are taken, the
+    65th is refused with a clear message, and the 64 known ones still parse."""
+    lib2 = cbuild.build("gm_servers_registry", SOURCES, CDEF)
+    for port in range(1, 65):
+        assert parse(f"127.0.0.1:{port}", lib2) == (f"127.0.0.1:{port}", None)
+    assert parse("127.0.0.1:65", lib2) == (None, "more than 64 distinct servers used")
+    assert parse("127.0.0.1:64,127.0.0.1:1", lib2) == ("127.0.0.1:64,127.0.0.1:1", None)
+
+
+# --- gman_servers_set through SQL -------------------------------------------------------------------------
+
+@pytest.fixture
+def cur(request):
+    """A connection to the session's server. Not in the sanitized re-run of the unit tests
+    (tests/test_sanitized_core.py): what it sanitizes is the cffi library above, and a mariadbd
+    (and the wheel build) under its LD_PRELOAD would check nothing more."""
+    if cbuild.SANITIZE:
+        pytest.skip("SQL-level: runs in the unsanitized session")
+    conn = request.getfixturevalue("installed").connect()
+    yield conn.cursor()
+    conn.close()
+
+
+def one(cur, sql, args=None):
+    cur.execute(sql, args)
+    (row,) = cur.fetchall()
+    return row[0]
+
+
+def last_error(cur):
+    return one(cur, "SELECT gman_last_error()").decode()
+
+
+def set_per_row(cur, text):
+    """gman_servers_set(text, FN) with text computed per row: not constant, so _init cannot
+    check it and the row call does."""
+    cur.execute("SET @gman_list = %s", (text,))
+    return one(cur, "SELECT gman_servers_set(IF(seq = 1, @gman_list, NULL), %s) FROM mysql.seq_1_to_1", (FN,))
+
+
+@pytest.mark.parametrize("given, applied", [
+    ("127.0.0.1", "127.0.0.1:4730"),
+    (" 127.0.0.1:4731 ", "127.0.0.1:4731"),
+    ("[::1]:4730", "[::1]:4730"),
+    ("::1", "[::1]:4730"),
+    ("localhost:4730", "localhost:4730"),
+    ("127.0.0.1,localhost", "127.0.0.1:4730,localhost:4730"),
+    (",".join(["127.0.0.1"] * 16), ",".join(["127.0.0.1:4730"] * 16)),
+])
+def test_sql_returns_the_normalised_list(cur, given, applied):
+    assert one(cur, "SELECT gman_servers_set(%s, %s)", (given, FN)) == applied.encode()
+    assert set_per_row(cur, given) == applied.encode()
+
+
+SQL_BAD = [
+    ("", "empty server name"),
+    (",", "empty server name"),
+    ("127.0.0.1:0", "bad port"),
+    (":4730", "missing host"),
+    ("127.0.0.1:65536", "bad port"),
+    ("127.0.0.1:abc", "bad port"),
+    (" 127.0.0.1 : 4731 ", "bad port"),
+    ("[::1", "bad address"),
+    ("h" * 300, "server name too long"),
+    (",".join(["127.0.0.1"] * 17), "more than 16 servers"),
+    ("127.0.0.1\0:4730", "NUL byte"),
+    ("gman-udf-test-no-such-host.invalid", "cannot resolve 'gman-udf-test-no-such-host.invalid'"),
+    ("a,b", "cannot resolve 'a'"),
+    ("no host!:1", "bad host name"),
+]
+
+
+@pytest.mark.parametrize("given, why", SQL_BAD, ids=[repr(g)[:30] for g, _ in SQL_BAD])
+def test_sql_constant_bad_list_is_an_init_error(cur, given, why):
+    t = time.monotonic()
+    with pytest.raises(MySQLdb.OperationalError) as info:
+        one(cur, "SELECT gman_servers_set(%s, %s)", (given, FN))
+    code, message = info.value.args
+    assert code == 1123, (code, message)  # ER_CANT_INITIALIZE_UDF
+    assert why in message and message.index(why) < 80, message  # the problem is named early
+    assert "gman_servers_set: " in message
+    assert time.monotonic() - t < 3.0
+
+
+@pytest.mark.parametrize("given, why", SQL_BAD, ids=[repr(g)[:30] for g, _ in SQL_BAD])
+def test_sql_row_bad_list_is_null_with_the_reason(cur, given, why):
+    """The same list computed per row (not constant: checked at row time) gives NULL and the
+    reason in gman_last_error(), whole."""
+    t = time.monotonic()
+    assert set_per_row(cur, given) is None
+    assert time.monotonic() - t < 3.0
+    error = last_error(cur)
+    assert error.startswith("gman_servers_set: ") and why in error, error
+
+
+def test_sql_refused_list_leaves_the_list_in_use(cur):
+    """After refused lists (constant and per row), the function still uses the last good one."""
+    assert one(cur, "SELECT gman_servers_set('127.0.0.1:1', %s)", (FN,)) == b"127.0.0.1:1"
+    for bad in ("127.0.0.1:0", ",", "h" * 300):
+        with pytest.raises(MySQLdb.OperationalError):
+            one(cur, "SELECT gman_servers_set(%s, %s)", (bad, FN))
+        assert set_per_row(cur, bad) is None
+    assert one(cur, "SELECT gman_do_background(%s, 'x')", (FN,)) is None
+    error = last_error(cur)  # refused now, or skipped (back-off) after an earlier refusal
+    assert "gearmand 127.0.0.1:1: " in error and "Connection refused" in error, error
+
+
+def test_sql_null_list_and_bad_function_names(cur):
+    assert one(cur, "SELECT gman_servers_set(NULL, %s)", (FN,)) is None
+    assert last_error(cur) == "gman_servers_set: the server list is NULL"
+    assert one(cur, "SELECT gman_servers_set('127.0.0.1', '')") is None
+    assert last_error(cur) == "gman_servers_set: bad function name"
+    assert one(cur, "SELECT gman_servers_set('127.0.0.1', %s)", ("a\0b",)) is None
+    assert last_error(cur) == "gman_servers_set: bad function name"
