@@ -45,6 +45,7 @@ static void gm_servers_init(void)
     }
     if (gm_config_load(&gm_cfg, NULL, err, sizeof err) != GM_OK) {
         snprintf(gm_cfg_err, sizeof gm_cfg_err, "gman_udf configuration: %s", err);
+        gm_config_free(&gm_cfg);
         free(r);
         return;
     }
@@ -65,6 +66,7 @@ static void gm_servers_init(void)
     }
     if (!ok) {
         snprintf(gm_cfg_err, sizeof gm_cfg_err, "gman_udf configuration: %s (%s)", err, gm_cfg.source);
+        gm_config_free(&gm_cfg);
         gm_routes_free(r);
         return;
     }
