@@ -20,7 +20,9 @@
 #include "gm_handles.h"
 #include "gm_servers.h"
 
-#define GM_HANDLE_MAX 255
+/* The longest job handle we accept: a background call returns it, with its NUL, in the
+ * server's 255-byte result buffer (UDF_RESULT_SIZE). */
+#define GM_HANDLE_MAX 254
 
 typedef struct gm_job {
     unsigned type; /* GM_SUBMIT_JOB, GM_SUBMIT_JOB_BG, ... */

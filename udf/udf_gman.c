@@ -129,6 +129,8 @@ typedef struct gman_do_state {
     char *data; /* the last result, freed at the next row or deinit */
 } gman_do_state;
 
+_Static_assert(GM_HANDLE_MAX + 1 <= UDF_RESULT_SIZE, "a handle and its NUL fit the result buffer");
+
 static my_bool gman_job_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *fname, int background)
 {
     if (gman_init_args(args, 2, 3, fname, "(function, workload [, unique])", message) ||

@@ -707,6 +707,20 @@ def test_do_with_a_handle_longer_than_255_bytes(client, fake):
     assert value == b"result" or ("handle" in error and elapsed < DO_TIMEOUT * 0.8), (value, error, elapsed)
 
 
+@pytest.mark.parametrize("length", [254, 255, 256])
+def test_background_handle_fits_the_result_buffer(client, fake, length):
+    """gman_do_background returns the handle in the server's 255-byte result buffer, NUL
+    included: 254 bytes come back whole, a longer handle is refused (cut, it would name
+    another job; whole, it would write past the buffer)."""
+    handle = b"H:" + b"h" * (length - 2)
+    f = fake(serve(lambda peer, job: peer.send(res(JOB_CREATED, handle))))
+    value, error, elapsed = client.bg()
+    if length <= 254:
+        assert (value, error) == (handle, ""), (value, error)
+    else:
+        assert_fails((value, error, elapsed), f"gearmand {f.address}", "job handle longer than 254 bytes")
+
+
 def test_last_error_does_not_leak_into_a_new_connection(client, fake, hostile_db):
     """Session A's gman_do fails with a worker's exception text; sessions opened after A closed
     have made no call yet, so their gman_last_error() is "" (as documented), not A's text."""
