@@ -12,21 +12,11 @@ static __thread char udf_error_text[UDF_ERROR_SIZE];
 static __thread size_t udf_error_len;
 static __thread unsigned long udf_error_owner;
 
-/* mysqld hands a finished connection's thread to the next one, so a thread-local error
- * alone would show one session another's failure. Where the server exports them (MariaDB
- * does), the error is tagged with the connection id; weak, so any other host loads us too
- * and falls back to the thread. */
-extern void *_current_thd(void) __attribute__((weak));
-extern unsigned long thd_get_thread_id(const void *thd) __attribute__((weak));
-
-static unsigned long udf_error_session(void)
-{
-    if (_current_thd == NULL || thd_get_thread_id == NULL)
-        return 0;
-    void *thd = _current_thd();
-    return thd ? thd_get_thread_id(thd) + 1 : 0;
-}
-
+/* mysqld hands a finished connection's thread to the next one, and a thread pool runs
+ * many connections on one thread, so a thread-local error alone would show one session
+ * another's failure. The error is tagged with the connection the server says this thread
+ * serves (udf_host_session(): MariaDB and MySQL both tell); a host that does not say falls
+ * back to the thread. */
 void udf_error_set(const char *fmt, ...)
 {
     va_list ap;
@@ -36,7 +26,7 @@ void udf_error_set(const char *fmt, ...)
     if (n < 0)
         n = 0;
     udf_error_len = (size_t)n < sizeof udf_error_text ? (size_t)n : sizeof udf_error_text - 1;
-    udf_error_owner = udf_error_session();
+    udf_error_owner = udf_host_session();
 }
 
 void udf_error_clear(void)
@@ -47,9 +37,9 @@ void udf_error_clear(void)
 
 const char *udf_error_get(size_t *len)
 {
-    if (udf_error_owner != udf_error_session()) { /* another session's: not ours to see */
+    if (udf_error_owner != udf_host_session()) { /* another session's: not ours to see */
         udf_error_clear();
-        udf_error_owner = udf_error_session();
+        udf_error_owner = udf_host_session();
     }
     *len = udf_error_len;
     return udf_error_text;

@@ -2,7 +2,7 @@
  * udf_host.h -- the loadable-function ABI of MariaDB 10.x/11.x and MySQL 5.7/8.x/9.x,
  * written out so that the plugin builds with no server headers installed.
  *
- * This is the only file that knows about the host. The layout it relies on:
+ * This file and udf_host.c are the only ones that know about the host. The layout it relies on:
  *
  *   enum Item_result    STRING_RESULT=0, REAL_RESULT=1, INT_RESULT=2, ROW_RESULT=3,
  *                       DECIMAL_RESULT=4 (INVALID_RESULT=-1): an int-sized enum in
@@ -14,9 +14,10 @@
  *                       one byte on every platform the servers support, so `char` is ABI
  *                       compatible; a function returning my_bool returns 0/1 in AL either way.
  *
- * We never read `extension` (MySQL 8 keeps charset metadata there, MariaDB nothing), so
- * servers that lack the field are still compatible: it is the last member and only the
- * host allocates these structs.
+ * We never read `extension` ourselves (MySQL 8 keeps charset metadata there, MariaDB
+ * nothing); only MySQL's own service reads it, through udf_host_result_utf8mb4(). Servers
+ * that lack the field are still compatible: it is the last member and only the host
+ * allocates these structs.
  *
  * Entry points (the host looks them up by name with dlsym):
  *   my_bool NAME_init(UDF_INIT *, UDF_ARGS *, char *message)   message: MYSQL_ERRMSG_SIZE
@@ -70,5 +71,21 @@ typedef struct UDF_INIT {
 /* Only SQL-visible symbols leave the library: everything else is hidden by
  * -fvisibility=hidden and the linker's export list (udf/exports.map). */
 #define UDF_EXPORT __attribute__((visibility("default")))
+
+/* ---- what the host offers at run time (udf/udf_host.c) ----
+ * Every server symbol we use is a weak reference, so the library loads (RTLD_NOW) into any
+ * host, and each call below does nothing where the server lacks what it needs. */
+
+/* The connection this thread serves now, as a nonzero id; 0 when the host does not tell
+ * (MariaDB: _current_thd; MySQL: thd_get_current_thd; both: thd_get_thread_id). */
+unsigned long udf_host_session(void);
+
+/* From a STRING function's _init: declare its result utf8mb4 rather than binary. MySQL
+ * 5.7+ types every loadable function's string result as binary, which its JSON functions
+ * and columns refuse (ERROR 3144); 8.0.19+ lets _init say otherwise through the
+ * mysql_udf_metadata service of the registry mysqld exports. MariaDB types UDF strings by
+ * the connection's character set and has no registry: nothing to do there.
+ * Returns 1 when the server took the declaration, 0 when there was nothing to ask. */
+int udf_host_result_utf8mb4(UDF_INIT *initid);
 
 #endif

@@ -182,6 +182,7 @@ static my_bool json_udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, en
     initid->maybe_null = 1;
     initid->max_length = 16777216; /* results of any size: a MEDIUMTEXT-or-larger column */
     initid->const_item = 0;
+    udf_host_result_utf8mb4(initid); /* MySQL: JSON text, not a binary string */
     return 0;
 }
 
