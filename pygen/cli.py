@@ -1,5 +1,6 @@
 """The `gman-udf` command."""
 import argparse
+import dataclasses
 import getpass
 import sys
 
@@ -8,6 +9,13 @@ from . import connect as connmod
 
 def _conn_opts(args):
     return connmod.from_args(args)
+
+
+def _registration_opts(args):
+    """install/uninstall connect with no default database (-D is ignored): registration needs
+    none, and without one DROP FUNCTION can only ever reach a loadable function, never a
+    stored function of the same name."""
+    return dataclasses.replace(_conn_opts(args), database=None)
 
 
 def cmd_sql(args) -> int:
@@ -25,7 +33,7 @@ def cmd_install(args) -> int:
     library = Path(args.library) if args.library else library_path()
     if not library.is_file():
         raise FileNotFoundError(f"{library}: no such file")
-    opts = _conn_opts(args)
+    opts = _registration_opts(args)
     conn = connmod.connect(opts)
     try:
         rep = install.install(conn, library, opts.is_local())
@@ -39,12 +47,14 @@ def cmd_install(args) -> int:
     print({True: f"copied {library} to {where}", False: f"{where} is up to date",
            None: f"not copied: {rep.instructions}"}[rep.copied])
     print(f"registered {len(rep.registered)} functions: {', '.join(rep.registered)}")
+    if rep.reloaded:
+        print(f"dropped and created again ({len(rep.dropped)} dropped): the server now runs this file")
     return 0
 
 
 def cmd_uninstall(args) -> int:
     from . import install
-    conn = connmod.connect(_conn_opts(args))
+    conn = connmod.connect(_registration_opts(args))
     try:
         rep = install.uninstall(conn)
     finally:

@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import catalog, sqlgen
 
@@ -22,6 +22,7 @@ class Report:
     instructions: str = ""
     registered: List[str] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
+    reloaded: bool = False  # every function dropped and created again: the server runs the new file
 
 
 def server_identity(cur):
@@ -54,6 +55,13 @@ def place_library(library: Path, plugin_dir: str, local: bool) -> Optional[bool]
     return True
 
 
+def registered_functions(cur) -> Dict[str, Tuple[str, int, str]]:
+    """Every loadable function the server lists: {name: (dl, ret, type)}."""
+    cur.execute("SELECT name, dl, ret, type FROM mysql.func")
+    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+    return {text(name): (text(dl), int(ret), text(kind)) for name, dl, ret, kind in cur.fetchall()}
+
+
 def installed_functions(cur) -> List[str]:
     cur.execute("SELECT name FROM mysql.func WHERE dl = %s", (catalog.LIBRARY,))
     return [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
@@ -67,12 +75,19 @@ def install(conn, library: Path, local: bool) -> Report:
     if rep.copied is None:
         rep.instructions = (f"copy {library} to {plugin_dir}/{catalog.LIBRARY} on the database host "
                             "(as the user that owns that directory), then run this command again")
+    # A new file (or one we could not compare) is only loaded once every function of the old
+    # one is dropped; an identical file leaves the registered functions alone.
+    rep.reloaded = rep.copied is not False
+    plan = sqlgen.install_plan(server, registered_functions(cur), reload=rep.reloaded)
     try:
-        for stmt in sqlgen.install_statements(server):
+        for stmt in plan:
             cur.execute(stmt)
+            if stmt.startswith("DROP "):
+                rep.dropped.append(stmt.rsplit(" ", 1)[1])
     except Exception as e:
         hint = f"; {rep.instructions}" if rep.instructions else ""
-        raise InstallError(f"registering the functions failed: {e}{hint}") from e
+        gone = f" (dropped before the failure: {', '.join(rep.dropped)})" if rep.dropped else ""
+        raise InstallError(f"registering the functions failed: {e}{gone}{hint}") from e
     rep.registered = [f.name for f in sqlgen.functions_for(server)]
     # A registered library that the server cannot use should fail here, not in a trigger.
     cur.execute("SELECT udf_json_object(1 AS ok)")

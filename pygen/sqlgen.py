@@ -1,7 +1,7 @@
 """Render the registration SQL (CREATE/DROP FUNCTION ... SONAME) for a given server."""
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import catalog
 
@@ -73,6 +73,50 @@ def install_statements(server: Server, library: str = catalog.LIBRARY) -> List[s
     for fn in functions_for(server):
         stmts += create_statement(fn, server, library)
     return stmts
+
+
+# mysql.func's `ret` for each RETURNS type, and its `type` column.
+RET_CODES = {"STRING": 0, "REAL": 1, "INTEGER": 2, "DECIMAL": 4}
+
+
+def func_row(fn: catalog.Function, library: str = catalog.LIBRARY) -> Tuple[str, int, str]:
+    """(dl, ret, type) as mysql.func lists fn once registered from `library`."""
+    return library, RET_CODES[fn.returns], "aggregate" if fn.aggregate else "function"
+
+
+def install_plan(server: Server, registered: Dict[str, Tuple[str, int, str]], reload: bool,
+                 library: str = catalog.LIBRARY) -> List[str]:
+    """The statements that leave every function of ours registered on `server` from `library`.
+
+    registered: what mysql.func lists, {name: (dl, ret, type)}. reload: a new library file was
+    put in place (or we cannot tell), so the server must load it.
+
+    Two server facts shape the plan:
+    - The server maps a library once per file name and keeps it while any function of it is
+      registered: CREATE OR REPLACE (MariaDB), CREATE ... IF NOT EXISTS (MySQL 8.0.29+) or
+      DROP + CREATE one function at a time all leave the old code running. Only dropping
+      every function of the library, then creating them, loads the new file.
+    - DROP FUNCTION [IF EXISTS] name, when no loadable function has that name, drops the
+      *stored* function of that name in the current database (MySQL 5.7 and 8.0 up to
+      8.0.28, MariaDB). So only names mysql.func lists are ever dropped.
+    Without reload, functions already registered as we would register them are left alone:
+    a trigger never sees them missing.
+    """
+    wanted = functions_for(server)
+    drops: List[str] = []
+    creates: List[str] = []
+    if reload:  # every function of the library, ours in catalog order, then any older name
+        names = {fn.name for fn in wanted}
+        drops = [fn.name for fn in wanted if fn.name in registered]
+        drops += sorted(n for n, row in registered.items() if row[0] == library and n not in names)
+    for fn in wanted:
+        row = registered.get(fn.name)
+        if reload or row != func_row(fn, library):
+            if row is not None and fn.name not in drops:  # another library's, or another type
+                drops.append(fn.name)
+            agg = "AGGREGATE " if fn.aggregate else ""
+            creates.append(f"CREATE {agg}FUNCTION {fn.name} RETURNS {fn.returns} SONAME '{library}'")
+    return [f"DROP FUNCTION IF EXISTS {n}" for n in drops] + creates
 
 
 def uninstall_statements(server: Server, installed: Optional[List[str]] = None) -> List[str]:

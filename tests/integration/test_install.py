@@ -232,6 +232,86 @@ def test_no_library_in_package_fails_clearly(server):
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
+def mapped(server):
+    """{(inode, path)} of the gman_udf.so files mariadbd has mapped."""
+    out = set()
+    for line in Path(f"/proc/{server.pid}/maps").read_text().splitlines():
+        parts = line.split(None, 5)
+        if len(parts) == 6 and catalog.LIBRARY in parts[5]:
+            out.add((int(parts[4]), parts[5]))
+    return out
+
+
+def test_install_of_a_new_library_makes_the_server_load_it(server, built_library, tmp_path):
+    """The server maps a library once per file name while any function of it is registered:
+    after copying a new file, install drops every function, then creates them, so that the
+    server unmaps the old file and loads the new one (CREATE OR REPLACE, one function at a
+    time, kept the old code running: a "(deleted)" mapping)."""
+    install(server, built_library, *socket_args(server))
+    assert works(server)
+    assert {inode for inode, _ in mapped(server)} == {installed_file(server).stat().st_ino}
+    newer = tmp_path / catalog.LIBRARY
+    newer.write_bytes(built_library.read_bytes() + b"\0" * 64)  # another file, the same code
+    proc = install(server, newer, *socket_args(server))
+    assert f"copied {newer}" in proc.stdout
+    assert ours(server) == expected(server)
+    assert works(server)
+    now = mapped(server)
+    assert {inode for inode, _ in now} == {installed_file(server).stat().st_ino}, now
+    assert not [path for _, path in now if "(deleted)" in path], now
+    assert "dropped and created again" in proc.stdout
+    # the same file again: nothing is dropped (a trigger never sees a function missing)
+    proc = install(server, newer, *socket_args(server))
+    assert "is up to date" in proc.stdout and "dropped and created again" not in proc.stdout
+    assert mapped(server) == now
+
+
+SF_DB = "gman_stored_fn_tests"
+
+
+def stored_functions(server):
+    with server.connect() as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT routine_name FROM information_schema.routines WHERE routine_schema = %s", (SF_DB,))
+        return {r[0] for r in cur.fetchall()}
+
+
+def test_stored_functions_named_like_ours_survive_install_and_uninstall(server, built_library):
+    """A stored function may share a name with one of ours. With a current database, MariaDB
+    (like MySQL 5.7 and 8.0 <= 8.0.28) drops it on DROP FUNCTION [IF EXISTS] name when no
+    loadable function has that name: install and uninstall drop only names mysql.func lists,
+    and connect with no current database (-D is ignored)."""
+    names = {"gman_stamp", "udf_json_array"}
+    uninstall_all(server)  # MariaDB refuses a stored function named like a registered UDF (1125)
+    with server.connect() as conn:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {SF_DB}")
+        for name in names | {"gman_probe_fn"}:
+            cur.execute(f"DROP FUNCTION IF EXISTS {SF_DB}.{name}")
+            cur.execute(f"CREATE FUNCTION {SF_DB}.{name}() RETURNS INT DETERMINISTIC RETURN 7")
+        # the server semantics this guards against: no current database, the stored one is safe ...
+        cur.execute("DROP FUNCTION IF EXISTS gman_probe_fn")
+        assert "gman_probe_fn" in stored_functions(server)
+        # ... with one, it is dropped
+        cur.execute(f"USE {SF_DB}")
+        cur.execute("DROP FUNCTION IF EXISTS gman_probe_fn")
+    assert stored_functions(server) == names
+    db_args = [*socket_args(server), "-D", SF_DB]
+    try:
+        for command in ("install", "install", "uninstall", "uninstall", "install"):
+            extra = ["--library", str(built_library)] if command == "install" else []
+            run_cli(command, *db_args, *extra)
+            assert stored_functions(server) == names, command
+            assert set(ours(server)) == (set(expected(server)) if command == "install" else set())
+        with server.connect(database=SF_DB) as conn:
+            cur = conn.cursor()
+            cur.execute(f"SELECT {SF_DB}.gman_stamp(), {SF_DB}.udf_json_array(), udf_json_array(1)")
+            assert cur.fetchone() == (7, 7, b"[1]")
+    finally:
+        with server.connect() as conn:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS {SF_DB}")
+
+
 def test_module_leaves_everything_installed(server, built_library):
     install(server, built_library, *socket_args(server))
     assert ours(server) == expected(server)
