@@ -10,6 +10,8 @@ Servers cannot outlive this process: they are stopped at exit (atexit) and, shou
 interpreter be killed, the kernel kills them (PR_SET_PDEATHSIG). That signal follows the
 *thread* that started the server, so start servers from a thread that lives long enough.
 """
+from __future__ import annotations
+
 import atexit
 import ctypes
 import os
