@@ -94,3 +94,23 @@ def test_generated_files_are_not_stale():
     proc = subprocess.run([sys.executable, "-m", "pygen.generate", "--check"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# The host services udf/udf_host.c uses when the server has them (MariaDB: _current_thd; MySQL:
+# the registry and thd_get_current_thd; both: thd_get_thread_id), and what gcc's start files
+# reference weakly anyway.
+HOST_WEAK = {"_current_thd", "_Z19thd_get_current_thdv", "thd_get_thread_id", "mysql_plugin_registry_acquire",
+             "mysql_plugin_registry_release"}
+TOOLCHAIN_WEAK = {"_ITM_deregisterTMCloneTable", "_ITM_registerTMCloneTable", "__gmon_start__", "__cxa_finalize"}
+
+
+def test_server_symbols_are_weak_references_only(built_library):
+    """--no-undefined lets weak references through unresolved (they are 0 where the host lacks
+    them), so the one library loads with RTLD_NOW into MariaDB and every MySQL: every server
+    symbol must be weak, and only the known ones may be."""
+    out = subprocess.run(["nm", "-D", "--undefined-only", str(built_library)], capture_output=True, text=True,
+                         check=True).stdout
+    weak = {line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[-2] == "w"}
+    assert weak - TOOLCHAIN_WEAK == HOST_WEAK, weak
+    strong = {line.split()[-1] for line in out.splitlines() if line.split()[-2] != "w"}
+    assert not {s.split("@")[0] for s in strong} & HOST_WEAK, strong
