@@ -205,3 +205,17 @@ def test_host_that_names_no_connection_falls_back_to_the_thread(tmp_path_factory
                .conn(2).call("gman_last_error")
                .run())
     assert answers[1]["value"] == b"gman_do_background: the workload is NULL (nothing sent)", answers[1]
+
+
+def test_a_long_last_error_fills_the_result_buffer_and_no_more(host_bin, built_library):
+    """gman_last_error() returns at most the 255 bytes of the server's result buffer (the
+    host checks the bytes behind it), here of a ~290-byte message."""
+    bad = "h" * 240 + ":0"
+    answers = (Host(host_bin, built_library)
+               .call("gman_servers_set", V("s", bad))
+               .call("gman_last_error")
+               .run())
+    assert answers[0]["value"] is None and answers[0]["is_null"] == "1", answers[0]
+    got = answers[1]
+    assert got["value"].startswith(b"gman_servers_set: bad port in 'hhh") and len(got["value"]) == 255, got
+    assert got["in_result"] == "1" and got["guard"] == "1", got
