@@ -83,8 +83,8 @@ unsigned long udf_host_session(void);
 /* From a STRING function's _init: declare its result utf8mb4 rather than binary. MySQL
  * 5.7+ types every loadable function's string result as binary, which its JSON functions
  * and columns refuse (ERROR 3144); 8.0.19+ lets _init say otherwise through the
- * mysql_udf_metadata service of the registry mysqld exports. MariaDB types UDF strings by
- * the connection's character set and has no registry: nothing to do there.
+ * mysql_udf_metadata service of the registry mysqld exports. MariaDB types them binary too,
+ * but its JSON functions and columns take binary strings, and it has no registry.
  * Returns 1 when the server took the declaration, 0 when there was nothing to ask. */
 int udf_host_result_utf8mb4(UDF_INIT *initid);
 
