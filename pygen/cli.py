@@ -48,7 +48,10 @@ def cmd_install(args) -> int:
            None: f"not copied: {rep.instructions}"}[rep.copied])
     print(f"registered {len(rep.registered)} functions: {', '.join(rep.registered)}")
     if rep.reloaded:
-        print(f"dropped and created again ({len(rep.dropped)} dropped): the server now runs this file")
+        print(f"dropped and created again ({len(rep.dropped)} dropped), so that the server loads this file")
+    if rep.runs_new_file is False:
+        print(f"gman-udf install: warning: the server still runs the replaced {where} (a statement still "
+              "holds one of its functions): restart it to run the new file", file=sys.stderr)
     return 0
 
 

@@ -22,7 +22,9 @@ class Report:
     instructions: str = ""
     registered: List[str] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
-    reloaded: bool = False  # every function dropped and created again: the server runs the new file
+    reloaded: bool = False  # every function dropped and created again
+    # After a copy: does the server process map exactly the new file? (None: cannot look)
+    runs_new_file: Optional[bool] = None
 
 
 def server_identity(cur):
@@ -67,6 +69,37 @@ def installed_functions(cur) -> List[str]:
     return [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
 
 
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def server_runs_file(cur, plugin_dir: str) -> Optional[bool]:
+    """Whether the server process (on this machine) maps exactly the gman_udf.so now in its
+    plugin_dir: True, False (it still runs a replaced one), or None when we cannot look (no
+    pid file or /proc access, another machine or pid namespace, nothing mapped)."""
+    cur.execute("SELECT @@pid_file")
+    pid_file = _text(cur.fetchone()[0])
+    target = Path(plugin_dir) / catalog.LIBRARY
+    try:
+        pid = int(Path(pid_file).read_text().split()[0])
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        current = target.stat().st_ino
+        where = os.path.realpath(plugin_dir)
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+    inodes = set()
+    for line in maps.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6:
+            continue
+        path = Path(parts[5].strip().removesuffix(" (deleted)"))
+        if path.name == catalog.LIBRARY and os.path.realpath(path.parent) == where:
+            inodes.add(int(parts[4]))
+    if not inodes:
+        return None
+    return inodes == {current}
+
+
 def install(conn, library: Path, local: bool) -> Report:
     cur = conn.cursor()
     server, version, plugin_dir = server_identity(cur)
@@ -93,6 +126,11 @@ def install(conn, library: Path, local: bool) -> Report:
     cur.execute("SELECT udf_json_object(1 AS ok)")
     if cur.fetchone()[0] not in (b'{"ok":1}', '{"ok":1}'):
         raise InstallError("the functions were registered but udf_json_object(1 AS ok) gave a wrong result")
+    if rep.copied:
+        # The server keeps a replaced file mapped while any function of it is still counted as
+        # in use: by a running statement, or (MariaDB 10.11, seen in tests) for good after a
+        # statement that passed one a ROW argument (ERROR 1241). Then only a restart loads it.
+        rep.runs_new_file = server_runs_file(cur, plugin_dir)
     return rep
 
 

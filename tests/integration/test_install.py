@@ -12,7 +12,7 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, start_private_mariadb
 from pygen import catalog, sqlgen
 
 RET = {"STRING": 0, "REAL": 1, "INTEGER": 2}  # mysql.func.ret
@@ -242,28 +242,55 @@ def mapped(server):
     return out
 
 
-def test_install_of_a_new_library_makes_the_server_load_it(server, built_library, tmp_path):
+@pytest.fixture(scope="module")
+def private_db(built_library, tmp_path_factory):
+    """A server of its own: on the session server any earlier test may have pinned the library
+    (see test_a_pinned_library_is_reported)."""
+    db = start_private_mariadb(built_library, tmp_path_factory.mktemp("reload") / "plugin")
+    yield db
+    db.close()
+
+
+def test_install_of_a_new_library_makes_the_server_load_it(private_db, built_library, tmp_path):
     """The server maps a library once per file name while any function of it is registered:
     after copying a new file, install drops every function, then creates them, so that the
     server unmaps the old file and loads the new one (CREATE OR REPLACE, one function at a
     time, kept the old code running: a "(deleted)" mapping)."""
-    install(server, built_library, *socket_args(server))
-    assert works(server)
-    assert {inode for inode, _ in mapped(server)} == {installed_file(server).stat().st_ino}
+    db = private_db
+    assert works(db)
+    assert {inode for inode, _ in mapped(db)} == {installed_file(db).stat().st_ino}
     newer = tmp_path / catalog.LIBRARY
     newer.write_bytes(built_library.read_bytes() + b"\0" * 64)  # another file, the same code
-    proc = install(server, newer, *socket_args(server))
+    proc = install(db, newer, *socket_args(db))
     assert f"copied {newer}" in proc.stdout
-    assert ours(server) == expected(server)
-    assert works(server)
-    now = mapped(server)
-    assert {inode for inode, _ in now} == {installed_file(server).stat().st_ino}, now
+    assert ours(db) == expected(db)
+    assert works(db)
+    now = mapped(db)
+    assert {inode for inode, _ in now} == {installed_file(db).stat().st_ino}, now
     assert not [path for _, path in now if "(deleted)" in path], now
-    assert "dropped and created again" in proc.stdout
+    assert "dropped and created again" in proc.stdout and "warning" not in proc.stderr
     # the same file again: nothing is dropped (a trigger never sees a function missing)
-    proc = install(server, newer, *socket_args(server))
+    proc = install(db, newer, *socket_args(db))
     assert "is up to date" in proc.stdout and "dropped and created again" not in proc.stdout
-    assert mapped(server) == now
+    assert mapped(db) == now
+
+
+def test_a_pinned_library_is_reported(private_db, built_library, tmp_path):
+    """MariaDB 10.11 counts a function as in use for good after a statement passed it a ROW
+    argument (ERROR 1241): DROP FUNCTION then keeps the file mapped and CREATE reuses it, until
+    a restart. install cannot help that, but says so instead of claiming the new file runs."""
+    db = private_db
+    with db.connect() as conn, pytest.raises(MySQLdb.OperationalError) as e:
+        conn.cursor().execute("SELECT gman_do_background('f', ROW(1, 2))")
+    assert e.value.args[0] == 1241
+    before = mapped(db)
+    newest = tmp_path / catalog.LIBRARY
+    newest.write_bytes(built_library.read_bytes() + b"\1" * 64)
+    proc = install(db, newest, *socket_args(db))
+    assert f"copied {newest}" in proc.stdout and proc.returncode == 0
+    assert ours(db) == expected(db) and works(db)
+    assert {inode for inode, _ in mapped(db)} == {inode for inode, _ in before} != {installed_file(db).stat().st_ino}
+    assert "warning: the server still runs the replaced" in proc.stderr and "restart it" in proc.stderr
 
 
 SF_DB = "gman_stored_fn_tests"

@@ -34,6 +34,8 @@ class FakeCursor:
             self.rows = [(n.encode(), dl.encode(), ret, kind.encode()) for n, (dl, ret, kind) in self.server.func.items()]
         elif s.startswith("SELECT name FROM mysql.func WHERE dl"):
             self.rows = [(n.encode(),) for n, row in self.server.func.items() if row[0] == args[0]]
+        elif s.startswith("SELECT @@pid_file"):
+            self.rows = [(str(self.server.plugin_dir / "no-such.pid"),)]  # no process to look at
         elif s.startswith("SELECT udf_json_object(1 AS ok)"):
             self.rows = [(b'{"ok":1}',)]
         elif m := re.fullmatch(r"DROP FUNCTION (?:IF EXISTS )?(\w+)", s):
