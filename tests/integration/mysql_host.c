@@ -8,7 +8,8 @@
  * knows one service, mysql_udf_metadata), thd_get_current_thd (C++ name
  * _Z19thd_get_current_thdv) and thd_get_thread_id. What it does not export: MariaDB's
  * _current_thd. Build flags: -DHOST_NO_REGISTRY (MySQL 5.7: no registry at all),
- * -DHOST_NO_THD (a host that does not say which connection runs).
+ * -DHOST_NO_THD (a host that does not say which connection runs), -DHOST_EXACT (argument
+ * buffers of exactly their length, for AddressSanitizer).
  *
  * The calling sequence (MySQL 8.0 sql/item_func.cc, udf_handler::fix_fields / val_str):
  *   init: args[i] points at the value of a constant argument, NOT NUL-terminated, with
@@ -242,9 +243,17 @@ static void put_hex(const char *key, const char *p, size_t len)
 }
 
 /* A copy of the bytes that is NOT NUL-terminated: eight '#' follow it (then a NUL, so
- * that a reader that wrongly runs to a NUL shows up as "########" in its output). */
+ * that a reader that wrongly runs to a NUL shows up as "########" in its output). Built
+ * with -DHOST_EXACT (under AddressSanitizer), exactly the bytes: any read past them is
+ * reported. */
 static char *unterminated(const char *p, size_t len)
 {
+#ifdef HOST_EXACT
+    char *c = malloc(len ? len : 1);
+    if (c != NULL)
+        memcpy(c, p, len);
+    return c;
+#else
     char *c = malloc(len + 9);
     if (c == NULL)
         return NULL;
@@ -252,6 +261,7 @@ static char *unterminated(const char *p, size_t len)
     memset(c + len, '#', 8);
     c[len + 8] = '\0';
     return c;
+#endif
 }
 
 static int parse_arg(char *spec, arg *a)

@@ -6,7 +6,8 @@ functions in MySQL's sequence: constant arguments at init not NUL-terminated, le
 maxima, UDF_INIT as udf_handler::fix_fields sets it, a 255-byte result buffer with a guard
 behind it.
 """
-import json
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -81,9 +82,9 @@ class Host:
         self.lines.append(" ".join(["call", name, ret, str(rows), *args]))
         return self
 
-    def run(self):
+    def run(self, env=None):
         proc = subprocess.run([str(self.binary), str(self.library)], input="\n".join(self.lines) + "\n",
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, env=dict(os.environ, **(env or {})))
         assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
         out = proc.stdout.splitlines()
         assert out[0] == "ok loaded", out[0]
@@ -219,3 +220,48 @@ def test_a_long_last_error_fills_the_result_buffer_and_no_more(host_bin, built_l
     got = answers[1]
     assert got["value"].startswith(b"gman_servers_set: bad port in 'hhh") and len(got["value"]) == 255, got
     assert got["in_result"] == "1" and got["guard"] == "1", got
+
+
+def sanitized_library(tmp_path_factory):
+    """gman_udf.so from the CMake source list, built with AddressSanitizer + UBSan."""
+    root = HOST_SOURCE.parents[2]
+    cmake = (root / "CMakeLists.txt").read_text()
+    sources = re.search(r"set\(GMAN_UDF_SOURCES(.*?)\)", cmake, re.S).group(1).split()
+    out = tmp_path_factory.mktemp("asan_lib") / "gman_udf.so"
+    cmd = ["gcc", "-std=gnu11", "-O1", "-g", "-fPIC", "-shared", "-fvisibility=hidden", *SANITIZE,
+           "-Wall", "-Wextra", "-Werror", "-Wno-format-truncation", "-I", str(root / "udf"),
+           f"-Wl,--version-script={root / 'udf' / 'exports.map'}", "-o", str(out),
+           *[str(root / s) for s in sources], "-lpthread"]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
+def test_calling_sequence_under_asan(tmp_path_factory):
+    """The same calls with the library and the host under AddressSanitizer, every argument in
+    a buffer of exactly its length (no '#' guard): a read past a constant argument, an
+    attribute or a row value, or a write past the 255-byte result, aborts the host."""
+    lib = sanitized_library(tmp_path_factory)
+    host = build_host(tmp_path_factory, "-DHOST_EXACT", *SANITIZE)
+    h = Host(host, lib)
+    for name in JSON_FUNCTIONS:
+        h.call(name, *CASES[name.split("_")[-1]][0], rows=2)
+    (h.call("udf_json_object", C("s", "abc", "k"), C("s", "", "json_e"), V("s", "[1,2]", "json_list"))
+     .call("udf_json_members", V("s", "name"), V("d", "12.50"), C("s", "n"), C("r", "1e300"))
+     .call("gman_servers_set", C("s", "127.0.0.1:1,127.0.0.1:2"))
+     .call("gman_servers_set", V("s", "h" * 240 + ":0"))
+     .call("gman_last_error")
+     .call("gman_do_background", C("s", "f"), C("s", "w"), C("s", "u" * 64))
+     .conn(3).call("gman_do_background", V("s", "f"), V("s", None)).call("gman_last_error")
+     .conn(4).call("gman_last_error")
+     .call("gman_stamp", ret="i", rows=3))
+    answers = h.run(env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1:halt_on_error=1",
+                         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+    assert len(answers) == len(JSON_FUNCTIONS) + 10
+    for got in answers[:len(JSON_FUNCTIONS)]:
+        assert got["request"] == "charset=utf8mb4" and got["guard"] == "1", got
+    assert answers[len(JSON_FUNCTIONS)]["value"] == b'{"k":"abc","json_e":"","json_list":[1,2]}'
+    assert answers[len(JSON_FUNCTIONS) + 1]["value"] == b'{"name":12.50,"n":1e300}'
+    assert len(answers[len(JSON_FUNCTIONS) + 4]["value"]) == 255
