@@ -57,20 +57,19 @@ def place_library(library: Path, plugin_dir: str, local: bool) -> Optional[bool]
     return True
 
 
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def registered_functions(cur) -> Dict[str, Tuple[str, int, str]]:
     """Every loadable function the server lists: {name: (dl, ret, type)}."""
     cur.execute("SELECT name, dl, ret, type FROM mysql.func")
-    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
-    return {text(name): (text(dl), int(ret), text(kind)) for name, dl, ret, kind in cur.fetchall()}
+    return {_text(name): (_text(dl), int(ret), _text(kind)) for name, dl, ret, kind in cur.fetchall()}
 
 
 def installed_functions(cur) -> List[str]:
     cur.execute("SELECT name FROM mysql.func WHERE dl = %s", (catalog.LIBRARY,))
-    return [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
-
-
-def _text(v):
-    return v.decode() if isinstance(v, bytes) else v
+    return [_text(r[0]) for r in cur.fetchall()]
 
 
 def server_runs_file(cur, plugin_dir: str) -> Optional[bool]:
