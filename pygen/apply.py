@@ -23,14 +23,14 @@ import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import parse_qs, unquote, urlsplit
-from typing import Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pygen.metrics import FIELDS, prometheus_text, totals  # re-exported: they used to live here
 from pygen.payload import Change, PayloadError, decode_value
 from pygen.payload import dumps as payload_dumps
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
-           "version_key", "hash_value", "plan", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
+           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
            "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
            "redis_target", "parse_dsn", "FIELDS", "totals", "prometheus_text"]
 
@@ -186,18 +186,37 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
     if options.mode == "json":
         try:
             text = _JSON(row).encode()
-        except (ValueError, UnicodeEncodeError) as e:  # NaN, lone surrogates: not from a trigger
+        except (ValueError, UnicodeEncodeError, RecursionError) as e:  # lone surrogates, nesting: not from a trigger
             raise PlanError(f"row cannot be written as JSON: {e}") from None
         return [Write("set", key, vkey, change.version, ttl_ms, (text,))]
     values: List[bytes] = []
     for name, value in row.items():
         try:
             data = hash_value(value)
-        except (ValueError, UnicodeEncodeError) as e:
-            raise PlanError(f"field {name!r} cannot be written: {e}") from None
-        if data is not None:
-            values += (name.encode(), data)
+            if data is not None:
+                values += (name.encode(), data)
+        except (ValueError, UnicodeEncodeError, RecursionError) as e:  # PayloadError (bad base64) is a ValueError
+            raise PlanError(f"field {name!r:.80} cannot be written: {e}") from None
     return [Write("hash", key, vkey, change.version, ttl_ms, tuple(values))]
+
+
+def admit(change: Change, tables: Optional[Mapping[str, Optional[Collection[str]]]],
+          latest: Optional[int] = None) -> None:
+    """PlanError unless this worker may write the change: its table is one of `tables`
+    ({schema.table: the columns it may carry, None: any}; tables None: every table, bare rows
+    too) with no other column, and its version is not above `latest` (microseconds; None: no
+    limit)."""
+    if tables is not None:
+        if change.table not in tables:
+            what = "a bare row (no table)" if change.table is None else f"table {change.table!r:.80}"
+            raise PlanError(f"{what} is not synced by this worker (--tables, or the tables with generated triggers)")
+        columns = tables[change.table]
+        if columns is not None:
+            for name in (*change.key, *(change.row or ())):
+                if name not in columns:
+                    raise PlanError(f"{change.table}: column {name!r:.80} is not synced")
+    if latest is not None and change.version is not None and change.version > latest:
+        raise PlanError(f"version {change.version} is ahead of this worker's clock by more than --max-future-skew")
 
 
 def collapse(writes: Sequence[Write]) -> List[Write]:

@@ -46,10 +46,11 @@ for i = 1, #KEYS, 2 do
       end
     elseif op == 'h' then
       redis.call('DEL', key)
-      if n > 0 then
-        redis.call('HSET', key, unpack(ARGV, first, first + n - 1))
-        if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+      -- unpack() fails past ~8000 values (Lua's C stack): a wide row goes in chunks of pairs
+      for c = first, first + n - 1, 1000 do
+        redis.call('HSET', key, unpack(ARGV, c, math.min(c + 999, first + n - 1)))
       end
+      if n > 0 and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
     elseif op == 'd' then
       redis.call('DEL', key)
     else
