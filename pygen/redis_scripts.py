@@ -69,3 +69,14 @@ return skipped
 """
 
 APPLY_SHA = hashlib.sha1(APPLY.encode()).hexdigest()
+
+# RESET: KEYS[1] a version key, ARGV[1] the version it held when looked at. Deletes it only if
+# it still holds that version (a worker's write meanwhile is kept). `gman-udf verify --repair`
+# uses it on versions ahead of gman_stamp(): no trigger stamped them, and a guarded write
+# could never pass them. Returns 1 when deleted.
+RESET = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
