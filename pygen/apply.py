@@ -178,6 +178,8 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
     """The writes that make Redis hold `change` (an upsert's row image, or no key after a
     delete), guarded by change.version when it has one."""
     key = render_key(change, options.key_template)
+    if key.endswith("#v"):  # it could be another key's version key (version_key()), which verify skips
+        raise PlanError(f"key {key!r:.80} ends in '#v', the mark of version keys")
     vkey = version_key(key)
     if change.op == "delete":
         return [Write("del", key, vkey, change.version, round(options.tombstone_ttl * 1000))]

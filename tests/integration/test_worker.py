@@ -567,3 +567,22 @@ def test_script_writes_a_hash_wider_than_luas_unpack_limit(rds):
     fields = [str(x) for i in range(5000) for x in (f"f{i}", i)]  # 10,000 values: unpack() takes ~8,000
     assert script(keys=["wide", version_key("wide")], args=["h", "1", 0, len(fields), *fields]) == 0
     assert rds.hlen("wide") == 5000 and rds.hget("wide", "f4999") == b"4999"
+
+
+def test_a_key_that_is_another_keys_version_key_does_not_wedge_the_worker(gm, rds, redis_server, tmp_path):
+    """Hash mode, text keys '{x}#v' then '{x}': the first one's hash sat where the second
+    one's version key goes (WRONGTYPE), and the batch was retried forever."""
+    base = time.time_ns() // 1000
+
+    def job(i, key):
+        return (FN, json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": key}, "v": base + i,
+                                "row": {"id": key, "val": "x"}}).encode(), None)
+    with Client(gm.address) as c:
+        c.submit_many_background([job(0, "{x}#v")])
+        c.submit_many_background([job(1, "{x}")] + [job(2 + i, str(i)) for i in range(20)])
+    log = tmp_path / "worker.log"
+    with worker(gm, redis_server, "--mode", "hash", "--batch", 1, log=log):
+        drained(gm)
+        assert rds.hgetall(f"{DB}.t:19") == {b"id": b"19", b"val": b"x"}
+        assert rds.hgetall(f"{DB}.t:{{x}}") == {b"id": b"{x}", b"val": b"x"}
+    assert log.read_text().count(" refused: ") == 1

@@ -68,6 +68,7 @@ KILLERS = {
     "the system table": good(table="mysql.global_priv"),
     "odd table name": good(table="shop.data`; DROP TABLE x; --"),
     "a version far in the future": good(v=9999999999999999),
+    "a key that is another's version key": good(key={"id": "{x}#v"}),  # shop.data:{x} -> shop.data:{x}#v
 }
 HASH_ONLY = {"bad base64 in a hash value": good(row={"id": 1, "b": {"$base64": "!"}})}
 
