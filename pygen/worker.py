@@ -11,9 +11,20 @@ Guarantees
   with many workers, and a delete leaves a version tombstone for --tombstone-ttl so that a
   late, older upsert cannot bring the row back. Payloads without v (the seeds' bare rows)
   are written unguarded, as the seeds' worker did.
+- Bad jobs: a job that cannot be parsed (pygen/payload.py), admitted (apply.admit) or
+  planned (apply.plan) is failed (WORK_FAIL: gearmand drops it) with one log line naming
+  the reason and its handle, and counted as refused; the others of its batch go on. Only
+  Redis, MySQL and gearmand being away is retried.
+- Tables (--tables): only the listed tables' jobs are written; '*' takes every table and
+  the seeds' bare rows. Default: the tables whose generated triggers (pygen/triggers.py
+  names them) send to --function, and only the columns those triggers send, read from
+  information_schema.TRIGGERS through --mysql (its user needs the TRIGGER privilege to see
+  them), again when a job names another table (at most every TABLES_REREAD seconds).
 - --consistency payload (default): writes the payload's row image. An INSERT/UPDATE that
   is rolled back after its trigger ran still reaches Redis (until the row's next change),
-  and any SQL user who can call gman_do_background() can write cache entries.
+  and any SQL user can write cache entries of the synced tables (loadable functions have
+  no privilege). A version more than --max-future-skew ahead of this machine's clock is
+  refused: it would freeze its key (every later real change is older).
 - --consistency committed --mysql DSN: before writing, re-reads the row by primary key
   (READ COMMITTED, autocommit) rendered by the same UDF as the trigger, and writes the
   payload when MySQL has committed exactly that image. When it has not, the trigger's
@@ -26,10 +37,10 @@ Guarantees
   larger one. Servers without NOWAIT (MySQL 5.7, MariaDB 10.2) wait --commit-window instead.
   So a rolled-back change never appears in Redis, and a forged job writes only committed
   rows; a job with no table or no version, or a version ahead of the server's gman_stamp()
-  (no trigger can have stamped it), is refused. Left open: a forged job copying the
-  committed row, with a version just above that of a change not yet committed, hides that
-  change until the row's next one: lock the plugin's configuration and grant
-  gman_do_background() to the triggers' definer only. Rows are read as
+  (no trigger can have stamped it), is refused; so is a table or column not synced (see
+  Tables). Left open: a forged job copying the committed row, with a version just above
+  that of a change not yet committed, hides that change until the row's next one (GRANTs
+  cannot stop it: any SQL user may call any loadable function). Rows are read as
   udf_json_members('col', `col`, ...) of the payload's row members, which must be the
   table's column names (as generated triggers send them); point --mysql at the primary.
 - Hash mode: one field per row member, values as text (bytes as themselves, NULL: no field);

@@ -560,6 +560,12 @@ def test_payload_mode_refuses_a_version_from_the_future(mysql, gm, rds, redis_se
         assert value_of(rds) == "one"
         mysql.execute("UPDATE t SET val = 'two' WHERE id = 1")
         wait_for(lambda: value_of(rds) == "two", what="the real UPDATE after the forgery")
+        # what payload mode cannot refuse: a forged image with a current version (committed mode can)
+        mysql.execute("SELECT gman_do_background(%s, %s)",
+                      (FN, json.dumps(dict(forged, v=time.time_ns() // 1000, row={"id": 1, "val": "forged"}))))
+        wait_for(lambda: value_of(rds) == "forged", what="the forged image")
+        mysql.execute("UPDATE t SET val = 'three' WHERE id = 1")
+        wait_for(lambda: value_of(rds) == "three", what="the next real UPDATE")
 
 
 def test_script_writes_a_hash_wider_than_luas_unpack_limit(rds):

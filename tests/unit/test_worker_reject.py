@@ -318,3 +318,38 @@ def test_synced_tables_from_the_generated_triggers():
     assert triggers.synced_tables(trigger_rows(t), "anotherFunction") == {}
     assert triggers.synced_tables(trigger_rows(t, "anotherFunction"), "anotherFunction") == {
         "shop.data": frozenset({"id", "volume", "name"})}
+
+
+class FakeReader:
+    def __init__(self, tables):
+        self.tables, self.reads = tables, 0
+
+    def synced(self, function):
+        self.reads += 1
+        if self.tables is None:
+            raise OSError("mysql away")
+        return dict(self.tables)
+
+    def close(self):
+        pass
+
+
+def test_default_tables_are_read_again_for_a_table_not_on_the_list():
+    p = argparse.ArgumentParser()
+    worker.add_arguments(p)
+    runner = worker.Runner(p.parse_args(["--gearman", "127.0.0.1:1", "--mysql", "mysql://u@h/db"]), Stats())
+    runner.reader = FakeReader({TABLE: frozenset({"id", "name"})})
+    runner._wait_for_tables()
+    new = parse(good(table="shop.new"))
+    with pytest.raises(PlanError, match="not synced"):
+        runner._admit(new, NOW_US)  # just read: not again
+    assert runner.reader.reads == 1
+    runner.reader.tables["shop.new"] = frozenset({"id", "name"})  # its triggers were created
+    runner.tables_read -= worker.TABLES_REREAD + 1
+    runner._admit(new, NOW_US)
+    assert runner.reader.reads == 2
+    runner.reader.tables = None  # MySQL away: the list stays
+    runner.tables_read -= worker.TABLES_REREAD + 1
+    with pytest.raises(PlanError, match="not synced"):
+        runner._admit(parse(good(table="shop.other")), NOW_US)
+    runner._admit(new, NOW_US)
