@@ -592,3 +592,19 @@ def test_a_key_that_is_another_keys_version_key_does_not_wedge_the_worker(gm, rd
         assert rds.hgetall(f"{DB}.t:19") == {b"id": b"19", b"val": b"x"}
         assert rds.hgetall(f"{DB}.t:{{x}}") == {b"id": b"{x}", b"val": b"x"}
     assert log.read_text().count(" refused: ") == 1
+
+
+def test_a_job_over_the_size_limit_is_failed_not_taken_forever(gm, rds, redis_server, tmp_path):
+    """A job over the worker's 64 MiB limit dropped the connection; gearmand handed it out
+    again on the next one, forever, and the jobs behind it waited."""
+    from pygen.gearman_proto import DEFAULT_MAX_DATA
+    good = json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": time.time_ns() // 1000,
+                       "row": {"id": 1, "val": "after"}}).encode()
+    with Client(gm.address) as c:
+        c.submit_many_background([(FN, b"x" * (DEFAULT_MAX_DATA + 1), None), (FN, good, None)])
+    log = tmp_path / "worker.log"
+    with worker(gm, redis_server, log=log):
+        drained(gm)
+        assert value_of(rds) == "after"
+    text = log.read_text()
+    assert text.count(f"bytes is over the limit ({DEFAULT_MAX_DATA}); failed") == 1 and "reconnecting" not in text

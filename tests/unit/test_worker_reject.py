@@ -353,3 +353,22 @@ def test_default_tables_are_read_again_for_a_table_not_on_the_list():
     with pytest.raises(PlanError, match="not synced"):
         runner._admit(parse(good(table="shop.other")), NOW_US)
     runner._admit(new, NOW_US)
+
+
+# ---- a job too big to take -------------------------------------------------------------------
+
+def test_decoder_skips_an_oversize_job_and_hands_out_its_handle():
+    from pygen.gearman_proto import OVERSIZE, RES, Decoder, Type, encode
+    big = encode(RES, Type.JOB_ASSIGN_UNIQ, b"H:x:1", b"fn", b"u", b"z" * 5000)
+    after = encode(RES, Type.JOB_ASSIGN_UNIQ, b"H:x:2", b"fn", b"u", b"ok") + encode(RES, Type.NO_JOB)
+    for step in (1, 7, 4096, len(big) + len(after)):  # however the bytes arrive
+        d, out, wire = Decoder(RES, max_data=1024), [], big + after
+        for i in range(0, len(wire), step):
+            d.feed(wire[i:i + step])
+            out += list(d)
+        assert out == [(OVERSIZE, (b"H:x:1", Type.JOB_ASSIGN_UNIQ, len(big) - 12)),
+                       (Type.JOB_ASSIGN_UNIQ, (b"H:x:2", b"fn", b"u", b"ok")), (Type.NO_JOB, ())], step
+        assert d.buffered == 0
+    d = Decoder(RES, max_data=1024)
+    with pytest.raises(Exception, match="limit"):  # other packets over the limit: out of sync
+        d.feed(encode(RES, Type.WORK_COMPLETE, b"H:x:1", b"z" * 2000)[:12])
