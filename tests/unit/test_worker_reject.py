@@ -256,7 +256,7 @@ def test_property_refused_or_written(workloads, mode):
     for j in jobs:
         if j.outcome == "complete":
             change = parse(j.workload)  # what was written parses, is synced and in range
-            assert change.table == TABLE and 0 <= change.version <= NOW_US + 400 * 10**6
+            assert change.table == TABLE and (change.version is None or 0 <= change.version <= NOW_US + 400 * 10**6)
 
 
 # ---- the pure pieces -------------------------------------------------------------------------
