@@ -61,3 +61,24 @@ def test_a_user_without_privileges_cannot_register_or_drop_functions(nobody):
         with pytest.raises(MySQLdb.MySQLError) as info:
             nobody.execute(sql)
         assert info.value.args[0] in (1044, 1142, 1227), info.value.args  # access denied
+
+
+def test_the_worker_sees_the_triggers_of_tables_it_has_the_trigger_privilege_on(nobody, installed):
+    """The default --tables: what information_schema.TRIGGERS shows the worker's user."""
+    from pygen import triggers
+    with installed.connect() as root:
+        cur = root.cursor()
+        cur.execute("CREATE DATABASE IF NOT EXISTS gman_security")
+        cur.execute("USE gman_security")
+        cur.execute("CREATE TABLE IF NOT EXISTS synced (id INT PRIMARY KEY, v INT)")
+        t = triggers.read_schema(root, "synced")
+        triggers.apply(root, t)
+        nobody.execute("SELECT CURRENT_USER()")
+        user = nobody.fetchone()[0]
+        name, host = (user.decode() if isinstance(user, bytes) else user).split("@")
+        cur.execute(f"GRANT SELECT ON gman_security.synced TO '{name}'@'{host}'")
+        nobody.execute(triggers.SYNCED_SQL)
+        assert triggers.synced_tables(nobody.fetchall()) == {}  # SELECT alone: no trigger visible
+        cur.execute(f"GRANT TRIGGER ON gman_security.synced TO '{name}'@'{host}'")
+        nobody.execute(triggers.SYNCED_SQL)
+        assert triggers.synced_tables(nobody.fetchall()) == {"gman_security.synced": frozenset({"id", "v"})}
