@@ -608,3 +608,17 @@ def test_a_job_over_the_size_limit_is_failed_not_taken_forever(gm, rds, redis_se
         assert value_of(rds) == "after"
     text = log.read_text()
     assert text.count(f"bytes is over the limit ({DEFAULT_MAX_DATA}); failed") == 1 and "reconnecting" not in text
+
+
+def test_committed_mode_with_every_table_copies_what_its_user_can_read(mysql, gm, rds, redis_server, schema):
+    """--tables '*' is the old behaviour, for the record: a forged job copies any table the
+    worker's MySQL user (root here) can read."""
+    mysql.execute("CREATE TABLE IF NOT EXISTS secret (id INT PRIMARY KEY, pw VARCHAR(64))")
+    mysql.execute("REPLACE INTO secret VALUES (1, 'hunter2')")
+    mysql.execute("SELECT gman_stamp()")
+    now = mysql.fetchone()[0]
+    with committed_worker(gm, redis_server, schema, "--tables", "*"):
+        doc = {"op": "upsert", "table": f"{DB}.secret", "key": {"id": 1}, "v": now, "row": {"id": 1, "pw": "x"}}
+        mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(doc)))
+        wait_for(lambda: rds.get(f"{DB}.secret:1"), what="the copied row")
+    assert json.loads(rds.get(f"{DB}.secret:1")) == {"id": 1, "pw": "hunter2"}
