@@ -100,8 +100,7 @@ class Runner:
         self.parked: List[Pending] = []
         self.inflight = None  # payload mode: (batch, token) sent to Redis, not yet acknowledged
         # the allow-list for apply.admit(): None = every table; else {table: its columns, None = any}
-        self.listed = tables_from_args(args.tables)
-        self.tables = self.listed if args.tables else {}
+        self.tables = tables_from_args(args.tables) if args.tables else {}
         self.tables_read = -math.inf  # monotonic time of the last read of the triggers (default list)
         self.skew_us = None if self.committed else args.max_future_skew * 1e6
 
@@ -252,8 +251,8 @@ class Runner:
 
     def _refuse(self, job, why) -> None:
         """WORK_FAIL: gearmand drops a failed background job, so it is never retried."""
-        if not isinstance(why, (PayloadError, Gone)):
-            why = f"{type(why).__name__}: {why}" if isinstance(why, Exception) else why
+        if not isinstance(why, (str, PayloadError, Gone)):  # an error nobody foresaw: name its type
+            why = f"{type(why).__name__}: {why}"
         log.warning("job %s refused: %.300s: %.200r", job.handle, why, job.workload)
         self.stats.add("refused")
         job.fail()
