@@ -93,6 +93,8 @@ MAX_VERSION = 2**63 - 1  # gman_stamp() is a BIGINT
 
 
 def _check_text(text: str, what: str) -> None:
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")  # a lone surrogate ("\ud800") decodes, but no Redis key can hold it
     except UnicodeEncodeError:
@@ -100,6 +102,8 @@ def _check_text(text: str, what: str) -> None:
 
 
 def _check_key_value(name: str, value: Any) -> None:
+    if type(value) is int:  # the common key
+        return
     if isinstance(value, str):
         _check_text(value, f"key {name!r}")
     elif isinstance(value, dict) and set(value) == {"$base64"}:
