@@ -312,9 +312,12 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     return sql, list(key_cols) + list(row_cols)
 
 
-def lock_statement(table: str, key_cols: Sequence[str], server_version: str) -> Optional[str]:
+def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row_cols: Sequence[str] = (),
+                   json_function: str = "udf_json_members", convert: Collection[str] = ()) -> Optional[str]:
     """A locking read of one row that fails at once when another transaction holds its lock
-    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before."""
+    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before.
+    It selects 1, or with row_cols the row as read_statement renders it and a gman_stamp()
+    taken under the lock (the member names are then the leading parameters)."""
     m = re.match(r"(\d+)\.(\d+)", server_version or "")
     version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
     if "mariadb" in server_version.lower():
@@ -329,7 +332,8 @@ def lock_statement(table: str, key_cols: Sequence[str], server_version: str) -> 
     target = (quote_ident(schema) + "." if schema else "") + quote_ident(name)
     cols = ", ".join(quote_ident(c) for c in key_cols)
     values = ", ".join(["%s"] * len(key_cols))
-    return f"SELECT 1 FROM {target} WHERE ({cols}) = ({values}) {lock}"
+    select = f"{_members(json_function, row_cols, convert)}, gman_stamp()" if row_cols else "1"
+    return f"SELECT {select} FROM {target} WHERE ({cols}) = ({values}) {lock}"
 
 
 def key_params(key: Dict[str, Any], key_cols: Sequence[str]) -> List[Any]:

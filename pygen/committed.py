@@ -83,6 +83,33 @@ class CommittedReader:
             return False
         return False
 
+    def stamped(self, change: Change) -> Optional[Tuple[dict, int]]:
+        """(the row as committed, a gman_stamp() taken under its shared lock): every committed
+        change of the row is older than that stamp, every change to come newer. None when the
+        row is gone, another transaction holds its lock, or the server has no NOWAIT."""
+        import MySQLdb
+        cols = list(change.row or ())
+        if not cols:
+            return None
+        try:
+            convert = self._table(change.table, (*change.key, *cols))
+            cur = self._cursor()
+            sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+                                       self.json_function, convert)
+            if sql is None:
+                return None
+            cur.execute(sql, cols + apply.key_params(change.key, list(change.key)))
+            found = cur.fetchall()
+        except MySQLdb.OperationalError as e:
+            if not (e.args and e.args[0] in (1205, 3572)):
+                self.close()
+            return None
+        except (MySQLdb.MySQLError, apply.PlanError):
+            return None
+        if len(found) != 1 or found[0][0] is None:
+            return None
+        return payload_loads(found[0][0]), int(found[0][1])
+
     def read(self, changes: List[Change]) -> list:
         """For each change: its row as committed (dict), None (no such row) or a Gone."""
         import MySQLdb

@@ -38,9 +38,11 @@ Guarantees
   So a rolled-back change never appears in Redis, and a forged job writes only committed
   rows; a job with no table or no version, or a version ahead of the server's gman_stamp()
   (no trigger can have stamped it), is refused; so is a table or column not synced (see
-  Tables). Left open: a forged job copying the committed row, with a version just above
-  that of a change not yet committed, hides that change until the row's next one (GRANTs
-  cannot stop it: any SQL user may call any loadable function). Rows are read as
+  Tables). A forged job copying the committed row, with a version just above that of a
+  change not yet committed, makes that change's write be skipped as older: a key whose
+  skipped write finds another image than the committed one is rewritten from the row read
+  under its lock, with the gman_stamp() taken there (Runner._recheck; servers without
+  NOWAIT keep the forged copy until the row's next change). Rows are read as
   udf_json_members('col', `col`, ...) of the payload's row members, which must be the
   table's column names (as generated triggers send them); point --mysql at the primary.
 - Hash mode: one field per row member, values as text (bytes as themselves, NULL: no field);
@@ -74,9 +76,10 @@ from typing import Dict, List, Optional
 from pygen import apply
 from pygen.apply import parse_dsn, redis_target
 from pygen.committed import CommittedReader, Gone, Pending
+from pygen.compare import stored_matches, version_ahead
 from pygen.gearman_worker import Worker as GearmanWorker
 from pygen.metrics import FIELDS, Stats, log_stats, serve_metrics
-from pygen.payload import PayloadError, parse
+from pygen.payload import Change, PayloadError, parse
 from pygen.redis_writer import RedisWriter
 
 log = logging.getLogger("gman-udf.worker")
@@ -268,7 +271,7 @@ class Runner:
                 p.attempt += 1
                 p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
             return
-        done, writes, versions, gone = [], [], [], set()
+        done, writes, versions, gone, pairs = [], [], [], set(), []
         for p, row in zip(due, rows):
             if isinstance(row, Gone) or p.change.version > stamp:
                 # no trigger of this server can have stamped a version it has not reached yet
@@ -295,16 +298,51 @@ class Runner:
                     log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
                               "committed", p.change.table, p.change.key)
                 writes += planned
+                pairs += [(w, action) for w in planned]
                 versions.append(p.change.version)
             done.append(p)
         writes = apply.collapse(writes)
         skipped = self._write_retrying(writes) if writes else 0
+        if skipped:
+            self._recheck(pairs)
         if skipped is not None:
             self._count(writes, skipped, versions)
             self.gearman.complete_many([p.job for p in done])
             gone.update(id(p) for p in done)
         if gone:
             self.parked = [p for p in self.parked if id(p) not in gone]
+
+
+    def _recheck(self, pairs) -> None:
+        """After committed images were skipped as older: a key whose newer version holds an image
+        other than the committed one took that version from a forged job (a copy of the committed
+        row stamped while a change was still open, whose own write is then older). Such keys get
+        the row read again under its lock, written with the gman_stamp() taken there."""
+        pairs = [(w, c) for w, c in pairs if w.version is not None]
+        try:
+            fixes = []
+            for (w, change), (version, value) in zip(pairs, self.redis.held([w for w, _ in pairs])):
+                if isinstance(version, Exception) or not version_ahead(version, w.version):
+                    continue
+                if w.op == "del":
+                    if value in (None, {}) or self.reader.read([change])[0] is not None:
+                        continue  # gone in Redis too, or back in MySQL (its INSERT's job writes it)
+                    # a re-INSERT stamped before this stamp gets its write skipped, then re-checked
+                    fixes += apply.plan(Change("delete", change.table, change.key, self.reader.stamp()), self.options)
+                    continue
+                if stored_matches(w, value):
+                    continue
+                got = self.reader.stamped(change)
+                if got is not None:
+                    row, stamp = got
+                    fixes += apply.plan(Change("upsert", change.table, change.key, stamp, row), self.options)
+            if fixes:
+                log.warning("%d keys held a newer version than their committed row (a forged job?): rewritten "
+                            "with a fresh gman_stamp()", len(fixes))
+                self._write_retrying(fixes)
+        except Exception as e:  # noqa: BLE001 - Redis or MySQL away: the row's next change fixes it
+            self.stats.add("errors")
+            log.warning("re-checking skipped writes: %s", e)
 
 
 def _alive(job) -> bool:
