@@ -69,9 +69,8 @@ class Watcher(threading.Thread):
 
 def start_worker(gm, rd, db, consistency):
     args = [sys.executable, "-m", "pygen.cli", "worker", "--gearman", gm.address, "--redis", rd.url,
-            "--consistency", consistency, "--log-level", "WARNING"]
-    if consistency == "committed":
-        args += ["--mysql", f"mysql://root@localhost/bench?socket={db.socket}"]
+            "--consistency", consistency, "--log-level", "WARNING",
+            "--mysql", f"mysql://root@localhost/bench?socket={db.socket}"]  # both: the tables with triggers
     return subprocess.Popen(args, cwd=ROOT)
 
 

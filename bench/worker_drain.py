@@ -60,7 +60,7 @@ def main():
 
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in gms),
-               "--redis", redis.url, "--batch", str(args.batch), "--processes", str(args.processes),
+               "--redis", redis.url, "--tables", "shop.data", "--batch", str(args.batch), "--processes", str(args.processes),
                "--mode", args.mode, "--log-level", "WARNING"]
         start = time.perf_counter()
         worker = subprocess.Popen(cmd, env=env)

@@ -23,14 +23,14 @@ import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import parse_qs, unquote, urlsplit
-from typing import Any, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pygen.metrics import FIELDS, prometheus_text, totals  # re-exported: they used to live here
 from pygen.payload import Change, PayloadError, decode_value
 from pygen.payload import dumps as payload_dumps
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
-           "version_key", "hash_value", "plan", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
+           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
            "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
            "redis_target", "parse_dsn", "FIELDS", "totals", "prometheus_text"]
 
@@ -178,6 +178,8 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
     """The writes that make Redis hold `change` (an upsert's row image, or no key after a
     delete), guarded by change.version when it has one."""
     key = render_key(change, options.key_template)
+    if key.endswith("#v"):  # it could be another key's version key (version_key()), which verify skips
+        raise PlanError(f"key {key!r:.80} ends in '#v', the mark of version keys")
     vkey = version_key(key)
     if change.op == "delete":
         return [Write("del", key, vkey, change.version, round(options.tombstone_ttl * 1000))]
@@ -186,18 +188,37 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
     if options.mode == "json":
         try:
             text = _JSON(row).encode()
-        except (ValueError, UnicodeEncodeError) as e:  # NaN, lone surrogates: not from a trigger
+        except (ValueError, UnicodeEncodeError, RecursionError) as e:  # lone surrogates, nesting: not from a trigger
             raise PlanError(f"row cannot be written as JSON: {e}") from None
         return [Write("set", key, vkey, change.version, ttl_ms, (text,))]
     values: List[bytes] = []
     for name, value in row.items():
         try:
             data = hash_value(value)
-        except (ValueError, UnicodeEncodeError) as e:
-            raise PlanError(f"field {name!r} cannot be written: {e}") from None
-        if data is not None:
-            values += (name.encode(), data)
+            if data is not None:
+                values += (name.encode(), data)
+        except (ValueError, UnicodeEncodeError, RecursionError) as e:  # PayloadError (bad base64) is a ValueError
+            raise PlanError(f"field {name!r:.80} cannot be written: {e}") from None
     return [Write("hash", key, vkey, change.version, ttl_ms, tuple(values))]
+
+
+def admit(change: Change, tables: Optional[Mapping[str, Optional[Collection[str]]]],
+          latest: Optional[int] = None) -> None:
+    """PlanError unless this worker may write the change: its table is one of `tables`
+    ({schema.table: the columns it may carry, None: any}; tables None: every table, bare rows
+    too) with no other column, and its version is not above `latest` (microseconds; None: no
+    limit)."""
+    if tables is not None:
+        if change.table not in tables:
+            what = "a bare row (no table)" if change.table is None else f"table {change.table!r:.80}"
+            raise PlanError(f"{what} is not synced by this worker (--tables, or the tables with generated triggers)")
+        columns = tables[change.table]
+        if columns is not None:
+            for name in (*change.key, *(change.row or ())):
+                if name not in columns:
+                    raise PlanError(f"{change.table}: column {name!r:.80} is not synced")
+    if latest is not None and change.version is not None and change.version > latest:
+        raise PlanError(f"version {change.version} is ahead of this worker's clock by more than --max-future-skew")
 
 
 def collapse(writes: Sequence[Write]) -> List[Write]:
@@ -291,9 +312,12 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     return sql, list(key_cols) + list(row_cols)
 
 
-def lock_statement(table: str, key_cols: Sequence[str], server_version: str) -> Optional[str]:
+def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row_cols: Sequence[str] = (),
+                   json_function: str = "udf_json_members", convert: Collection[str] = ()) -> Optional[str]:
     """A locking read of one row that fails at once when another transaction holds its lock
-    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before."""
+    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before.
+    It selects 1, or with row_cols the row as read_statement renders it and a gman_stamp()
+    taken under the lock (the member names are then the leading parameters)."""
     m = re.match(r"(\d+)\.(\d+)", server_version or "")
     version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
     if "mariadb" in server_version.lower():
@@ -308,7 +332,8 @@ def lock_statement(table: str, key_cols: Sequence[str], server_version: str) -> 
     target = (quote_ident(schema) + "." if schema else "") + quote_ident(name)
     cols = ", ".join(quote_ident(c) for c in key_cols)
     values = ", ".join(["%s"] * len(key_cols))
-    return f"SELECT 1 FROM {target} WHERE ({cols}) = ({values}) {lock}"
+    select = f"{_members(json_function, row_cols, convert)}, gman_stamp()" if row_cols else "1"
+    return f"SELECT {select} FROM {target} WHERE ({cols}) = ({values}) {lock}"
 
 
 def key_params(key: Dict[str, Any], key_cols: Sequence[str]) -> List[Any]:

@@ -6,14 +6,15 @@ pygen/worker.py parks the jobs (Pending) and runs the loop.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from pygen import apply
 from pygen.apply import parse_dsn
 from pygen.payload import Change
 from pygen.payload import loads as payload_loads
-from pygen.triggers import Column, _text
+from pygen.triggers import SYNCED_SQL, Column, _text, synced_tables
 
 log = logging.getLogger("gman-udf.worker")  # the worker's log
 
@@ -27,13 +28,14 @@ class CommittedReader:
     every transaction committed before it started, nothing else)."""
 
     CHUNK = 500
+    REREAD = 10.0  # seconds: a table's columns are read again at most this often (an ALTER TABLE)
 
     def __init__(self, dsn: str, json_function: str = "udf_json_members", timeout: float = 5.0):
         self.kw = parse_dsn(dsn)
         self.kw.setdefault("connect_timeout", max(1, round(timeout)))
         self.json_function = json_function
         self.conn = None
-        self._convert: Dict[str, frozenset] = {}
+        self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
 
     def _cursor(self):
         if self.conn is None:
@@ -50,6 +52,12 @@ class CommittedReader:
             except Exception:
                 pass
             self.conn = None
+
+    def synced(self, function: str) -> Dict[str, FrozenSet[str]]:
+        """The tables with generated triggers sending to `function`, and their columns."""
+        cur = self._cursor()
+        cur.execute(SYNCED_SQL)
+        return synced_tables(cur.fetchall(), function)
 
     def stamp(self) -> int:
         cur = self._cursor()
@@ -75,6 +83,33 @@ class CommittedReader:
             return False
         return False
 
+    def stamped(self, change: Change) -> Optional[Tuple[dict, int]]:
+        """(the row as committed, a gman_stamp() taken under its shared lock): every committed
+        change of the row is older than that stamp, every change to come newer. None when the
+        row is gone, another transaction holds its lock, or the server has no NOWAIT."""
+        import MySQLdb
+        cols = list(change.row or ())
+        if not cols:
+            return None
+        try:
+            convert = self._table(change.table, (*change.key, *cols))
+            cur = self._cursor()
+            sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+                                       self.json_function, convert)
+            if sql is None:
+                return None
+            cur.execute(sql, cols + apply.key_params(change.key, list(change.key)))
+            found = cur.fetchall()
+        except MySQLdb.OperationalError as e:
+            if not (e.args and e.args[0] in (1205, 3572)):
+                self.close()
+            return None
+        except (MySQLdb.MySQLError, apply.PlanError):
+            return None
+        if len(found) != 1 or found[0][0] is None:
+            return None
+        return payload_loads(found[0][0]), int(found[0][1])
+
     def read(self, changes: List[Change]) -> list:
         """For each change: its row as committed (dict), None (no such row) or a Gone."""
         import MySQLdb
@@ -87,7 +122,8 @@ class CommittedReader:
                 chunk = idx[start:start + self.CHUNK]
                 try:
                     found = self._read_group(table, key_cols, row_cols, [changes[i] for i in chunk])
-                except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError, apply.PlanError) as e:
+                except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
+                        MySQLdb.NotSupportedError, apply.PlanError) as e:
                     for i in chunk:
                         out[i] = Gone(f"{table}: {e}")
                     continue
@@ -98,6 +134,13 @@ class CommittedReader:
                         continue
                     self.close()
                     raise
+                except MySQLdb.Error:  # the connection: an outage, retried
+                    self.close()
+                    raise
+                except Exception as e:  # noqa: BLE001 - a change no rule above foresaw: refused, not retried forever
+                    for i in chunk:
+                        out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
+                    continue
                 for i in chunk:
                     out[i] = found.get(apply.key_id(changes[i].key, key_cols))
         return out
@@ -122,20 +165,30 @@ class CommittedReader:
             return apply.RETRY  # it was readable a moment ago
         return apply.decide(change, row, True)
 
-    def _converted(self, table) -> frozenset:
-        """The table's text columns in a non-UTF-8 charset (read once per table)."""
-        if table not in self._convert:
+    def _table(self, table: str, names) -> FrozenSet[str]:
+        """The table's text columns in a non-UTF-8 charset; PlanError when it has no column of
+        one of `names` (or no columns: no such table, or not visible to this user). Read once
+        per table, again after REREAD seconds when a name is unknown."""
+        now = time.monotonic()
+        cached = self._columns.get(table)
+        if cached is None or (now - cached[0] > self.REREAD and not {n.lower() for n in names} <= cached[1]):
             schema, name = apply.split_table(table)
             cur = self._cursor()
             cur.execute("SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
                         "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (schema or None, name))
             cols = [Column(_text(n), "", _text(cs)) for n, cs in cur.fetchall()]
-            self._convert[table] = frozenset(c.name for c in cols if c.needs_convert)
-        return self._convert[table]
+            cached = (now, frozenset(c.name.lower() for c in cols), frozenset(c.name for c in cols if c.needs_convert))
+            self._columns[table] = cached
+        if not cached[1]:
+            raise apply.PlanError("no such table (or no column this user may see)")
+        unknown = [n for n in names if n.lower() not in cached[1]]  # column names are case-insensitive
+        if unknown:
+            raise apply.PlanError(f"no column {unknown[0]!r:.80}")
+        return cached[2]
 
     def _read_group(self, table, key_cols, row_cols, changes) -> dict:
-        sql, params = apply.read_statement(table, key_cols, row_cols, len(changes), self.json_function,
-                                           self._converted(table))
+        convert = self._table(table, (*key_cols, *row_cols))  # the SQL stays as wide as the table
+        sql, params = apply.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
         for c in changes:
             params += apply.key_params(c.key, key_cols)
         cur = self._cursor()

@@ -12,7 +12,7 @@ from . import apply as plan_mod
 from . import triggers
 from .payload import Change
 from .payload import loads as payload_loads
-from .redis_scripts import APPLY
+from .redis_scripts import APPLY, RESET
 
 DEFAULT_TEMPLATE = plan_mod.DEFAULT_TEMPLATE
 BATCH = 1000
@@ -118,8 +118,10 @@ class Report:
     missing: List[str] = field(default_factory=list)
     stale: List[str] = field(default_factory=list)
     extra: List[str] = field(default_factory=list)
-    counts: Dict[str, int] = field(default_factory=lambda: {"missing": 0, "stale": 0, "extra": 0})
-    repaired: Dict[str, int] = field(default_factory=lambda: {"written": 0, "newer": 0, "queued": 0, "deleted": 0})
+    frozen: List[str] = field(default_factory=list)
+    counts: Dict[str, int] = field(default_factory=lambda: {"missing": 0, "stale": 0, "extra": 0, "frozen": 0})
+    repaired: Dict[str, int] = field(default_factory=lambda: {"written": 0, "newer": 0, "queued": 0, "deleted": 0,
+                                                              "reset": 0})
     extras_checked: bool = True
     keep: int = 10  # examples kept per kind
 
@@ -181,25 +183,64 @@ class Repairer:
                  function: Optional[str] = None):
         self.t, self.redis, self.conn, self.options, self.function = t, redis, conn, options, function
         self.script = redis.register_script(APPLY)
+        self.reset_script = redis.register_script(RESET)
         self.since: Optional[int] = None  # the stamp before the scan: guards the deletes of extras
 
     def start(self) -> None:
-        self.since = int(_scalar(self.conn, "SELECT gman_stamp()"))
+        self.since = self.stamp()
 
-    def _run(self, writes: Sequence[plan_mod.Write]) -> int:
-        """The worker's guarded writes, one script call each (one Cluster slot each); returns
-        how many were skipped because Redis holds a newer version."""
+    def stamp(self) -> int:
+        return int(_scalar(self.conn, "SELECT gman_stamp()"))
+
+    def _run(self, writes: Sequence[plan_mod.Write]) -> List[bool]:
+        """The worker's guarded writes, one script call each (one Cluster slot each); for each,
+        whether it was skipped because Redis holds a newer version."""
         pipe = self.redis.pipeline(transaction=False)
         for w in writes:
             keys, args = plan_mod.script_args([w])
             self.script(keys=keys, args=args, client=pipe)
-        return sum(int(n) for n in pipe.execute())
+        return [bool(int(n)) for n in pipe.execute()]
 
-    def rows(self, raw_keys: Sequence[tuple], report: Report) -> None:
-        """Repair the rows of these keys (raw key values, in key column order)."""
+    def reset_ahead(self, version_keys: Sequence[str], report: Report) -> None:
+        """Delete the version keys that hold a version ahead of gman_stamp(), read after them:
+        a forged job's (no trigger of this server stamped it), which no guarded write passes."""
+        if not version_keys:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for vkey in version_keys:
+            pipe.get(vkey)
+        held = pipe.execute()
+        now = self.stamp()
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for vkey, version in zip(version_keys, held):
+            if version_ahead(version, now):
+                self.reset_script(keys=[vkey], args=[version], client=pipe)
+                n += 1
+        if n:
+            report.repaired["reset"] += sum(int(x) for x in pipe.execute())
+
+    def _write(self, writes: Sequence[plan_mod.Write], report: Report, kind: str) -> None:
+        """Guarded writes; those skipped for a version ahead of gman_stamp() are written again
+        once that version is reset."""
+        skipped = self._run(writes)
+        held = [w for w, s in zip(writes, skipped) if s]
+        if held:
+            before = report.repaired["reset"]
+            self.reset_ahead([w.version_key for w in held], report)
+            if report.repaired["reset"] > before:
+                held = [w for w, s in zip(held, self._run(held)) if s]
+        report.repaired[kind] += len(writes) - len(held)
+        report.repaired["newer"] += len(held)
+
+    def rows(self, raw_keys: Sequence[tuple], report: Report, version_keys: Sequence[str] = ()) -> None:
+        """Repair the rows of these keys (raw key values, in key column order); version_keys:
+        theirs in Redis, to reset those ahead of gman_stamp() before jobs are queued."""
         if not raw_keys:
             return
         params = [v for raw in raw_keys for v in raw]
+        if self.function is not None:
+            self.reset_ahead(version_keys, report)  # or the worker would skip the jobs
         cur = self.conn.cursor()
         try:
             if self.function is not None:
@@ -215,49 +256,68 @@ class Repairer:
         finally:
             cur.close()
         writes = [expected_write(self.t, payload_loads(k), payload_loads(r), self.options, int(v)) for k, r, v in fresh]
-        newer = self._run(writes)
-        report.repaired["written"] += len(writes) - newer
-        report.repaired["newer"] += newer
+        self._write(writes, report, "written")
 
     def extras(self, keys: Sequence[bytes], report: Report) -> None:
         if not keys:
             return
         ttl_ms = round(self.options.tombstone_ttl * 1000)
         writes = [plan_mod.Write("del", _text(k), plan_mod.version_key(_text(k)), self.since, ttl_ms) for k in keys]
-        newer = self._run(writes)
-        report.repaired["deleted"] += len(writes) - newer
-        report.repaired["newer"] += newer
+        self._write(writes, report, "deleted")
+
+
+def version_ahead(version, now: int) -> bool:
+    """True when a version key's value (bytes, None) is a version above `now`."""
+    try:
+        return version is not None and int(version) > now
+    except ValueError:
+        return False
 
 
 def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
             repairer: Optional[Repairer] = None, progress=None,
-            keep: int = 10, batch: int = BATCH) -> Report:
+            keep: int = 10, batch: int = BATCH, stamp=None) -> Report:
     """Compare every row of t with Redis (and repair when a repairer is given). progress:
-    anything with update(rows), e.g. verify.Progress."""
+    anything with update(rows), e.g. verify.Progress. stamp: a callable returning gman_stamp()
+    on a connection that is not `conn` (the repairer's when there is one); with it, version
+    keys ahead of gman_stamp() (forged: they freeze their key) are found too ("frozen")."""
     report = Report(keep=keep)
     template = options.key_template or DEFAULT_TEMPLATE
     expected = set()
     if repairer is not None:
         repairer.start()
+        stamp = stamp or repairer.stamp
     for rows in stream_rows(conn, t, batch):
         writes = [expected_write(t, key, row, options) for key, row, _ in rows]
         pipe = redis.pipeline(transaction=False)
         for w in writes:
             pipe.hgetall(w.key) if w.op == "hash" else pipe.get(w.key)
+            if stamp is not None:
+                pipe.get(w.version_key)
         stored = pipe.execute(raise_on_error=False)
-        todo = []
-        for w, (_, _, raw), got in zip(writes, rows, stored):
+        if stamp is not None:  # taken after the reads: every genuine version read is below it
+            now = stamp()
+            stored, versions = stored[0::2], stored[1::2]
+        else:
+            versions = [None] * len(stored)
+        todo, ahead = [], []
+        for w, (_, _, raw), got, version in zip(writes, rows, stored, versions):
             expected.add(w.key.encode("utf-8"))
+            is_ahead = stamp is not None and not isinstance(version, Exception) and version_ahead(version, now)
             if is_missing(w, got):
                 report.add("missing", w.key)
             elif not stored_matches(w, got):
                 report.add("stale", w.key)
+            elif is_ahead:
+                report.add("frozen", w.key)
             else:
                 continue
             todo.append(raw)
+            if is_ahead:
+                ahead.append(w.version_key)
         report.rows += len(rows)
         if repairer is not None:
-            repairer.rows(todo, report)
+            repairer.rows(todo, report, ahead)
         if progress is not None:
             progress.update(len(rows))
     pattern = scan_pattern(template, t.qualified)
@@ -281,15 +341,17 @@ def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = pl
 def format_report(t: triggers.TableSchema, report: Report, repaired: bool) -> str:
     c = report.counts
     extra = f"{c['extra']} extra" if report.extras_checked else "extra keys not checked (the key template has no fixed part)"
-    lines = [f"{t.qualified}: {report.rows} rows; {c['missing']} missing, {c['stale']} stale, {extra}"]
-    for kind in ("missing", "stale", "extra"):
+    ahead = f", {c['frozen']} frozen (a version ahead of gman_stamp())" if c["frozen"] else ""
+    lines = [f"{t.qualified}: {report.rows} rows; {c['missing']} missing, {c['stale']} stale, {extra}{ahead}"]
+    for kind in ("missing", "stale", "extra", "frozen"):
         examples = getattr(report, kind)
         if examples:
             more = f" (and {c[kind] - len(examples)} more)" if c[kind] > len(examples) else ""
             lines.append(f"  {kind}: {', '.join(examples)}{more}")
     if repaired:
         r = report.repaired
-        lines.append(f"repaired: {r['written']} written, {r['queued']} queued as jobs, {r['deleted']} deleted, "
+        reset = f", {r['reset']} versions ahead of gman_stamp() reset" if r["reset"] else ""
+        lines.append(f"repaired: {r['written']} written, {r['queued']} queued as jobs, {r['deleted']} deleted{reset}, "
                      f"{r['newer']} left alone (Redis already holds a newer version)")
     return "\n".join(lines) + "\n"
 

@@ -143,12 +143,21 @@ def split_args(type: int, data: bytes) -> tuple[bytes, ...]:
     return tuple(args)
 
 
+# A job assigned to a worker that is over max_data: refusing the stream would get the same job
+# again on every reconnection, forever. Its body is skipped instead and the decoder hands out
+# (OVERSIZE, (handle, type, size)), so that the worker can fail it (gearmand then drops it).
+OVERSIZE = -1
+_JOBS = (Type.JOB_ASSIGN, Type.JOB_ASSIGN_UNIQ, Type.JOB_ASSIGN_ALL)
+_HANDLE_MAX = 1024  # a handle longer than this in an oversize job: out of sync
+
+
 class Decoder:
     """Incremental decoder: feed() the bytes as they come, then iterate (or call next_packet())
     for whole packets as (type, args). Errors are raised as soon as the bytes that show them
     are in (a bad magic from its first byte), and the size is checked from the header before
-    waiting for the data, so a peer cannot make us buffer more than max_data plus one read.
-    After a ProtocolError the stream is out of sync: drop the connection."""
+    waiting for the data, so a peer cannot make us buffer more than max_data plus one read;
+    a job over max_data is skipped as it comes (see OVERSIZE). After a ProtocolError the stream
+    is out of sync: drop the connection."""
 
     def __init__(self, magic: bytes = RES, max_data: int = DEFAULT_MAX_DATA):
         if magic not in (REQ, RES):
@@ -157,8 +166,14 @@ class Decoder:
         self.max_data = max_data
         self._buf = bytearray()
         self._pos = 0  # consumed prefix of _buf, dropped lazily (no O(n^2) on many small packets)
+        self._skip = 0  # bytes of an oversize job's body still to come, dropped as they arrive
+        self._skipped = None  # that job's OVERSIZE packet, handed out once its body is over
 
     def feed(self, data: bytes) -> None:
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
         if self._pos:
             del self._buf[:self._pos]
             self._pos = 0
@@ -190,7 +205,7 @@ class Decoder:
             raise ProtocolError(f"unknown packet type {type}")
         if size is None:
             return None
-        if size > self.max_data:
+        if size > self.max_data and type not in _JOBS:
             raise ProtocolError(f"{Type(type).name} of {size} bytes is over the limit ({self.max_data})")
         if size and not nargs:
             raise ProtocolError(f"{Type(type).name} carries no data, got a size of {size}")
@@ -198,12 +213,19 @@ class Decoder:
 
     def next_packet(self) -> tuple[int, tuple[bytes, ...]] | None:
         """The next whole packet, or None until more bytes are fed."""
+        if self._skipped is not None:
+            if self._skip:
+                return None
+            packet, self._skipped = self._skipped, None
+            return packet
         header = self._check_header()
         if header is None:
             return None
         type, size = header
         start = self._pos + HEADER_SIZE
         end = start + size
+        if size > self.max_data:
+            return self._oversize(type, size, start, end)
         if len(self._buf) < end:
             return None
         data = bytes(self._buf[start:end])
@@ -213,6 +235,23 @@ class Decoder:
         else:
             self._pos = end
         return type, split_args(type, data)
+
+    def _oversize(self, type: int, size: int, start: int, end: int):
+        nul = self._buf.find(b"\0", start, start + _HANDLE_MAX)
+        if nul < 0:
+            if len(self._buf) - start >= min(size, _HANDLE_MAX):
+                raise ProtocolError(f"{Type(type).name} of {size} bytes: no job handle")
+            return None
+        packet = OVERSIZE, (bytes(self._buf[start:nul]), type, size)
+        if len(self._buf) >= end:
+            self._pos = end
+            return packet
+        # handed out once it is all in: gearmand 1.1 closed the connection on a WORK_FAIL that came
+        # while it was still sending that job (seen here)
+        self._skip, self._skipped = end - len(self._buf), packet
+        self._buf.clear()
+        self._pos = 0
+        return None
 
     def __iter__(self):
         return self

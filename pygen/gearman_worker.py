@@ -19,7 +19,8 @@ import socket
 import time
 
 from pygen.gearman_conn import Connection, GearmanError
-from pygen.gearman_proto import DEFAULT_MAX_DATA, REQ, ProtocolError, Type, encode, from_bytes, to_bytes
+from pygen.gearman_proto import (DEFAULT_MAX_DATA, OVERSIZE, REQ, ProtocolError, Type, encode, from_bytes,
+                                  to_bytes)
 
 log = logging.getLogger("pygen.gearman")  # the name it had before the split: log filters keep working
 
@@ -170,6 +171,12 @@ class Worker:
             if type == Type.JOB_ASSIGN_UNIQ:
                 link.grabs -= 1
                 self._ready.append(Job(self, link, *args))
+            elif type == OVERSIZE:  # failed, or gearmand would hand it out again on every reconnection
+                link.grabs -= 1
+                log.warning("gearmand %s: job %s of %d bytes is over the limit (%d); failed", link.conn.address,
+                            from_bytes(args[0]), args[2], link.conn.max_data)
+                if not self._send(link, encode(REQ, Type.WORK_FAIL, args[0])):
+                    return
             elif type == Type.NO_JOB:
                 link.grabs -= 1
                 link.empty = True

@@ -27,7 +27,8 @@ def prometheus_text(t: Dict[str, float]) -> str:
     help_ = {"jobs": "jobs taken", "writes": "Redis writes acknowledged",
              "stale": "writes skipped: Redis held a newer version",
              "errors": "failed Redis or MySQL round trips (retried)",
-             "refused": "jobs failed: not a payload, or (committed mode) not verifiable or forged",
+             "refused": "jobs failed (WORK_FAIL, never retried): not a payload, a table or version this worker "
+                        "does not take, or (committed mode) not verifiable or forged",
              "retries": "committed mode: re-reads of a row not committed as sent"}
     for name in _SUMMED:
         lines += [f"# HELP gman_worker_{name}_total {help_[name]}", f"# TYPE gman_worker_{name}_total counter",

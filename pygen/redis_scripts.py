@@ -46,10 +46,11 @@ for i = 1, #KEYS, 2 do
       end
     elseif op == 'h' then
       redis.call('DEL', key)
-      if n > 0 then
-        redis.call('HSET', key, unpack(ARGV, first, first + n - 1))
-        if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+      -- unpack() fails past ~8000 values (Lua's C stack): a wide row goes in chunks of pairs
+      for c = first, first + n - 1, 1000 do
+        redis.call('HSET', key, unpack(ARGV, c, math.min(c + 999, first + n - 1)))
       end
+      if n > 0 and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
     elseif op == 'd' then
       redis.call('DEL', key)
     else
@@ -68,3 +69,14 @@ return skipped
 """
 
 APPLY_SHA = hashlib.sha1(APPLY.encode()).hexdigest()
+
+# RESET: KEYS[1] a version key, ARGV[1] the version it held when looked at. Deletes it only if
+# it still holds that version (a worker's write meanwhile is kept). `gman-udf verify --repair`
+# uses it on versions ahead of gman_stamp(): no trigger stamped them, and a guarded write
+# could never pass them. Returns 1 when deleted.
+RESET = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

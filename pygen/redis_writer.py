@@ -64,6 +64,16 @@ class RedisWriter:
         self.client.script_load(APPLY)
         return self.client.evalsha(APPLY_SHA, len(keys), *keys, *args)
 
+    def held(self, writes: List[apply.Write]) -> list:
+        """What Redis holds for each write's key: (its version key's value, its value: GET,
+        or HGETALL for a hash write); a failed read is the exception."""
+        pipe = self.client.pipeline(transaction=False)
+        for w in writes:
+            pipe.get(w.version_key)
+            pipe.hgetall(w.key) if w.op == "hash" else pipe.get(w.key)
+        out = pipe.execute(raise_on_error=False)
+        return list(zip(out[0::2], out[1::2]))
+
     def _write_cluster(self, writes) -> int:
         import redis
         for attempt in (1, 2):

@@ -27,9 +27,10 @@ a server. Choices and why:
   being lost silently.
 """
 import hashlib
+import re
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from . import connect as connmod
 
@@ -164,6 +165,28 @@ def trigger_name(table: str, suffix: str) -> str:
         return name
     digest = hashlib.sha1(table.encode("utf-8")).hexdigest()[:8]
     return f"gman_{table[:NAME_MAX - 15 - len(suffix)]}_{digest}_{suffix}"
+
+
+# The tables a worker syncs by default: those whose generated triggers (named by trigger_name)
+# exist and send to its function. A user sees the triggers of the tables on which it has the
+# TRIGGER privilege (MariaDB, MySQL): grant it to the worker's MySQL user, or give --tables.
+SYNCED_SQL = ("SELECT TRIGGER_NAME, EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, ACTION_STATEMENT "
+              "FROM information_schema.TRIGGERS WHERE TRIGGER_NAME LIKE 'gman!_%' ESCAPE '!'")
+_COLUMN_REF = re.compile(r"\b(?:NEW|OLD)\.`((?:[^`]|``)+)`")
+
+
+def synced_tables(rows, function: str = DEFAULT_FUNCTION) -> Dict[str, FrozenSet[str]]:
+    """{schema.table: the columns its triggers send} from SYNCED_SQL's rows: the tables with
+    a trigger named as trigger_name() names it that calls gman_do_background(function, ...)."""
+    call = f"gman_do_background({sql_string(function)},"
+    out: Dict[str, set] = {}
+    for name, schema, table, body in rows:
+        name, schema, table, body = _text(name), _text(schema), _text(table), _text(body)
+        if name not in {trigger_name(table, suffix) for suffix, _ in EVENTS} or call not in body:
+            continue
+        out.setdefault(f"{schema}.{table}", set()).update(
+            m.group(1).replace("``", "`") for m in _COLUMN_REF.finditer(body))
+    return {table: frozenset(cols) for table, cols in out.items()}
 
 
 def _send(function: str, payload: str, strict: bool, indent: str) -> str:

@@ -25,8 +25,15 @@ during the scan (a newer version in Redis) is left alone.
 `gman-udf load` is the initial load: every row, through Gearman in one statement
 (--via-gearman), or straight into Redis with the guarded writes above.
 
+A version key above gman_stamp() can only come from a forged job (a trigger's version is
+a stamp this server already gave): it freezes its key, since every later write of the row is
+older. verify reads each row's version key too and reports such keys ("frozen") even when
+their value is right; --repair deletes those version keys (only if they still hold that
+version) and then writes the row with a fresh stamp, or queues its job.
+
 Exit code: 0 when Redis matches the table (or every difference was repaired), 1 when
-differences remain, 2 on a usage or connection error.
+differences remain (a key left alone because Redis holds a newer version counts), 2 on a
+usage or connection error.
 
 This module is the two commands; the engine (comparison, repair, loads) is pygen/compare.py.
 """
@@ -139,13 +146,12 @@ def run(args) -> int:
         try:
             t = triggers.schema_from_args(conn, args)
             _check_template(t, options)
-            repairer = None
-            if args.repair:
-                spare = connmod.connect(connmod.from_args(args))  # the stream holds the first
-                repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
+            spare = connmod.connect(connmod.from_args(args))  # the stream holds the first
+            repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
             progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
             try:
-                report = compare(conn, t, redis, options, repairer, progress, args.show)
+                report = compare(conn, t, redis, options, repairer if args.repair else None, progress, args.show,
+                                 stamp=repairer.stamp)
             finally:
                 progress.close()
             sys.stdout.write(format_report(t, report, args.repair))
@@ -153,13 +159,17 @@ def run(args) -> int:
                 return 0
             if not args.repair:
                 return 1
+            if report.repaired["newer"]:
+                print(f"{report.repaired['newer']} keys not repaired: Redis holds a newer version (a change made "
+                      "meanwhile?); run verify again")
+                return 1
             if not (args.via_gearman and args.wait > 0):
                 return 0  # written, or every job queued
             # the worker applies the jobs: compare again until it has, or the wait is over
             deadline = time.monotonic() + args.wait
             while True:
                 time.sleep(0.2)
-                again = compare(conn, t, redis, options, keep=args.show)
+                again = compare(conn, t, redis, options, keep=args.show, stamp=repairer.stamp)
                 if not again.differences or time.monotonic() > deadline:
                     break
             sys.stdout.write("after the worker: " + format_report(t, again, False))

@@ -11,9 +11,20 @@ Guarantees
   with many workers, and a delete leaves a version tombstone for --tombstone-ttl so that a
   late, older upsert cannot bring the row back. Payloads without v (the seeds' bare rows)
   are written unguarded, as the seeds' worker did.
+- Bad jobs: a job that cannot be parsed (pygen/payload.py), admitted (apply.admit) or
+  planned (apply.plan) is failed (WORK_FAIL: gearmand drops it) with one log line naming
+  the reason and its handle, and counted as refused; the others of its batch go on. Only
+  Redis, MySQL and gearmand being away is retried.
+- Tables (--tables): only the listed tables' jobs are written; '*' takes every table and
+  the seeds' bare rows. Default: the tables whose generated triggers (pygen/triggers.py
+  names them) send to --function, and only the columns those triggers send, read from
+  information_schema.TRIGGERS through --mysql (its user needs the TRIGGER privilege to see
+  them), again when a job names another table (at most every TABLES_REREAD seconds).
 - --consistency payload (default): writes the payload's row image. An INSERT/UPDATE that
   is rolled back after its trigger ran still reaches Redis (until the row's next change),
-  and any SQL user who can call gman_do_background() can write cache entries.
+  and any SQL user can write cache entries of the synced tables (loadable functions have
+  no privilege). A version more than --max-future-skew ahead of this machine's clock is
+  refused: it would freeze its key (every later real change is older).
 - --consistency committed --mysql DSN: before writing, re-reads the row by primary key
   (READ COMMITTED, autocommit) rendered by the same UDF as the trigger, and writes the
   payload when MySQL has committed exactly that image. When it has not, the trigger's
@@ -26,10 +37,12 @@ Guarantees
   larger one. Servers without NOWAIT (MySQL 5.7, MariaDB 10.2) wait --commit-window instead.
   So a rolled-back change never appears in Redis, and a forged job writes only committed
   rows; a job with no table or no version, or a version ahead of the server's gman_stamp()
-  (no trigger can have stamped it), is refused. Left open: a forged job copying the
-  committed row, with a version just above that of a change not yet committed, hides that
-  change until the row's next one: lock the plugin's configuration and grant
-  gman_do_background() to the triggers' definer only. Rows are read as
+  (no trigger can have stamped it), is refused; so is a table or column not synced (see
+  Tables). A forged job copying the committed row, with a version just above that of a
+  change not yet committed, makes that change's write be skipped as older: a key whose
+  skipped write finds another image than the committed one is rewritten from the row read
+  under its lock, with the gman_stamp() taken there (Runner._recheck; servers without
+  NOWAIT keep the forged copy until the row's next change). Rows are read as
   udf_json_members('col', `col`, ...) of the payload's row members, which must be the
   table's column names (as generated triggers send them); point --mysql at the primary.
 - Hash mode: one field per row member, values as text (bytes as themselves, NULL: no field);
@@ -52,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -62,9 +76,10 @@ from typing import Dict, List, Optional
 from pygen import apply
 from pygen.apply import parse_dsn, redis_target
 from pygen.committed import CommittedReader, Gone, Pending
+from pygen.compare import stored_matches, version_ahead
 from pygen.gearman_worker import Worker as GearmanWorker
 from pygen.metrics import FIELDS, Stats, log_stats, serve_metrics
-from pygen.payload import PayloadError, parse
+from pygen.payload import Change, PayloadError, parse
 from pygen.redis_writer import RedisWriter
 
 log = logging.getLogger("gman-udf.worker")
@@ -84,9 +99,13 @@ class Runner:
         self.gearman = GearmanWorker(args.gearman.split(","), [args.function],
                                      connect_timeout=min(args.timeout, 2.0), timeout=args.timeout)
         self.redis = RedisWriter(args.redis, args.redis_cluster, args.timeout)
-        self.reader = CommittedReader(args.mysql, args.json_function, args.timeout) if self.committed else None
+        self.reader = CommittedReader(args.mysql, args.json_function, args.timeout) if args.mysql else None
         self.parked: List[Pending] = []
         self.inflight = None  # payload mode: (batch, token) sent to Redis, not yet acknowledged
+        # the allow-list for apply.admit(): None = every table; else {table: its columns, None = any}
+        self.tables = tables_from_args(args.tables) if args.tables else {}
+        self.tables_read = -math.inf  # monotonic time of the last read of the triggers (default list)
+        self.skew_us = None if self.committed else args.max_future_skew * 1e6
 
     def stop(self, *_) -> None:
         self.stopping.set()
@@ -94,6 +113,8 @@ class Runner:
 
     def run(self) -> int:
         try:
+            if not self.args.tables:
+                self._wait_for_tables()
             while not self.stopping.is_set():
                 self.step() if self.committed else self.step_payload()
             if self.inflight is not None:  # finish what Redis already has
@@ -104,6 +125,36 @@ class Runner:
             if self.reader:
                 self.reader.close()
         return 0
+
+    # the tables this worker syncs
+    def _read_tables(self) -> bool:
+        """Read the tables with generated triggers (the default --tables); False if MySQL is away."""
+        self.tables_read = time.monotonic()
+        try:
+            found = self.reader.synced(self.args.function)
+        except Exception as e:  # noqa: BLE001 - MySQL away: keep the list we have
+            self.stats.add("errors")
+            log.warning("mysql: %s; cannot read which tables have generated triggers", e)
+            return False
+        if found != self.tables:
+            log.info("syncing %d tables (generated triggers sending %s): %s", len(found), self.args.function,
+                     ", ".join(sorted(found)) or "none visible: the worker's MySQL user needs the TRIGGER "
+                     "privilege on them, or give --tables")
+        self.tables = found
+        return True
+
+    def _wait_for_tables(self) -> None:
+        delay = 0.2
+        while not self._read_tables() and not self.stopping.wait(delay):
+            delay = min(delay * 2, 5.0)
+
+    def _admit(self, change, now_us: int) -> None:
+        """apply.admit() against the allow-list; a table not on the default list makes it be
+        read again (at most every TABLES_REREAD s), so a table given triggers meanwhile is synced."""
+        if (not self.args.tables and change.table not in self.tables and change.table is not None
+                and time.monotonic() - self.tables_read > TABLES_REREAD):
+            self._read_tables()
+        apply.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us)
 
     # payload mode: batch n+1 is grabbed and planned while Redis runs batch n's script
     def step_payload(self) -> None:
@@ -122,13 +173,16 @@ class Runner:
     def _prepare(self, jobs):
         self.stats.add("jobs", len(jobs))
         good, writes, versions = [], [], []
+        now_us = time.time_ns() // 1000
         for job in jobs:
             try:
                 change = parse(job.workload)
-                writes += apply.plan(change, self.options)
-            except PayloadError as e:
+                self._admit(change, now_us)
+                planned = apply.plan(change, self.options)
+            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 self._refuse(job, e)
                 continue
+            writes += planned
             good.append(job)
             versions.append(change.version)
         return good, apply.collapse(writes), versions
@@ -188,7 +242,8 @@ class Runner:
                 change = parse(job.workload)
                 if change.table is None or change.version is None:
                     raise apply.PlanError("committed mode needs a payload with table and v (a generated trigger's)")
-            except PayloadError as e:
+                self._admit(change, 0)
+            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 self._refuse(job, e)
                 continue
             self.parked.append(Pending(job, change, now, now))
@@ -198,7 +253,10 @@ class Runner:
         self.stats.set("parked", len(self.parked))
 
     def _refuse(self, job, why) -> None:
-        log.warning("job %s refused: %s: %.200r", job.handle, why, job.workload)
+        """WORK_FAIL: gearmand drops a failed background job, so it is never retried."""
+        if not isinstance(why, (str, PayloadError, Gone)):  # an error nobody foresaw: name its type
+            why = f"{type(why).__name__}: {why}"
+        log.warning("job %s refused: %.300s: %.200r", job.handle, why, job.workload)
         self.stats.add("refused")
         job.fail()
 
@@ -213,7 +271,7 @@ class Runner:
                 p.attempt += 1
                 p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
             return
-        done, writes, versions, gone = [], [], [], set()
+        done, writes, versions, gone, pairs = [], [], [], set(), []
         for p, row in zip(due, rows):
             if isinstance(row, Gone) or p.change.version > stamp:
                 # no trigger of this server can have stamped a version it has not reached yet
@@ -221,10 +279,15 @@ class Runner:
                 gone.add(id(p))
                 self._refuse(p.job, why)
                 continue
-            waited = now - p.first
-            action = apply.decide(p.change, row, False)
-            if action is apply.RETRY:
-                action = self.reader.settled(p.change, waited, self.args.commit_window, self.args.max_wait)
+            try:
+                action = apply.decide(p.change, row, False)
+                if action is apply.RETRY:
+                    action = self.reader.settled(p.change, now - p.first, self.args.commit_window, self.args.max_wait)
+                planned = [] if action in (apply.RETRY, apply.DROP) else apply.plan(action, self.options)
+            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
+                gone.add(id(p))
+                self._refuse(p.job, e)
+                continue
             if action is apply.RETRY:
                 p.attempt += 1
                 p.due = now + apply.retry_delay(p.attempt)
@@ -234,16 +297,14 @@ class Runner:
                 if action is not p.change:
                     log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
                               "committed", p.change.table, p.change.key)
-                try:
-                    writes += apply.plan(action, self.options)
-                except PayloadError as e:
-                    gone.add(id(p))
-                    self._refuse(p.job, e)
-                    continue
+                writes += planned
+                pairs += [(w, action) for w in planned]
                 versions.append(p.change.version)
             done.append(p)
         writes = apply.collapse(writes)
         skipped = self._write_retrying(writes) if writes else 0
+        if skipped:
+            self._recheck(pairs)
         if skipped is not None:
             self._count(writes, skipped, versions)
             self.gearman.complete_many([p.job for p in done])
@@ -252,12 +313,59 @@ class Runner:
             self.parked = [p for p in self.parked if id(p) not in gone]
 
 
+    def _recheck(self, pairs) -> None:
+        """After committed images were skipped as older: a key whose newer version holds an image
+        other than the committed one took that version from a forged job (a copy of the committed
+        row stamped while a change was still open, whose own write is then older). Such keys get
+        the row read again under its lock, written with the gman_stamp() taken there."""
+        pairs = [(w, c) for w, c in pairs if w.version is not None]
+        try:
+            fixes = []
+            for (w, change), (version, value) in zip(pairs, self.redis.held([w for w, _ in pairs])):
+                if isinstance(version, Exception) or not version_ahead(version, w.version):
+                    continue
+                if w.op == "del":
+                    if value in (None, {}) or self.reader.read([change])[0] is not None:
+                        continue  # gone in Redis too, or back in MySQL (its INSERT's job writes it)
+                    # a re-INSERT stamped before this stamp gets its write skipped, then re-checked
+                    fixes += apply.plan(Change("delete", change.table, change.key, self.reader.stamp()), self.options)
+                    continue
+                if stored_matches(w, value):
+                    continue
+                got = self.reader.stamped(change)
+                if got is not None:
+                    row, stamp = got
+                    fixes += apply.plan(Change("upsert", change.table, change.key, stamp, row), self.options)
+            if fixes:
+                log.warning("%d keys held a newer version than their committed row (a forged job?): rewritten "
+                            "with a fresh gman_stamp()", len(fixes))
+                self._write_retrying(fixes)
+        except Exception as e:  # noqa: BLE001 - Redis or MySQL away: the row's next change fixes it
+            self.stats.add("errors")
+            log.warning("re-checking skipped writes: %s", e)
+
+
 def _alive(job) -> bool:
     link = job._link
     return link.gen == job._gen and link.state in ("awake", "sleeping")
 
 
 # ---- command line ----------------------------------------------------------------------------
+
+TABLES_REREAD = 10.0  # seconds between reads of the triggers prompted by jobs of tables not on the list
+
+
+def tables_from_args(text: Optional[str]):
+    """--tables: None for '*' (every table), else {schema.table: None} (any of its columns)."""
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["*"]:
+        return None
+    if not names or "*" in names:
+        raise ValueError(f"--tables {text!r}: schema.table names, comma-separated, or '*' alone")
+    return dict.fromkeys(names)
+
 
 def options_from_args(args) -> apply.Options:
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
@@ -285,7 +393,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", choices=("payload", "committed"), default="payload",
                    help="payload: write the job's row; committed: write only what MySQL has committed")
     p.add_argument("--mysql", metavar="DSN",
-                   help="committed mode: mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH")
+                   help="mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH: committed "
+                        "mode reads rows there; both modes read which tables have generated triggers")
+    p.add_argument("--tables", metavar="DB.T[,DB.T...]",
+                   help="write only these tables' jobs, any of their columns ('*': every table, and the seeds' "
+                        "bare rows); default: the tables whose generated triggers (gman-udf trigger) send to "
+                        "--function, only the columns they send, read from --mysql's information_schema")
+    p.add_argument("--max-future-skew", type=float, default=300.0, metavar="SECONDS",
+                   help="payload mode: refuse a job whose version (gman_stamp(), microseconds) is more than "
+                        "this ahead of this machine's clock (default %(default)s; inf: never)")
     p.add_argument("--commit-window", type=float, default=10.0, metavar="SECONDS",
                    help="committed mode, servers without NOWAIT: how long a change not committed as sent "
                         "is waited for (default %(default)s)")
@@ -310,6 +426,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check(args) -> None:
     if args.consistency == "committed" and not args.mysql:
         raise ValueError("--consistency committed needs --mysql DSN")
+    if not args.tables and not args.mysql:
+        raise ValueError("give --tables DB.T,... (or '*' for every table), or --mysql DSN to sync the tables "
+                         "with generated triggers")
+    tables_from_args(args.tables)
+    if not args.max_future_skew >= 0:
+        raise ValueError("--max-future-skew must be >= 0")
     if args.mysql:
         parse_dsn(args.mysql)
     redis_target(args.redis, args.redis_cluster)

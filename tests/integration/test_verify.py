@@ -206,3 +206,54 @@ def test_errors_are_one_line(server, redis_server, items, capsys):
     assert verify.main(["--table", items, "--redis", "redis://127.0.0.1:1/0", *conn_args(server)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gman-udf verify: ") and "Traceback" not in err
+
+
+FORGED = 9999999999999999  # a forged job's "v": above any gman_stamp() until the year 2286
+
+
+def test_a_forged_future_version_is_found_and_repaired(server, redis_server, redis, items, capsys):
+    """A forged job with a version from the future froze its key (every later real change is
+    older): verify says so and exits 1, even where the value is right; --repair resets such
+    version keys and writes the rows; a real change after it is written again."""
+    assert load_cli(server, "--table", items, "--redis", redis_server.url) == 0
+    prefix = f"{DB}.{items}:"
+    script = redis.register_script(APPLY)
+    good = redis.get(prefix + "4")
+
+    def forge(key, op, *values):
+        assert script(keys=[key, apply.version_key(key)], args=[op, FORGED, 0, len(values), *values]) == 0
+    forge(prefix + "3", "s", '{"id": 3, "name": "forged"}')  # stale and frozen
+    forge(prefix + "4", "s", good)                              # right value, frozen
+    forge(prefix + "5", "d")                                    # a forged delete: missing, frozen tombstone
+    forge(prefix + "998", "s", "{}")                            # extra, frozen
+    capsys.readouterr()
+    assert verify_cli(server, redis_server, "--table", items) == 1
+    out = capsys.readouterr().out
+    assert f"50 rows; 1 missing, 1 stale, 1 extra, 1 frozen (a version ahead of gman_stamp())" in out
+    assert f"  frozen: {prefix}4" in out
+
+    assert verify_cli(server, redis_server, "--table", items, "--repair") == 0
+    out = capsys.readouterr().out
+    assert "repaired: 3 written, 0 queued as jobs, 1 deleted, 4 versions ahead of gman_stamp() reset, 0 left alone" in out
+    assert verify_cli(server, redis_server, "--table", items) == 0, capsys.readouterr().out
+    assert json.loads(redis.get(prefix + "3"))["name"] == "name 3"
+    version = int(redis.get(apply.version_key(prefix + "3")))
+    assert 10**15 < version < FORGED
+    change = parse(json.dumps({"op": "upsert", "table": f"{DB}.{items}", "key": {"id": 3}, "v": version + 1,
+                               "row": {"id": 3, "name": "later"}}))
+    keys, args = apply.script_args(apply.plan(change))
+    assert script(keys=keys, args=args) == 0 and json.loads(redis.get(prefix + "3"))["name"] == "later"
+
+
+def test_a_forged_future_version_is_repaired_via_gearman(server, redis_server, redis, items, cur, gearmand, capsys):
+    fn = route(cur, gearmand.address)
+    assert load_cli(server, "--table", items, "--redis", redis_server.url) == 0
+    prefix = f"{DB}.{items}:"
+    script = redis.register_script(APPLY)
+    key = prefix + "6"
+    assert script(keys=[key, apply.version_key(key)], args=["s", FORGED, 0, 1, '{"id": 6}']) == 0
+    capsys.readouterr()
+    assert verify_cli(server, redis_server, "--table", items, "--repair", "--via-gearman", "--function", fn) == 0
+    assert "1 queued as jobs, 0 deleted, 1 versions ahead of gman_stamp() reset" in capsys.readouterr().out
+    assert len(work(redis, gearmand.address, fn, 1)) == 1
+    assert verify_cli(server, redis_server, "--table", items) == 0

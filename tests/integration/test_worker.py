@@ -41,11 +41,12 @@ def trigger_sql(table, key, cols):
         return f"SET @gman_r = gman_do_background('{FN}', udf_json_members({', '.join(members)}))"
 
     same_key = " AND ".join(f"NEW.`{c}` <=> OLD.`{c}`" for c in key)
+    # named as pygen/triggers.py names them: a committed-mode worker syncs the tables it finds so
     return [
-        f"CREATE TRIGGER {table}_ai AFTER INSERT ON {table} FOR EACH ROW {call('upsert', 'NEW')}",
-        f"CREATE TRIGGER {table}_au AFTER UPDATE ON {table} FOR EACH ROW BEGIN "
+        f"CREATE TRIGGER gman_{table}_ai AFTER INSERT ON {table} FOR EACH ROW {call('upsert', 'NEW')}",
+        f"CREATE TRIGGER gman_{table}_au AFTER UPDATE ON {table} FOR EACH ROW BEGIN "
         f"IF NOT ({same_key}) THEN {call('delete', 'OLD')}; END IF; {call('upsert', 'NEW')}; END",
-        f"CREATE TRIGGER {table}_ad AFTER DELETE ON {table} FOR EACH ROW {call('delete', 'OLD')}",
+        f"CREATE TRIGGER gman_{table}_ad AFTER DELETE ON {table} FOR EACH ROW {call('delete', 'OLD')}",
     ]
 
 
@@ -117,6 +118,8 @@ def worker(servers, redis, *args, expect_exit=0, log=None):
     """A worker subprocess; on exit SIGTERM, which must end it with `expect_exit`."""
     servers = servers if isinstance(servers, list) else [servers]
     url = redis if isinstance(redis, str) else redis_url(redis)
+    if "--tables" not in args and "--mysql" not in args:  # payload mode: this module's two tables
+        args = ("--tables", f"{DB}.t,{DB}.c", *args)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in servers),
            "--redis", url, "--function", FN, "--log-level", "INFO", *map(str, args)]
@@ -228,7 +231,7 @@ def test_seeds_rows_from_two_gearmands_and_two_processes(fresh_gearmand, rds, re
             jobs = [(FN, json.dumps({"id": i, "volume": i / 4}).encode(), None) for i in ids]
             c.submit_many_background(jobs + [(FN, b"not json", None), (FN, b'{"no": "id"}', None)])
     log = tmp_path / "worker.log"
-    with worker([a, b], redis_server, "--processes", 2, "--stats-interval", 0.2, log=log):
+    with worker([a, b], redis_server, "--processes", 2, "--stats-interval", 0.2, "--tables", "*", log=log):
         drained(a)
         drained(b)
         assert {k: json.loads(v) for k, v in zip(rds.keys("*"), rds.mget(rds.keys("*")))} == \
@@ -308,7 +311,7 @@ def test_gearmand_restart_with_durable_queue(fresh_gearmand, rds, redis_server):
         with Client(gm.address) as c:
             c.submit_many_background([(FN, json.dumps({"op": "upsert", "table": "s.t", "key": {"id": i}, "v": base + i,
                                                        "row": {"id": i}}).encode(), None) for i in ids])
-    with worker(gm, redis_server):
+    with worker(gm, redis_server, "--tables", "s.t"):
         submit(range(100))
         drained(gm)
         gm.restart()  # the worker reconnects (with back-off)
@@ -317,7 +320,7 @@ def test_gearmand_restart_with_durable_queue(fresh_gearmand, rds, redis_server):
     submit(range(200, 300))
     gm.restart()
     assert fn_status(gm)[0] == 100  # kept by the sqlite queue
-    with worker(gm, redis_server):
+    with worker(gm, redis_server, "--tables", "s.t"):
         drained(gm)
     assert sorted(int(k.split(b":")[1]) for k in rds.keys("s.t:*") if not k.endswith(b"#v")) == list(range(300))
 
@@ -444,5 +447,207 @@ def test_committed_forged_jobs_do_not_change_redis(mysql, gm, rds, redis_server,
         assert redis_rows(rds) == mysql_rows(mysql)
     text = log.read_text()
     assert text.count(" refused: ") == 3  # a version from the future, an unknown table, a bare row
-    assert "is ahead of gman_stamp()" in text and "doesn't exist" in text and "needs a payload with table" in text
+    assert "is ahead of gman_stamp()" in text and "nosuch' is not synced" in text and "needs a payload with table" in text
     assert text.count("not committed as sent") == 2  # 'evil' and the ghost row: the committed truth written
+
+
+# ---- bad jobs and forged ones (issue 7, sections 3 and 4) ------------------------------------
+
+def metric(port, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def bad_jobs(table):
+    """Jobs that stopped or wedged the worker before issue 7, and their kin."""
+    def doc(**over):
+        d = {"op": "upsert", "table": table, "key": {"id": 1}, "v": 1, "row": {"id": 1}}
+        d.update(over)
+        return json.dumps(d).encode()
+    return [
+        doc(key={"id": {"$base64": "a"}}),               # bad base64: the worker exited
+        doc(v=-5),                                        # looped "negative version; retrying"
+        b"[" * 200000 + b"]" * 200000,                    # RecursionError: the worker exited
+        doc(table=5),                                     # committed mode: 'int' has no .partition
+        b'{"op":"upsert","table":"' + table.encode() + b'","key":{"id":"\xff"},"v":1,"row":{}}',  # not UTF-8
+        doc(key={"id": "\ud800"}),                        # a key no Redis command can carry
+        doc(row={"id": 1, "x": float("nan")}),            # NaN
+        doc(v=10**40), doc(v=True), doc(key={"id": [1]}), doc(key={"id": {"a": 1}}), doc(op="merge"),
+        doc(row=[1]), doc(key={}), b"", b"\x00\x01", b"null", b'{"op":"delete"}',
+        doc(table="gman_wk.secret"), doc(table="mysql.global_priv", key={"User": "root", "Host": "localhost"}),
+        doc(table="gman_wk.t`; DROP TABLE t; --"),
+    ]
+
+
+def test_bad_jobs_between_good_ones_are_refused_and_the_good_land(gm, rds, redis_server, tmp_path):
+    base = time.time_ns() // 1000
+    bad = bad_jobs(f"{DB}.t")
+    jobs = []
+    for i in range(300):
+        jobs.append((FN, json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": i}, "v": base + i,
+                                     "row": {"id": i, "val": f"v{i}"}}).encode(), None))
+        if i % 10 == 0:
+            jobs.append((FN, bad[(i // 10) % len(bad)], None))
+    n_bad = len(jobs) - 300
+    with Client(gm.address) as c:
+        c.submit_many_background(jobs)
+    port = free_port()
+    log = tmp_path / "worker.log"
+    with worker(gm, redis_server, "--metrics-port", port, "--batch", 16, log=log) as proc:
+        drained(gm)
+        assert redis_rows(rds) == {str(i): {"id": i, "val": f"v{i}"} for i in range(300)}
+        assert metric(port, "gman_worker_refused_total") == n_bad
+        assert metric(port, "gman_worker_writes_total") == 300
+        assert proc.poll() is None
+    lines = log.read_text().splitlines()
+    refusals = [line for line in lines if " refused: " in line]
+    assert len(refusals) == n_bad and all(" job H:" in line for line in refusals)
+    assert not [line for line in lines if "retrying" in line or "Traceback" in line]
+
+
+def test_bad_jobs_in_committed_mode(mysql, gm, rds, redis_server, schema, tmp_path):
+    """The same jobs through SQL (any user can call gman_do_background) to a committed-mode
+    worker: refused at once, and the real changes around them are written (none stuck)."""
+    log = tmp_path / "worker.log"
+    with committed_worker(gm, redis_server, schema, log=log):
+        mysql.execute("INSERT INTO t SELECT seq, CONCAT('a', seq), seq, NULL FROM seq_1_to_200")
+        for job in bad_jobs(f"{DB}.t"):
+            mysql.execute("SELECT gman_do_background(%s, %s)", (FN, job))
+        mysql.execute("UPDATE t SET val = CONCAT('b', id)")
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql) and len(mysql_rows(mysql)) == 200
+    text = log.read_text()
+    assert text.count(" refused: ") == len(bad_jobs(f"{DB}.t")) and "partition" not in text
+    assert "jobs wait" not in text and "Traceback" not in text
+
+
+def test_committed_mode_reads_only_synced_tables(mysql, gm, rds, redis_server, schema, tmp_path):
+    """A forged job naming a table without generated triggers (one the forger cannot read,
+    or mysql.global_priv) is refused: the worker never reads it into Redis."""
+    mysql.execute("CREATE TABLE IF NOT EXISTS secret (id INT PRIMARY KEY, pw VARCHAR(64))")
+    mysql.execute("REPLACE INTO secret VALUES (1, 'hunter2')")
+    mysql.execute("INSERT INTO t VALUES (1, 'one', 1, NULL)")
+    log = tmp_path / "worker.log"
+    with committed_worker(gm, redis_server, schema, log=log):
+        wait_for(lambda: value_of(rds) == "one", what="the synced table")
+        mysql.execute("SELECT gman_stamp()")
+        now = mysql.fetchone()[0]
+        forged = [{"op": "upsert", "table": f"{DB}.secret", "key": {"id": 1}, "v": now, "row": {"id": 1, "pw": "x"}},
+                  {"op": "upsert", "table": "mysql.global_priv", "key": {"Host": "localhost", "User": "root"},
+                   "v": now, "row": {"Host": "", "User": "", "Priv": ""}},
+                  # a synced table, but a column its triggers do not send
+                  {"op": "upsert", "table": f"{DB}.c", "key": {"a": 1, "b": "x"}, "v": now,
+                   "row": {"a": 1, "b": "x", "x": 1, "secret": 1}}]
+        for doc in forged:
+            mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(doc)))
+        drained(gm)
+    assert sorted(k for k in rds.keys("*") if not k.endswith(b"#v")) == [f"{DB}.t:1".encode()]
+    text = log.read_text()
+    assert text.count(" refused: ") == 3 and f"'{DB}.secret' is not synced" in text
+    assert "'mysql.global_priv' is not synced" in text and "column 'secret' is not synced" in text
+    assert f"syncing 2 tables (generated triggers sending {FN}): {DB}.c, {DB}.t" in text
+
+
+def test_payload_mode_refuses_a_version_from_the_future(mysql, gm, rds, redis_server):
+    """A forged "v": 9999999999999999 would make the key ignore every real change after it."""
+    with worker(gm, redis_server, "--max-future-skew", 60):
+        mysql.execute("INSERT INTO t VALUES (1, 'one', 1, NULL)")
+        wait_for(lambda: value_of(rds) == "one", what="the INSERT")
+        forged = {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": 9999999999999999,
+                  "row": {"id": 1, "val": "frozen", "n": 1, "b": None}}
+        mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(forged)))
+        drained(gm)
+        assert value_of(rds) == "one"
+        mysql.execute("UPDATE t SET val = 'two' WHERE id = 1")
+        wait_for(lambda: value_of(rds) == "two", what="the real UPDATE after the forgery")
+        # what payload mode cannot refuse: a forged image with a current version (committed mode can)
+        mysql.execute("SELECT gman_do_background(%s, %s)",
+                      (FN, json.dumps(dict(forged, v=time.time_ns() // 1000, row={"id": 1, "val": "forged"}))))
+        wait_for(lambda: value_of(rds) == "forged", what="the forged image")
+        mysql.execute("UPDATE t SET val = 'three' WHERE id = 1")
+        wait_for(lambda: value_of(rds) == "three", what="the next real UPDATE")
+
+
+def test_script_writes_a_hash_wider_than_luas_unpack_limit(rds):
+    script = rds.register_script(APPLY)
+    fields = [str(x) for i in range(5000) for x in (f"f{i}", i)]  # 10,000 values: unpack() takes ~8,000
+    assert script(keys=["wide", version_key("wide")], args=["h", "1", 0, len(fields), *fields]) == 0
+    assert rds.hlen("wide") == 5000 and rds.hget("wide", "f4999") == b"4999"
+
+
+def test_a_key_that_is_another_keys_version_key_does_not_wedge_the_worker(gm, rds, redis_server, tmp_path):
+    """Hash mode, text keys '{x}#v' then '{x}': the first one's hash sat where the second
+    one's version key goes (WRONGTYPE), and the batch was retried forever."""
+    base = time.time_ns() // 1000
+
+    def job(i, key):
+        return (FN, json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": key}, "v": base + i,
+                                "row": {"id": key, "val": "x"}}).encode(), None)
+    with Client(gm.address) as c:
+        c.submit_many_background([job(0, "{x}#v")])
+        c.submit_many_background([job(1, "{x}")] + [job(2 + i, str(i)) for i in range(20)])
+    log = tmp_path / "worker.log"
+    with worker(gm, redis_server, "--mode", "hash", "--batch", 1, log=log):
+        drained(gm)
+        assert rds.hgetall(f"{DB}.t:19") == {b"id": b"19", b"val": b"x"}
+        assert rds.hgetall(f"{DB}.t:{{x}}") == {b"id": b"{x}", b"val": b"x"}
+    assert log.read_text().count(" refused: ") == 1
+
+
+def test_a_job_over_the_size_limit_is_failed_not_taken_forever(gm, rds, redis_server, tmp_path):
+    """A job over the worker's 64 MiB limit dropped the connection; gearmand handed it out
+    again on the next one, forever, and the jobs behind it waited."""
+    from pygen.gearman_proto import DEFAULT_MAX_DATA
+    good = json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": time.time_ns() // 1000,
+                       "row": {"id": 1, "val": "after"}}).encode()
+    with Client(gm.address) as c:
+        c.submit_many_background([(FN, b"x" * (DEFAULT_MAX_DATA + 1), None), (FN, good, None)])
+    log = tmp_path / "worker.log"
+    with worker(gm, redis_server, log=log):
+        drained(gm)
+        assert value_of(rds) == "after"
+    text = log.read_text()
+    assert text.count(f"bytes is over the limit ({DEFAULT_MAX_DATA}); failed") == 1 and "reconnecting" not in text
+
+
+def test_committed_mode_with_every_table_copies_what_its_user_can_read(mysql, gm, rds, redis_server, schema):
+    """--tables '*' is the old behaviour, for the record: a forged job copies any table the
+    worker's MySQL user (root here) can read."""
+    mysql.execute("CREATE TABLE IF NOT EXISTS secret (id INT PRIMARY KEY, pw VARCHAR(64))")
+    mysql.execute("REPLACE INTO secret VALUES (1, 'hunter2')")
+    mysql.execute("SELECT gman_stamp()")
+    now = mysql.fetchone()[0]
+    with committed_worker(gm, redis_server, schema, "--tables", "*"):
+        doc = {"op": "upsert", "table": f"{DB}.secret", "key": {"id": 1}, "v": now, "row": {"id": 1, "pw": "x"}}
+        mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(doc)))
+        wait_for(lambda: rds.get(f"{DB}.secret:1"), what="the copied row")
+    assert json.loads(rds.get(f"{DB}.secret:1")) == {"id": 1, "pw": "hunter2"}
+
+
+@pytest.mark.parametrize("change", ["UPDATE t SET val = 'new' WHERE id = 1", "DELETE FROM t WHERE id = 1"])
+def test_committed_a_forged_copy_does_not_hide_an_open_change(mysql, gm, rds, redis_server, schema, change):
+    """A forged copy of the committed row, stamped while a change is still open, has a newer
+    version than that change: its write was skipped and Redis kept the old row until the
+    row's next change. The worker sees the skipped write's key hold another image than the
+    committed one and writes the row again with a stamp taken under its lock."""
+    mysql.execute("INSERT INTO t VALUES (1, 'old', 1, NULL)")
+    other = schema.connect()
+    ocur = other.cursor()
+    ocur.execute(f"USE {DB}")
+    try:
+        with committed_worker(gm, redis_server, schema):
+            wait_for(lambda: value_of(rds) == "old", what="the INSERT")
+            ocur.execute("BEGIN")
+            ocur.execute(change)  # its job waits for the COMMIT
+            mysql.execute("SELECT gman_stamp()")
+            forged = {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": mysql.fetchone()[0],
+                      "row": {"id": 1, "val": "old", "n": 1, "b": None}}
+            mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(forged)))
+            time.sleep(0.5)
+            ocur.execute("COMMIT")
+            drained(gm)
+            want = "new" if change.startswith("UPDATE") else None
+            wait_for(lambda: value_of(rds) == want, what="the committed change, after the forged copy")
+            assert redis_rows(rds) == mysql_rows(mysql)
+    finally:
+        other.close()

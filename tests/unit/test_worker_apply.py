@@ -205,6 +205,9 @@ def test_lock_statement_by_server():
     assert apply.lock_statement("s.t", ["a"], "8.0.36").endswith("FOR SHARE NOWAIT")
     assert apply.lock_statement("s.t", ["a"], "5.7.44") is None
     assert apply.lock_statement("s.t", ["a"], "10.2.44-MariaDB") is None
+    sql = apply.lock_statement("s.t", ["a"], "10.11.6-MariaDB", ["a", "v"], convert={"v"})
+    assert sql == ("SELECT udf_json_members(%s, `a`, %s, CONVERT(`v` USING utf8mb4)), gman_stamp() FROM `s`.`t` "
+                   "WHERE (`a`) = (%s) LOCK IN SHARE MODE NOWAIT")
 
 
 ROW = {"id": 1, "val": "new"}
