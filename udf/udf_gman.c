@@ -77,6 +77,10 @@ UDF_EXPORT my_bool gman_servers_set_init(UDF_INIT *initid, UDF_ARGS *args, char 
 {
     char err[GM_ERRLEN];
     const char *fname = "gman_servers_set";
+    /* Before the coercion below: a number would reach the parser as its 8 raw bytes here
+     * ("NUL byte in server list") and as its digits at row time (a host "4730"). */
+    if (args->arg_count >= 1 && args->arg_type[0] != STRING_RESULT)
+        return (my_bool)udf_init_fail(message, "%s: the server list must be a string ('host:port,...')", fname);
     if (gman_init_args(args, 1, 2, fname, "(servers [, function])", message) ||
         gman_init_settings(fname, message))
         return 1;
@@ -87,7 +91,8 @@ UDF_EXPORT my_bool gman_servers_set_init(UDF_INIT *initid, UDF_ARGS *args, char 
     if (args->args[0] != NULL) { /* a constant list: refuse a bad one before running */
         gm_route probe;
         int ok = gm_servers_parse(args->args[0], args->lengths[0], &probe, err) == GM_OK;
-        free(probe.text);
+        if (ok)
+            gm_route_clear(&probe);
         if (!ok)
             return (my_bool)udf_init_fail(message, "%s: %s", fname, err);
     }
