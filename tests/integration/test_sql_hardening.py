@@ -6,7 +6,7 @@ mariadbd each, so that the session server and the other tests keep theirs.
 import MySQLdb
 import pytest
 
-from conftest import DB, connect
+from conftest import DB, connect, fname, queued, wait_until
 
 
 def alive(db):
@@ -92,3 +92,18 @@ def test_servers_set_with_a_number_says_the_list_must_be_a_string(sql, arg):
 def test_servers_set_refuses_a_bare_number_as_host(sql):
     code, message = sql.error("SELECT gman_servers_set('4730', 'hardening_fn')")
     assert code == 1123 and "bad host name '4730'" in message, message
+
+
+def test_a_server_no_list_names_any_more_closes_its_pooled_connections(sql, fresh_gearmand):
+    """Its registry entry is freed with its idle connections (they used to stay open, and the
+    entry taken, until mysqld restarted)."""
+    old, new = fresh_gearmand(), fresh_gearmand()
+    fn = fname("moved")
+    sql.servers_set(old, function=fn)
+    assert sql.one("SELECT gman_do_background(%s, 'x')", (fn,)) is not None
+    assert sql.one("SELECT gman_bulk_background(%s, seq) FROM seq_1_to_100", (fn,)) == 100
+    wait_until(lambda: old.client_count() >= 1, what="a pooled connection to the first server")
+    sql.servers_set(new, function=fn)
+    wait_until(lambda: old.client_count() == 0, what="the first server's connections closed")
+    assert sql.one("SELECT gman_do_background(%s, 'x')", (fn,)) is not None
+    assert queued(new, fn) == 1 and queued(old, fn) == 101
