@@ -107,3 +107,21 @@ def test_a_server_no_list_names_any_more_closes_its_pooled_connections(sql, fres
     wait_until(lambda: old.client_count() == 0, what="the first server's connections closed")
     assert sql.one("SELECT gman_do_background(%s, 'x')", (fn,)) is not None
     assert queued(new, fn) == 1 and queued(old, fn) == 101
+
+
+def test_pipelined_jobs_pooled_for_a_dropped_server_are_kept(private_mariadb, fresh_gearmand):
+    """pipeline_window > 0: the pooled connection of a server that leaves every list still has
+    unconfirmed jobs; their confirmations are read before it is closed, nothing is lost."""
+    db = private_mariadb(env={"GMAN_UDF_PIPELINE_WINDOW": "64"})
+    old, new = fresh_gearmand(), fresh_gearmand()
+    s = connect(db, DB)
+    fn = fname("pipedrop")
+    s.servers_set(old, function=fn)
+    for _ in range(3):
+        assert s.rows("SELECT gman_do_background(%s, seq) FROM seq_1_to_40", (fn,))[0][0] is not None
+    s.servers_set(new, function=fn)
+    wait_until(lambda: old.client_count() == 0, what="the dropped server's connection closed")
+    assert queued(old, fn) == 120
+    assert s.one("SELECT gman_do_background(%s, 'x')", (fn,)) is not None
+    alive(db)
+    s.close()
