@@ -24,6 +24,8 @@ typedef struct gm_route {
 } gm_route;
 int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
 void gm_route_clear(gm_route *route);
+int gm_servers_set(const char *list, size_t len, const char *function, size_t flen, char *out, size_t outlen,
+                   char *err);
 void free(void *);
 """
 SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_proto.c", "udf_error.c"]
@@ -172,6 +174,30 @@ def test_refused_lists_take_no_registry_slots():
         assert parse(f"127.0.0.1:{port}", lib3, keep=held) == (f"127.0.0.1:{port}", None)
     for route in held:
         lib3[1].gm_route_clear(route)
+
+
+def servers_set(library, text, function):
+    ffi, lib = library
+    out, err = ffi.new("char[]", 4800), ffi.new("char[]", ERRLEN)
+    f = function.encode() if function is not None else ffi.NULL
+    rc = lib.gm_servers_set(text.encode(), len(text), f, len(function or ""), out, 4800, err)
+    return (ffi.string(out).decode(), None) if rc == 0 else (None, ffi.string(err).decode())
+
+
+def test_gm_servers_set_refuses_the_65th_function_list_and_changes_nothing(monkeypatch):
+    """64 per-function lists fit; the 65th is refused, again and again, and the table stays
+    usable (it used to count the refused list and then free one entry past the table: a
+    crash, or an ASan report in the sanitized run of these tests)."""
+    for key in ("GMAN_UDF_CONFIG", "GMAN_UDF_SERVERS", "GMAN_UDF_LOCK"):
+        monkeypatch.delenv(key, raising=False)
+    library = cbuild.build("gm_servers_set", SOURCES, CDEF)
+    for k in range(64):
+        assert servers_set(library, "127.0.0.1:4730", f"f{k}") == ("127.0.0.1:4730", None)
+    for _ in range(3):
+        assert servers_set(library, "127.0.0.1:4731", "f64") == \
+            (None, "too many per-function server lists (64 at most)")
+    assert servers_set(library, "127.0.0.1:4731", "f63") == ("127.0.0.1:4731", None)
+    assert servers_set(library, "127.0.0.1:4732", None) == ("127.0.0.1:4732", None)
 
 
 # --- gman_servers_set through SQL -------------------------------------------------------------------------
