@@ -90,3 +90,16 @@ def test_rollup_level_with_a_failed_group_is_null(sql, table):
                     "GROUP BY g WITH ROLLUP")
     assert rows[0][1] == 10 and rows[1][1] is None and rows[2][1] == 10, rows
     assert rows[3][0] is None and rows[3][1] is None, rows
+
+
+def test_a_row_no_frame_includes_sends_no_job(sql, table):
+    """ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING never includes the last row: the
+    values are COUNT(*)'s and that row's job is not sent (README: window functions)."""
+    fn = fname("noframe")
+    sql.servers_set(table, function=fn)
+    frame = "OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+    got = sql.rows(f"SELECT seq, gman_bulk_background('{fn}', seq) {frame} FROM s ORDER BY seq")
+    want = sql.rows(f"SELECT seq, COUNT(*) {frame} FROM s ORDER BY seq")
+    assert canon(got) == canon(want), sql.last_error()
+    time.sleep(0.05)
+    assert queued(table, fn) == ROWS - 1
