@@ -6,8 +6,9 @@
  *                                       AGGREGATE -> INTEGER jobs queued, all confirmed
  *
  * Both send each row's job once under GROUP BY, WITH ROLLUP and OVER (...), and return what
- * SUM() / COUNT(*) would in the same place (how, below). NULL function or workload, and
- * every failure, give NULL with the reason in gman_last_error().
+ * SUM() / COUNT(*) would in the same place (how, below), but gman_sum refuses a window frame
+ * whose start moves. NULL function or workload, and every failure, give NULL with the
+ * reason in gman_last_error().
  */
 #include <stdint.h>
 #include <stdio.h>
