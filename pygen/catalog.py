@@ -21,7 +21,9 @@ class Function:
     def symbols(self):
         """The names the library exports for this function."""
         if self.aggregate:
-            return [self.name, self.name + "_init", self.name + "_deinit", self.name + "_add", self.name + "_clear"]
+            # _remove: MariaDB then moves window frames instead of re-adding them per row
+            return [self.name, self.name + "_init", self.name + "_deinit", self.name + "_add", self.name + "_clear",
+                    self.name + "_remove"]
         return [self.name, self.name + "_init", self.name + "_deinit"]
 
 

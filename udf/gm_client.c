@@ -433,11 +433,13 @@ static int gm_stream_connect(gm_stream *st, const gm_job *job, char *err)
             continue;
         }
         st->server = s;
+        gm_server_ref(s); /* the stream outlives the snapshot: the routes may change meanwhile */
         gm_server_mark_up(s); /* it answered: a probe after back-off succeeded */
         if (st->want_results && gm_client_enable_exceptions(st->conn, st->cfg, e) != GM_OP_OK) {
             snprintf(err, GM_ERRLEN, "gearmand %s: %.200s", s->name, e);
             gm_server_discard(s, st->conn);
             gm_server_mark_down(s, e, st->cfg->backoff_ms);
+            gm_server_unref(s);
             st->conn = NULL;
             st->server = NULL;
         }
@@ -582,5 +584,7 @@ void gm_stream_close(gm_stream *st)
         gm_server_checkin(st->server, st->conn);
     else
         gm_server_discard(st->server, st->conn);
+    gm_server_unref(st->server);
     st->conn = NULL;
+    st->server = NULL;
 }

@@ -51,7 +51,7 @@ int gm_client_do(const gm_job *job, enum gm_outcome *outcome, char **data, size_
 
 /* A group of jobs on one connection. */
 typedef struct gm_stream {
-    gm_server *server;
+    gm_server *server;      /* with a reference of the stream's own, while conn is open */
     gm_conn *conn;
     const gm_config *cfg;
     int want_results;       /* foreground jobs: wait for their results too */

@@ -17,9 +17,10 @@ static gm_config gm_cfg;
 static int gm_cfg_ok;
 static char gm_cfg_err[GM_ERRLEN];
 
+/* Slots of servers in use (NULL: free). A server leaves its slot when its last
+ * reference goes, under this lock, so a lookup never finds a server being freed. */
 static pthread_mutex_t gm_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static gm_server *gm_registry[GM_REGISTRY_MAX];
-static unsigned gm_registry_n;
 
 static pthread_mutex_t gm_routes_lock = PTHREAD_MUTEX_INITIALIZER;
 static gm_routes *gm_current;
@@ -28,10 +29,8 @@ static void gm_routes_free(gm_routes *r)
 {
     if (r == NULL)
         return;
-    for (unsigned i = 0; i < r->n; i++) {
-        free(r->route[i].function);
-        free(r->route[i].text);
-    }
+    for (unsigned i = 0; i < r->n; i++)
+        gm_route_clear(&r->route[i]);
     free(r);
 }
 
@@ -91,20 +90,83 @@ const gm_config *gm_settings(char *err)
     return &gm_cfg;
 }
 
-/* The registry entry for host:port, resolving and adding it when new. */
+/* Under gm_registry_lock: the server named `name`, or NULL. */
+static gm_server *gm_registry_find(const char *name)
+{
+    for (unsigned i = 0; i < GM_REGISTRY_MAX; i++)
+        if (gm_registry[i] && strcmp(gm_registry[i]->name, name) == 0)
+            return gm_registry[i];
+    return NULL;
+}
+
+/* Confirmations still due on an idle pipelined connection of a server nobody lists any
+ * more. Its jobs were sent whole (the pool keeps only connections with nothing unsent),
+ * so gearmand has them unless it fails now; reading the confirmations before the close
+ * lets the close end with a FIN rather than a reset, which could make gearmand drop bytes
+ * it has not read yet. Jobs still unconfirmed at the deadline are not sent again: no list
+ * names a server for them any more (the same bound as a mysqld crash: at most
+ * pipeline_window per connection). */
+static void gm_server_drain(gm_conn *c, int64_t deadline)
+{
+    char err[GM_ERRLEN];
+    while (c->pcount) {
+        gm_packet pkt;
+        if (gm_conn_recv(c, &pkt, gm_cfg.max_workload + 4096, deadline, err) != GM_OK)
+            return;
+        if (pkt.type == GM_JOB_CREATED)
+            gm_conn_confirm(c);
+        else if (pkt.type != GM_NOOP)
+            return; /* an ERROR or anything else: the job is not confirmed, stop here */
+    }
+}
+
+/* The last reference is gone: s left the registry, nobody can reach it, and every
+ * connection of it is idle in the pool (a user of a connection holds a reference). */
+static void gm_server_free(gm_server *s)
+{
+    int64_t deadline = gm_deadline(gm_cfg.io_timeout_ms); /* one wait for the whole server */
+    for (unsigned i = 0; i < s->n_idle; i++) {
+        gm_server_drain(s->idle[i], deadline);
+        gm_conn_close(s->idle[i]);
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void gm_server_ref(gm_server *s)
+{
+    pthread_mutex_lock(&gm_registry_lock);
+    s->refs++;
+    pthread_mutex_unlock(&gm_registry_lock);
+}
+
+void gm_server_unref(gm_server *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&gm_registry_lock);
+    int last = --s->refs == 0;
+    for (unsigned i = 0; last && i < GM_REGISTRY_MAX; i++)
+        if (gm_registry[i] == s)
+            gm_registry[i] = NULL;
+    pthread_mutex_unlock(&gm_registry_lock);
+    if (last)
+        gm_server_free(s);
+}
+
+/* The registry entry for host:port with a reference taken, resolving and adding it when
+ * new. NULL + err when it does not resolve or every slot is in use. */
 static gm_server *gm_server_lookup(const char *host, const char *port, int v6, char *err)
 {
     char name[sizeof(((gm_server *)0)->name)];
     snprintf(name, sizeof name, v6 ? "[%s]:%s" : "%s:%s", host, port);
     pthread_mutex_lock(&gm_registry_lock);
-    for (unsigned i = 0; i < gm_registry_n; i++) {
-        if (strcmp(gm_registry[i]->name, name) == 0) {
-            gm_server *s = gm_registry[i];
-            pthread_mutex_unlock(&gm_registry_lock);
-            return s;
-        }
-    }
+    gm_server *s = gm_registry_find(name);
+    if (s)
+        s->refs++;
     pthread_mutex_unlock(&gm_registry_lock);
+    if (s)
+        return s;
 
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
@@ -116,7 +178,7 @@ static gm_server *gm_server_lookup(const char *host, const char *port, int v6, c
         snprintf(err, GM_ERRLEN, "cannot resolve '%s': %s", host, rc ? gai_strerror(rc) : "no address");
         return NULL;
     }
-    gm_server *s = calloc(1, sizeof *s);
+    s = calloc(1, sizeof *s);
     if (s == NULL || res->ai_addrlen > sizeof s->addr) {
         freeaddrinfo(res);
         free(s);
@@ -128,27 +190,24 @@ static gm_server *gm_server_lookup(const char *host, const char *port, int v6, c
     s->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
     pthread_mutex_init(&s->lock, NULL);
+    s->refs = 1;
 
     pthread_mutex_lock(&gm_registry_lock);
-    for (unsigned i = 0; i < gm_registry_n; i++) { /* another thread may have added it */
-        if (strcmp(gm_registry[i]->name, name) == 0) {
-            gm_server *found = gm_registry[i];
-            pthread_mutex_unlock(&gm_registry_lock);
-            pthread_mutex_destroy(&s->lock);
-            free(s);
-            return found;
-        }
-    }
-    if (gm_registry_n == GM_REGISTRY_MAX) {
-        pthread_mutex_unlock(&gm_registry_lock);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-        snprintf(err, GM_ERRLEN, "more than %d distinct servers used", GM_REGISTRY_MAX);
-        return NULL;
-    }
-    gm_registry[gm_registry_n++] = s;
+    gm_server *found = gm_registry_find(name); /* another thread may have added it */
+    int placed = 0;
+    if (found)
+        found->refs++;
+    for (unsigned i = 0; !found && !placed && i < GM_REGISTRY_MAX; i++)
+        if (gm_registry[i] == NULL)
+            gm_registry[i] = s, placed = 1;
     pthread_mutex_unlock(&gm_registry_lock);
-    return s;
+    if (placed)
+        return s;
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    if (found == NULL)
+        snprintf(err, GM_ERRLEN, "more than %d distinct servers in use", GM_REGISTRY_MAX);
+    return found;
 }
 
 /* One "host[:port]" item, trimmed, into its registry entry. */
@@ -212,30 +271,48 @@ static gm_server *gm_servers_parse_one(const char *p, size_t len, char *err)
             return NULL;
         }
     }
+    if (!v6 && strspn(h, "0123456789") == strlen(h)) { /* inet_aton would take "4730" for 0.0.18.122 */
+        snprintf(err, GM_ERRLEN, "bad host name '%s' (a number; expected host[:port])", h);
+        return NULL;
+    }
     snprintf(host, sizeof host, "%s", h);
     return gm_server_lookup(host, port, v6, err);
 }
 
+void gm_route_clear(gm_route *route)
+{
+    for (unsigned i = 0; i < route->n; i++)
+        gm_server_unref(route->servers[i]);
+    free(route->text);
+    free(route->function);
+    memset(route, 0, sizeof *route);
+}
+
 int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err)
 {
-    size_t start = 0, textlen = 0;
+    size_t start = 0, textlen = 0, items = 1;
     memset(route, 0, sizeof *route);
+    for (size_t i = 0; i < len; i++) /* too long a list costs no lookups */
+        items += list[i] == ',';
+    if (items > GM_LIST_MAX) {
+        snprintf(err, GM_ERRLEN, "more than %d servers in one list", GM_LIST_MAX);
+        return GM_ERR;
+    }
     for (size_t i = 0; i <= len; i++) {
         if (i < len && list[i] != ',')
             continue;
-        if (route->n == GM_LIST_MAX) {
-            snprintf(err, GM_ERRLEN, "more than %d servers in one list", GM_LIST_MAX);
+        gm_server *s = gm_servers_parse_one(list + start, i - start, err);
+        if (s == NULL) {
+            gm_route_clear(route); /* a refused list keeps nothing */
             return GM_ERR;
         }
-        gm_server *s = gm_servers_parse_one(list + start, i - start, err);
-        if (s == NULL)
-            return GM_ERR;
         route->servers[route->n++] = s;
         textlen += strlen(s->name) + 1;
         start = i + 1;
     }
     route->text = malloc(textlen);
     if (route->text == NULL) {
+        gm_route_clear(route);
         snprintf(err, GM_ERRLEN, "out of memory");
         return GM_ERR;
     }
@@ -279,6 +356,23 @@ const gm_route *gm_routes_for(const gm_routes *r, const char *function, size_t l
     return &r->route[0];
 }
 
+/* A copy of src for a new snapshot: its own strings and its own server references. */
+static int gm_route_copy(gm_route *dst, const gm_route *src)
+{
+    *dst = *src;
+    dst->text = strdup(src->text);
+    dst->function = src->function ? strdup(src->function) : NULL;
+    if (dst->text == NULL || (src->function && dst->function == NULL)) {
+        free(dst->text);
+        free(dst->function);
+        memset(dst, 0, sizeof *dst);
+        return GM_ERR;
+    }
+    for (unsigned i = 0; i < dst->n; i++)
+        gm_server_ref(dst->servers[i]);
+    return GM_OK;
+}
+
 int gm_servers_set(const char *list, size_t len, const char *function, size_t flen, char *out, size_t outlen,
                    char *err)
 {
@@ -294,55 +388,48 @@ int gm_servers_set(const char *list, size_t len, const char *function, size_t fl
         return GM_ERR;
     }
     gm_route fresh;
-    if (gm_servers_parse(list, len, &fresh, err) != GM_OK) {
-        free(fresh.text);
+    if (gm_servers_parse(list, len, &fresh, err) != GM_OK)
         return GM_ERR;
-    }
     if (function && (fresh.function = strndup(function, flen)) == NULL) {
-        free(fresh.text);
+        gm_route_clear(&fresh);
         snprintf(err, GM_ERRLEN, "out of memory");
         return GM_ERR;
     }
-    snprintf(out, outlen, "%s", fresh.text);
 
-    /* Copy the current snapshot with this one list replaced, then swap it in. */
+    /* A new snapshot: the current one with this one list replaced or added. Every check
+     * comes before anything is swapped in: a refused call changes nothing. */
     pthread_mutex_lock(&gm_routes_lock);
-    gm_routes *old = gm_current, *r = calloc(1, sizeof *r);
-    int ok = r != NULL;
-    unsigned slot = 0;
-    if (ok) {
-        r->refs = 1;
-        r->n = old->n;
-        for (unsigned i = 0; i < old->n; i++) {
-            const char *f = old->route[i].function;
-            if (function && i > 0 && strlen(f) == flen && memcmp(f, function, flen) == 0)
-                slot = i;
-        }
-        if (function && slot == 0) {
-            ok = old->n < GM_CONFIG_MAX_ROUTES + 1;
-            slot = r->n++;
-        }
-        for (unsigned i = 0; ok && i < old->n; i++) {
-            if (i == slot)
-                continue;
-            r->route[i] = old->route[i];
-            r->route[i].text = strdup(old->route[i].text);
-            r->route[i].function = old->route[i].function ? strdup(old->route[i].function) : NULL;
-            ok = r->route[i].text && (old->route[i].function == NULL || r->route[i].function);
-        }
+    gm_routes *old = gm_current;
+    unsigned slot = function ? old->n : 0;
+    for (unsigned i = 1; function && i < old->n; i++) {
+        const char *f = old->route[i].function;
+        if (strlen(f) == flen && memcmp(f, function, flen) == 0)
+            slot = i;
     }
+    int full = slot == GM_CONFIG_MAX_ROUTES + 1, ok = !full;
+    gm_routes *r = ok ? calloc(1, sizeof *r) : NULL;
+    ok = r != NULL;
+    for (unsigned i = 0; ok && i < old->n; i++)
+        ok = i == slot || gm_route_copy(&r->route[i], &old->route[i]) == GM_OK;
     if (!ok) {
         pthread_mutex_unlock(&gm_routes_lock);
+        if (r)
+            r->n = old->n; /* the routes not copied are zeroed: nothing to free there */
         gm_routes_free(r);
-        free(fresh.text);
-        free(fresh.function);
-        snprintf(err, GM_ERRLEN, r ? "too many per-function server lists" : "out of memory");
+        gm_route_clear(&fresh);
+        if (full)
+            snprintf(err, GM_ERRLEN, "too many per-function server lists (%d at most)", GM_CONFIG_MAX_ROUTES);
+        else
+            snprintf(err, GM_ERRLEN, "out of memory");
         return GM_ERR;
     }
+    snprintf(out, outlen, "%s", fresh.text);
+    r->refs = 1;
+    r->n = slot == old->n ? old->n + 1 : old->n;
     r->route[slot] = fresh;
     gm_current = r;
     pthread_mutex_unlock(&gm_routes_lock);
-    gm_routes_release(old);
+    gm_routes_release(old); /* servers only the old lists used are freed with it */
     return GM_OK;
 }
 
@@ -449,19 +536,17 @@ void gm_server_discard(gm_server *s, gm_conn *c)
     gm_conn_close(c);
 }
 
-/* mysqld unloads the library when its last function is dropped: close what we hold. */
+/* mysqld unloads the library when its last function is dropped: close what we hold. No
+ * thread runs our code any more then. */
 __attribute__((destructor)) static void gm_servers_unload(void)
 {
-    for (unsigned i = 0; i < gm_registry_n; i++) {
-        gm_server *s = gm_registry[i];
-        for (unsigned k = 0; k < s->n_idle; k++)
-            gm_conn_close(s->idle[k]);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-    }
-    gm_registry_n = 0;
-    gm_routes_free(gm_current);
+    gm_routes_free(gm_current); /* frees every server that only the lists held */
     gm_current = NULL;
+    for (unsigned i = 0; i < GM_REGISTRY_MAX; i++) { /* and any a leaked reference kept */
+        if (gm_registry[i])
+            gm_server_free(gm_registry[i]);
+        gm_registry[i] = NULL;
+    }
     if (gm_cfg_ok)
         gm_config_free(&gm_cfg);
 }

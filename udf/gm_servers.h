@@ -4,10 +4,16 @@
  *
  * Process-wide state, every piece under a lock:
  *   - the settings (gm_config), read once, on first use (pthread_once);
- *   - a registry of servers by "host:port"; entries live until the library is unloaded,
- *     so a thread holding a server pointer never sees it freed;
+ *   - a registry of servers by "host:port", reference-counted: every route that lists a
+ *     server holds a reference, and so does anyone using it outside a routes snapshot
+ *     (a stream). When the last reference goes, the slot is free for another address
+ *     and the server's idle connections are closed;
  *   - the routes (default list + per-function lists): an immutable, reference-counted
  *     snapshot; gman_servers_set() builds a new one and swaps it in.
+ *
+ * Rule for users of a gm_server pointer: hold a routes snapshot that lists it
+ * (gm_routes_acquire) or a reference of your own (gm_server_ref) for as long as you use
+ * the pointer or a connection checked out of it.
  */
 #ifndef GMAN_GM_SERVERS_H
 #define GMAN_GM_SERVERS_H
@@ -21,10 +27,11 @@
 #include "gm_conn.h"
 
 #define GM_LIST_MAX 16     /* servers in one list */
-#define GM_REGISTRY_MAX 64 /* distinct servers over the life of the process */
+#define GM_REGISTRY_MAX 64 /* distinct servers in use at once */
 #define GM_POOL_MAX 64     /* idle connections kept per server */
 
 typedef struct gm_server {
+    unsigned refs;  /* guarded by the registry's lock (gm_servers.c) */
     char name[280]; /* "host:port", for messages */
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -54,8 +61,16 @@ typedef struct gm_routes {
 const gm_config *gm_settings(char *err);
 
 /* Parse "host[:port][,host[:port]...]" ("[v6addr]:port" too) and resolve each name.
- * Fills route (servers from the registry, text normalised). GM_ERR + err on a bad list. */
+ * Fills route (servers from the registry, each with a reference the route holds; text
+ * normalised): release it with gm_route_clear. GM_ERR + err on a bad list, and then
+ * nothing is held and the registry is as before. */
 int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
+/* Free a route's strings and drop its server references; the route is zeroed. */
+void gm_route_clear(gm_route *route);
+
+/* Take / drop a reference on a server (see the rule above). The last unref frees it. */
+void gm_server_ref(gm_server *s);
+void gm_server_unref(gm_server *s);
 
 /* Current routes (reference held) and the list for a function. */
 gm_routes *gm_routes_acquire(void);

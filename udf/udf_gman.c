@@ -9,9 +9,7 @@
  *                                                    see gman_last_error())
  *   gman_do[_high|_low]_background(function, workload [, unique])
  *                                                 -> STRING  the job handle
- *   gman_sum(function, workload)        AGGREGATE -> INTEGER the sum of the jobs' results
- *   gman_bulk_background(function, workload [, unique])
- *                                       AGGREGATE -> INTEGER jobs queued, all confirmed
+ *   gman_sum, gman_bulk_background: the aggregates, in udf_gman_agg.c
  *   gman_last_error()                             -> STRING  why the last call of this
  *                                                    thread failed ("" if none did)
  *   gman_stamp()                                  -> INTEGER microseconds since the epoch,
@@ -25,6 +23,7 @@
  * sent, since gearmand merges jobs with equal ids (and its sqlite queue collapses empty
  * ones).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +31,11 @@
 
 #include "gm_client.h"
 #include "udf_error.h"
+#include "udf_gman.h"
 #include "udf_host.h"
 
 /* Arguments 1..n are turned into strings, the form a Gearman packet carries. */
-static int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char *fname, const char *usage,
+int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char *fname, const char *usage,
                           char *message)
 {
     if (args->arg_count < min || args->arg_count > max)
@@ -49,7 +49,7 @@ static int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char
 }
 
 /* Settings problems are reported when the function is prepared, not row after row. */
-static int gman_init_settings(const char *fname, char *message)
+int gman_init_settings(const char *fname, char *message)
 {
     char err[GM_ERRLEN];
     if (gm_settings(err) == NULL) {
@@ -77,6 +77,10 @@ UDF_EXPORT my_bool gman_servers_set_init(UDF_INIT *initid, UDF_ARGS *args, char 
 {
     char err[GM_ERRLEN];
     const char *fname = "gman_servers_set";
+    /* Before the coercion below: a number would reach the parser as its 8 raw bytes here
+     * ("NUL byte in server list") and as its digits at row time (a host "4730"). */
+    if (args->arg_count >= 1 && args->arg_type[0] != STRING_RESULT)
+        return (my_bool)udf_init_fail(message, "%s: the server list must be a string ('host:port,...')", fname);
     if (gman_init_args(args, 1, 2, fname, "(servers [, function])", message) ||
         gman_init_settings(fname, message))
         return 1;
@@ -87,7 +91,8 @@ UDF_EXPORT my_bool gman_servers_set_init(UDF_INIT *initid, UDF_ARGS *args, char 
     if (args->args[0] != NULL) { /* a constant list: refuse a bad one before running */
         gm_route probe;
         int ok = gm_servers_parse(args->args[0], args->lengths[0], &probe, err) == GM_OK;
-        free(probe.text);
+        if (ok)
+            gm_route_clear(&probe);
         if (!ok)
             return (my_bool)udf_init_fail(message, "%s: %s", fname, err);
     }
@@ -158,7 +163,7 @@ static void gman_job_deinit(UDF_INIT *initid)
 }
 
 /* Fill job from the row's arguments; GM_ERR + err when it cannot be sent. */
-static int gman_job_from_args(UDF_ARGS *args, unsigned type, gm_job *job, char unique[33], char *err)
+int gman_job_from_args(UDF_ARGS *args, unsigned type, gm_job *job, char unique[33], char *err)
 {
     const gm_config *cfg = gm_settings(err);
     if (cfg == NULL)
@@ -243,172 +248,6 @@ GMAN_JOB_DEFINE(gman_do_low, GM_SUBMIT_JOB_LOW, 0)
 GMAN_JOB_DEFINE(gman_do_background, GM_SUBMIT_JOB_BG, 1)
 GMAN_JOB_DEFINE(gman_do_high_background, GM_SUBMIT_JOB_HIGH_BG, 1)
 GMAN_JOB_DEFINE(gman_do_low_background, GM_SUBMIT_JOB_LOW_BG, 1)
-
-/* ---- aggregates: gman_sum and gman_bulk_background, one stream per function ---- */
-
-#define GMAN_AGG_FUNCTIONS 8 /* distinct function names in one group */
-
-typedef struct gman_agg {
-    unsigned n;
-    gm_stream stream[GMAN_AGG_FUNCTIONS]; /* each on its function's server list */
-    char *fn[GMAN_AGG_FUNCTIONS];
-    size_t fn_len[GMAN_AGG_FUNCTIONS];
-    int want_results;
-    int failed;
-    char err[GM_ERRLEN];
-} gman_agg;
-
-static my_bool gman_agg_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *fname, unsigned max_args)
-{
-    const char *usage = max_args == 2 ? "(function, workload)" : "(function, workload [, unique])";
-    if (gman_init_args(args, 2, max_args, fname, usage, message) || gman_init_settings(fname, message))
-        return 1;
-    gman_agg *st = calloc(1, sizeof *st);
-    if (st == NULL)
-        return (my_bool)udf_init_fail(message, "%s: out of memory", fname);
-    initid->ptr = (char *)st;
-    initid->maybe_null = 1;
-    initid->const_item = 0;
-    return 0;
-}
-
-static void gman_agg_reset(gman_agg *st)
-{
-    for (unsigned i = 0; i < st->n; i++) {
-        gm_stream_close(&st->stream[i]);
-        free(st->fn[i]);
-    }
-    st->n = 0;
-    st->failed = 0;
-    st->err[0] = '\0';
-}
-
-static void gman_agg_deinit(UDF_INIT *initid)
-{
-    gman_agg *st = (gman_agg *)initid->ptr;
-    if (st)
-        gman_agg_reset(st);
-    free(st);
-    initid->ptr = NULL;
-}
-
-static void gman_agg_clear(UDF_INIT *initid, int want_results)
-{
-    gman_agg *st = (gman_agg *)initid->ptr;
-    gman_agg_reset(st);
-    st->want_results = want_results;
-}
-
-/* The group's stream for this job's function (its own server list), made on first use. */
-static gm_stream *gman_agg_stream(gman_agg *st, const gm_job *job)
-{
-    for (unsigned i = 0; i < st->n; i++)
-        if (st->fn_len[i] == job->fn_len && memcmp(st->fn[i], job->fn, job->fn_len) == 0)
-            return &st->stream[i];
-    if (st->n == GMAN_AGG_FUNCTIONS) {
-        snprintf(st->err, sizeof st->err, "more than %d function names in one group", GMAN_AGG_FUNCTIONS);
-        return NULL;
-    }
-    if ((st->fn[st->n] = malloc(job->fn_len)) == NULL) {
-        snprintf(st->err, sizeof st->err, "out of memory");
-        return NULL;
-    }
-    memcpy(st->fn[st->n], job->fn, job->fn_len);
-    st->fn_len[st->n] = job->fn_len;
-    gm_stream_init(&st->stream[st->n], st->want_results);
-    return &st->stream[st->n++];
-}
-
-static void gman_agg_add(UDF_INIT *initid, UDF_ARGS *args, unsigned type)
-{
-    gman_agg *st = (gman_agg *)initid->ptr;
-    char unique[33];
-    gm_job job;
-    gm_stream *stream;
-    if (st->failed)
-        return;
-    if (gman_job_from_args(args, type, &job, unique, st->err) != GM_OK ||
-        (stream = gman_agg_stream(st, &job)) == NULL || gm_stream_add(stream, &job, st->err) != GM_OK)
-        st->failed = 1;
-}
-
-/* Finish the group: every stream sent, confirmed (and ended, for gman_sum). Totals go to
- * *created, *failed, *sum. GM_ERR with gman_last_error() set when not all went through. */
-static int gman_agg_finish(gman_agg *st, const char *fname, uint64_t *created, uint64_t *failed, int64_t *sum)
-{
-    uint64_t sent = 0;
-    *created = *failed = 0;
-    *sum = 0;
-    for (unsigned i = 0; i < st->n; i++) {
-        gm_stream *s = &st->stream[i];
-        if (!st->failed && gm_stream_finish(s, st->err) != GM_OK)
-            st->failed = 1;
-        if (!st->failed && __builtin_add_overflow(*sum, s->sum, sum)) {
-            snprintf(st->err, sizeof st->err, "the sum is out of the BIGINT range");
-            st->failed = 1;
-        }
-        sent += s->sent;
-        *created += s->created;
-        *failed += s->failed;
-    }
-    if (st->failed)
-        udf_error_set("%s: %s (%llu of %llu jobs confirmed)", fname, st->err, (unsigned long long)*created,
-                      (unsigned long long)sent);
-    else if (*failed)
-        udf_error_set("%s: %llu of %llu jobs failed", fname, (unsigned long long)*failed, (unsigned long long)sent);
-    int rc = st->failed ? GM_ERR : GM_OK;
-    gman_agg_reset(st);
-    return rc;
-}
-
-/* init, deinit, clear and add of an aggregate: the same for both but for these parameters. */
-#define GMAN_AGG_DEFINE(sqlname, max_args, want_results, type)                                         \
-    UDF_EXPORT my_bool sqlname##_init(UDF_INIT *initid, UDF_ARGS *args, char *message)                 \
-    {                                                                                                   \
-        return gman_agg_init(initid, args, message, #sqlname, max_args);                               \
-    }                                                                                                   \
-    UDF_EXPORT void sqlname##_deinit(UDF_INIT *initid) { gman_agg_deinit(initid); }                     \
-    UDF_EXPORT void sqlname##_clear(UDF_INIT *initid, char *is_null, char *error)                       \
-    {                                                                                                   \
-        (void)is_null;                                                                                  \
-        (void)error;                                                                                    \
-        gman_agg_clear(initid, want_results);                                                          \
-    }                                                                                                   \
-    UDF_EXPORT void sqlname##_add(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)         \
-    {                                                                                                   \
-        (void)is_null;                                                                                  \
-        (void)error;                                                                                    \
-        gman_agg_add(initid, args, type);                                                              \
-    }
-
-GMAN_AGG_DEFINE(gman_sum, 2, 1, GM_SUBMIT_JOB)
-GMAN_AGG_DEFINE(gman_bulk_background, 3, 0, GM_SUBMIT_JOB_BG)
-
-UDF_EXPORT long long gman_sum(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
-{
-    uint64_t created, failed;
-    int64_t sum;
-    (void)args;
-    (void)error;
-    if (gman_agg_finish((gman_agg *)initid->ptr, "gman_sum", &created, &failed, &sum) != GM_OK || failed) {
-        *is_null = 1;
-        return 0;
-    }
-    return (long long)sum;
-}
-
-UDF_EXPORT long long gman_bulk_background(UDF_INIT *initid, UDF_ARGS *args, char *is_null, char *error)
-{
-    uint64_t created, failed;
-    int64_t sum;
-    (void)args;
-    (void)error;
-    if (gman_agg_finish((gman_agg *)initid->ptr, "gman_bulk_background", &created, &failed, &sum) != GM_OK) {
-        *is_null = 1;
-        return 0;
-    }
-    return (long long)created;
-}
 
 /* ---- gman_last_error ---- */
 

@@ -159,8 +159,10 @@ static my_bool json_udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, en
             return (my_bool)udf_init_fail(message, "%s: argument %u is not a scalar (a row or unknown type)", fname,
                                           i + 1);
         }
-        if (shape == JSON_SHAPE_MEMBERS && i % 2 == 0)
-            st->kind[i] = JSON_KIND_BYTES; /* a name: rendered as a string */
+        if (shape == JSON_SHAPE_MEMBERS && i % 2 == 0) {
+            st->kind[i] = JSON_KIND_BYTES; /* a name: its SQL text, as a string */
+            args->arg_type[i] = STRING_RESULT; /* an INT would come as 8 raw bytes */
+        }
         if (shape != JSON_SHAPE_OBJECT)
             continue;
         size_t key_len;

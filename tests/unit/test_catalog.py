@@ -155,7 +155,7 @@ def test_export_map_lists_every_symbol():
     assert names == expected
     assert "local:\n    *;" in text
     assert set(catalog.by_name("gman_sum").symbols()) == {
-        "gman_sum", "gman_sum_init", "gman_sum_deinit", "gman_sum_add", "gman_sum_clear"}
+        "gman_sum", "gman_sum_init", "gman_sum_deinit", "gman_sum_add", "gman_sum_clear", "gman_sum_remove"}
 
 
 def test_catalog_names_unique_and_valid():

@@ -1,11 +1,11 @@
 """Server lists: gm_servers_parse (udf/gm_servers.c) called directly through cffi, and
 gman_servers_set() through SQL on the session's server (`installed`).
 
-Both keep a process-wide registry of every host:port they ever resolved, 64 entries at most,
-never freed. The cffi copy lives in this test process only; on the session server these
-tests add four entries (127.0.0.1:4731, [::1]:4730, localhost:4730, 127.0.0.1:1) and use a
-single per-function list (FN), so the default list and other tests' lists are left alone.
-Refused lists fail before anything new is registered, or register nothing new.
+Both keep a process-wide registry of the host:port entries in use, 64 at most, each
+reference-counted by the lists (routes) that name it: an entry no list uses any more is freed
+and its slot reused. The cffi copy lives in this test process only; on the session server
+these tests use a single per-function list (FN), so the default list and other tests' lists
+are left alone. Refused lists keep nothing.
 """
 import time
 
@@ -23,6 +23,9 @@ typedef struct gm_route {
     gm_server *servers[16];
 } gm_route;
 int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
+void gm_route_clear(gm_route *route);
+int gm_servers_set(const char *list, size_t len, const char *function, size_t flen, char *out, size_t outlen,
+                   char *err);
 void free(void *);
 """
 SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_proto.c", "udf_error.c"]
@@ -31,9 +34,10 @@ ERRLEN = 256  # GM_ERRLEN
 FN = "server_list_parse_test"  # the one per-function list these tests set on the session server
 
 
-def parse(text, library=None):
+def parse(text, library=None, keep=None):
     """(normalised text, None) or (None, error) for a list given as str or bytes; library is
-    another (ffi, lib) pair from cbuild.build."""
+    another (ffi, lib) pair from cbuild.build. The route (and its references on the
+    registry's entries) is released, or appended to the list `keep`."""
     ffi, lib = library or (globals()["ffi"], globals()["lib"])
     data = text.encode() if isinstance(text, str) else text
     buf = ffi.new("char[]", data) if data else ffi.NULL  # exact bytes, NUL bytes and all
@@ -41,13 +45,18 @@ def parse(text, library=None):
     err = ffi.new("char[]", ERRLEN)
     rc = lib.gm_servers_parse(buf, len(data), route, err)
     out = ffi.string(route.text).decode() if route.text != ffi.NULL else None
-    lib.free(route.text)
     if rc == 0:
         assert out is not None and route.n == out.count(",") + 1
-        for i in range(route.n):  # each entry's name (its first field) is the listed item
-            assert ffi.string(ffi.cast("char *", route.servers[i])).decode() == out.split(",")[i]
+        for i in range(route.n):  # each entry's name (after its refcount) is the listed item
+            assert ffi.string(ffi.cast("char *", route.servers[i]) + ffi.sizeof("unsigned")).decode() == \
+                out.split(",")[i]
+        if keep is not None:
+            keep.append(route)
+        else:
+            lib.gm_route_clear(route)
         return out, None
     assert rc == -1
+    assert route.n == 0 and route.text == ffi.NULL  # a refused list holds nothing
     message = ffi.string(err).decode()
     assert 0 < len(message) < ERRLEN
     return None, message
@@ -132,14 +141,63 @@ def test_a_name_that_does_not_resolve_fails_fast():
     assert time.monotonic() - t < 3.0
 
 
-def test_the_registry_holds_64_servers_then_refuses():
-    """A second copy of the library (its own registry): 64 distinct servers are taken, the
-    65th is refused with a clear message, and the 64 known ones still parse."""
+def test_the_registry_holds_64_servers_in_use_then_refuses_and_frees_unused_ones():
+    """A second copy of the library (its own registry): 64 distinct servers in use are
+    taken, the 65th is refused with a clear message, the 64 known ones still parse; once
+    the lists holding them are released, their slots serve other addresses."""
     lib2 = cbuild.build("gm_servers_registry", SOURCES, CDEF)
+    held = []
     for port in range(1, 65):
-        assert parse(f"127.0.0.1:{port}", lib2) == (f"127.0.0.1:{port}", None)
-    assert parse("127.0.0.1:65", lib2) == (None, "more than 64 distinct servers used")
+        assert parse(f"127.0.0.1:{port}", lib2, keep=held) == (f"127.0.0.1:{port}", None)
+    assert parse("127.0.0.1:65", lib2) == (None, "more than 64 distinct servers in use")
     assert parse("127.0.0.1:64,127.0.0.1:1", lib2) == ("127.0.0.1:64,127.0.0.1:1", None)
+    for route in held[:16]:
+        lib2[1].gm_route_clear(route)
+    for port in range(101, 117):  # 16 new ones in the freed slots
+        assert parse(f"127.0.0.1:{port}", lib2, keep=held) == (f"127.0.0.1:{port}", None)
+    assert parse("127.0.0.1:200", lib2)[1] == "more than 64 distinct servers in use"
+    for route in held[16:]:
+        lib2[1].gm_route_clear(route)
+
+
+def test_refused_lists_take_no_registry_slots():
+    """Lists refused at their last item (a bad port, a name that does not resolve, one item
+    too many) release what their first items took: 20 of them, 15 new addresses each, leave
+    the 64 slots free for 64 new addresses."""
+    lib3 = cbuild.build("gm_servers_refused", SOURCES, CDEF)
+    for k in range(20):
+        first = ",".join(f"127.0.{k}.{i}:4730" for i in range(1, 16))
+        for last in ("127.0.0.1:0", "gman-udf-test-no-such-host.invalid", "127.0.0.1,127.0.0.1"):
+            assert parse(f"{first},{last}", lib3)[0] is None
+    held = []
+    for port in range(1, 65):
+        assert parse(f"127.0.0.1:{port}", lib3, keep=held) == (f"127.0.0.1:{port}", None)
+    for route in held:
+        lib3[1].gm_route_clear(route)
+
+
+def servers_set(library, text, function):
+    ffi, lib = library
+    out, err = ffi.new("char[]", 4800), ffi.new("char[]", ERRLEN)
+    f = function.encode() if function is not None else ffi.NULL
+    rc = lib.gm_servers_set(text.encode(), len(text), f, len(function or ""), out, 4800, err)
+    return (ffi.string(out).decode(), None) if rc == 0 else (None, ffi.string(err).decode())
+
+
+def test_gm_servers_set_refuses_the_65th_function_list_and_changes_nothing(monkeypatch):
+    """64 per-function lists fit; the 65th is refused, again and again, and the table stays
+    usable (it used to count the refused list and then free one entry past the table: a
+    crash, or an ASan report in the sanitized run of these tests)."""
+    for key in ("GMAN_UDF_CONFIG", "GMAN_UDF_SERVERS", "GMAN_UDF_LOCK"):
+        monkeypatch.delenv(key, raising=False)
+    library = cbuild.build("gm_servers_set", SOURCES, CDEF)
+    for k in range(64):
+        assert servers_set(library, "127.0.0.1:4730", f"f{k}") == ("127.0.0.1:4730", None)
+    for _ in range(3):
+        assert servers_set(library, "127.0.0.1:4731", "f64") == \
+            (None, "too many per-function server lists (64 at most)")
+    assert servers_set(library, "127.0.0.1:4731", "f63") == ("127.0.0.1:4731", None)
+    assert servers_set(library, "127.0.0.1:4732", None) == ("127.0.0.1:4732", None)
 
 
 # --- gman_servers_set through SQL -------------------------------------------------------------------------
