@@ -16,7 +16,11 @@
 
 #define GM_UNIQUE_MAX 63     /* GEARMAN_MAX_UNIQUE_SIZE is 64 with the NUL: gearmand keeps 63 bytes */
 #define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
-#define GM_STREAM_WINDOW 128 /* unanswered jobs of a stream: ~0.1 s of work for a 1 ms/job durable queue */
+/* Unanswered jobs of a stream: adapted between these, so that a burst takes a quarter of
+ * io_timeout_ms at most (a durable queue takes ~1 ms per job, more on a busy disk). */
+#define GM_STREAM_WINDOW_MIN 8
+#define GM_STREAM_WINDOW_START 32
+#define GM_STREAM_WINDOW_MAX 256
 
 /* What an operation on one connection reports to the failover loop. */
 enum gm_op_result {
@@ -453,11 +457,21 @@ int gm_stream_add(gm_stream *st, const gm_job *job, char *err)
         return gm_stream_fail(st, err, e);
     st->sent++;
     /* A bounded number of jobs in flight: past the window, send them and wait until half
-     * are answered, so a server reading a whole burst before answering never gets a flood. */
-    if (gm_pipe_count(st->conn) < GM_STREAM_WINDOW && gm_pipe_bytes(st->conn) < GM_PIPE_BYTES_MAX)
+     * are answered, so a server reading a whole burst before answering never gets a flood.
+     * The window follows the server: a burst should take it well under io_timeout_ms. */
+    if (st->window == 0)
+        st->window = GM_STREAM_WINDOW_START;
+    if (gm_pipe_count(st->conn) < st->window && gm_pipe_bytes(st->conn) < GM_PIPE_BYTES_MAX)
         return GM_OK;
-    if (gm_pipe_drain(st->conn, GM_STREAM_WINDOW / 2, 0, st->cfg, gm_stream_on_reply, st, e) != GM_OK)
+    int64_t t0 = gm_now_us(), io = (int64_t)st->cfg->io_timeout_ms * 1000;
+    if (gm_pipe_drain(st->conn, st->window / 2, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) !=
+        GM_OK)
         return gm_stream_fail(st, err, e);
+    int64_t took = gm_now_us() - t0;
+    if (took > io / 4 && st->window > GM_STREAM_WINDOW_MIN)
+        st->window /= 2;
+    else if (took < io / 16 && st->window < GM_STREAM_WINDOW_MAX)
+        st->window *= 2;
     return GM_OK;
 }
 
@@ -469,7 +483,7 @@ int gm_stream_finish(gm_stream *st, char *err)
     if (st->conn == NULL)
         return GM_OK; /* no rows */
     size_t max_reply = gm_client_max_reply(st->cfg);
-    if (gm_pipe_drain(st->conn, 0, 0, st->cfg, gm_stream_on_reply, st, e) != GM_OK)
+    if (gm_pipe_drain(st->conn, 0, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) != GM_OK)
         return gm_stream_fail(st, err, e);
     /* Every job answered; foreground ones also end: each result restarts the wait. */
     int64_t deadline = gm_deadline(st->cfg->do_timeout_ms);

@@ -56,6 +56,7 @@ typedef struct gm_stream {
     const gm_config *cfg;
     int want_results;       /* foreground jobs: wait for their results too */
     gm_handles handles;     /* with want_results: our jobs, so that only their results count */
+    unsigned window;        /* unanswered jobs allowed now (adapted to the server's pace) */
     uint64_t sent, created, refused, completed, failed;
     int64_t sum;
     int broken;             /* the connection failed: the group fails, the connection is closed */

@@ -237,12 +237,12 @@ int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler
     }
 }
 
-int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, gm_pipe_handler h, void *ctx,
-                  char *err)
+int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
+                  void *ctx, char *err)
 {
-    int64_t io = (int64_t)cfg->io_timeout_ms * 1000;
+    int64_t io = (int64_t)silence_ms * 1000;
     int64_t start = gm_now_us(), deadline = start + io;
-    int64_t limit = start + (int64_t)(cfg->do_timeout_ms > cfg->io_timeout_ms ? cfg->do_timeout_ms : cfg->io_timeout_ms) * 1000;
+    int64_t limit = start + (int64_t)(cfg->do_timeout_ms > silence_ms ? cfg->do_timeout_ms : silence_ms) * 1000;
     for (;;) {
         unsigned before = gm_pipe_count(c);
         int full = before > keep || (before > 0 && gm_pipe_bytes(c) + room > GM_PIPE_BYTES_MAX);
@@ -250,7 +250,7 @@ int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, 
             return GM_OK; /* unsent bytes go with the next wait or the caller's flush */
         int64_t now = gm_now_us();
         if (now >= deadline) {
-            /* Nothing for us within io_timeout_ms. If the server answered another of our
+            /* Nothing for us within silence_ms. If the server answered another of our
              * connections meanwhile it is busy, not frozen: wait on, up to do_timeout_ms. */
             int64_t heard = c->answered_us ? __atomic_load_n(c->answered_us, __ATOMIC_RELAXED) : 0;
             if (heard + io <= now || now >= limit) {
@@ -281,6 +281,8 @@ typedef struct gm_submit {
     const char *mine;    /* this call's packet, to tell it from the rescued ones */
     size_t mine_len;
     unsigned refused;    /* refusals read during this call */
+    int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
+    int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
     char *note;          /* the last one, described */
     const char *server;  /* name of the server in use, for the note */
 } gm_submit;
@@ -317,12 +319,14 @@ static int gm_submit_send(gm_conn *c, gm_submit *sub, char *err)
     if (gm_pipe_count(c) && gm_now_us() - c->pending->progress_us >= (int64_t)cfg->do_timeout_ms * 1000) {
         snprintf(err, GM_ERRLEN, "%u jobs without an answer for do_timeout_ms (%d ms)", gm_pipe_count(c),
                  cfg->do_timeout_ms);
-        return GM_ERR; /* gone for good: its jobs go elsewhere */
+        sub->gone = 1; /* its jobs go elsewhere, and no fresh connection to it is tried */
+        return GM_ERR;
     }
     const char *p;
     size_t n;
     while ((n = gm_jobq_front(&sub->out, &p)) != 0) {
-        if (gm_pipe_drain(c, keep, n, cfg, gm_submit_on_reply, sub, err) != GM_OK ||
+        if (gm_pipe_drain(c, keep, n, cfg, sub->patient ? cfg->do_timeout_ms : cfg->io_timeout_ms,
+                          gm_submit_on_reply, sub, err) != GM_OK ||
             gm_pipe_send(c, p, n, err) != GM_OK)
             return GM_ERR;
         gm_jobq_pop(&sub->out);
@@ -366,6 +370,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
 {
     const gm_config *cfg = sub->cfg;
     sub->server = s->name;
+    sub->gone = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         int reused = 0;
         gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, 0, &reused, err);
@@ -386,7 +391,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
         int timed_out = c->timed_out;
         gm_submit_rescue(sub, c);
         gm_server_discard(s, c);
-        if (!reused || timed_out) /* a silent server would cost a second timeout */
+        if (!reused || timed_out || sub->gone) /* a silent server would cost a second timeout */
             return GM_ERR;
     }
     return GM_ERR;
@@ -439,7 +444,7 @@ int gm_pipeline_submit(unsigned type, const char *fn, size_t fn_len, const char 
     const gm_route *rt = gm_routes_for(routes, fn, fn_len);
     char acc[GM_ERRLEN], e[GM_ERRLEN];
     size_t used = 0;
-    int tried[GM_LIST_MAX] = {0};
+    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
     acc[0] = '\0';
     /* Pass 0: the usable servers in list order. Pass 1, only when jobs taken off a failed
      * connection are left: the servers skipped for back-off too, rather than drop the jobs. */
@@ -466,7 +471,20 @@ int gm_pipeline_submit(unsigned type, const char *fn, size_t fn_len, const char 
             gm_server_mark_down(s, e, sub.cfg->backoff_ms);
             if (rc == GM_ERR) /* gone: so are the jobs on its idle connections */
                 gm_submit_take_idle(s, &sub);
+            else
+                busy[i] = 1;
         }
+    }
+    /* Every server that still answers was only silent (busy, or frozen): rather than fail a
+     * statement while a server is up, wait on them in turn, up to do_timeout_ms each. */
+    sub.patient = 1;
+    for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
+        if (!busy[i])
+            continue;
+        if (gm_submit_on(rt->servers[i], &sub, e) == GM_OK)
+            break;
+        gm_submit_note_err(acc, &used, rt->servers[i], e);
+        gm_server_mark_down(rt->servers[i], e, sub.cfg->backoff_ms);
     }
     gm_routes_release(routes);
     int rc = GM_OK;
