@@ -432,13 +432,26 @@ void gm_server_checkin(gm_server *s, gm_conn *c)
 {
     if (c == NULL)
         return;
+    gm_conn *evicted = NULL;
     pthread_mutex_lock(&s->lock);
     /* Nothing unsent; nothing unread unless replies to pipelined jobs are still coming. */
-    if (s->n_idle < GM_POOL_MAX && c->wpos == c->wlen && (c->rpos == c->rlen || gm_pipe_count(c))) {
-        s->idle[s->n_idle++] = c;
-        c = NULL;
+    if (c->wpos == c->wlen && (c->rpos == c->rlen || gm_pipe_count(c))) {
+        if (s->n_idle == GM_POOL_MAX && gm_pipe_count(c)) {
+            /* Full: make room by closing an idle connection that owes nothing, rather than
+             * close one whose jobs would then go unanswered. */
+            for (unsigned i = 0; i < s->n_idle && evicted == NULL; i++)
+                if (gm_pipe_count(s->idle[i]) == 0) {
+                    evicted = s->idle[i];
+                    s->idle[i] = s->idle[--s->n_idle];
+                }
+        }
+        if (s->n_idle < GM_POOL_MAX) {
+            s->idle[s->n_idle++] = c;
+            c = NULL;
+        }
     }
     pthread_mutex_unlock(&s->lock);
+    gm_server_discard(s, evicted);
     if (c)
         gm_server_discard(s, c);
 }
