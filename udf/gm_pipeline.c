@@ -283,7 +283,7 @@ typedef struct gm_submit {
     unsigned refused;    /* refusals read during this call */
     int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
     int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
-    char *note;          /* the last one, described */
+    char *note;          /* the last refusal, described */
     const char *server;  /* name of the server in use, for the note */
 } gm_submit;
 
@@ -363,9 +363,10 @@ static int gm_submit_mine_left(const gm_submit *sub)
     return 0;
 }
 
-/* Try one server: a pooled connection (then one fresh one if that had died while idle). */
 #define GM_SUBMIT_BUSY 1 /* the server is silent: its connection is parked with its jobs */
 
+/* Try one server: a pooled connection (then one fresh one if that had died while idle).
+ * GM_OK, GM_SUBMIT_BUSY, or GM_ERR (the server is gone; its jobs were taken off). */
 static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
 {
     const gm_config *cfg = sub->cfg;
