@@ -305,3 +305,35 @@ def test_server_silent_past_do_timeout_has_its_jobs_rescued(private_mariadb, gea
         a.kill(signal.SIGKILL)  # never thawed: what it holds is gone with it
     s = stats(sql)
     assert s["rescued"] == WINDOW and s["lost"] == 0, s
+
+
+def test_every_server_silent_fails_after_do_timeout_and_keeps_the_parked_jobs(private_mariadb, gearmands):
+    """The only server freezes: the call that finds its window full waits io_timeout_ms, then,
+    with no other server, up to do_timeout_ms more, and fails. The jobs sent before stay parked:
+    thawed, the server confirms them; none is re-sent."""
+    g = gearmands()
+    db = pipelined(private_mariadb, [g], do_timeout_ms=1000)
+    sql = Sql(db.connect(database=DB))
+    fn = fname("allfrozen")
+    assert sql.one("SELECT gman_do_background(%s, 'warm')", (fn,)) is not None
+    wait_until(lambda: queued(g, fn) == 1, what="the first job")
+    g.kill(signal.SIGSTOP)
+    try:
+        for i in range(WINDOW):  # the window: sent, unanswered ('warm' was confirmed)
+            assert sql.one("SELECT gman_do_background(%s, %s)", (fn, f"j{i}")) is not None, sql.last_error()
+        t = time.monotonic()
+        value = sql.one("SELECT gman_do_background(%s, 'one too many')", (fn,))
+        elapsed = time.monotonic() - t
+        error = sql.last_error()
+        later = sql.one("SELECT gman_do_background(%s, 'in back-off')", (fn,))  # fails at once
+    finally:
+        g.kill(signal.SIGCONT)
+    assert value is None and "timed out waiting for confirmations" in error, (value, error, elapsed)
+    assert later is None
+    assert 1.0 <= elapsed < 0.3 + 1.0 + 0.5, elapsed
+    wait_until(lambda: queued(g, fn) == 1 + WINDOW, what="the parked jobs")
+    time.sleep(1.1)  # back-off over: the next call reads the parked connection's replies
+    assert sql.one("SELECT gman_do_background(%s, 'after')", (fn,)) is not None, sql.last_error()
+    wait_until(lambda: queued(g, fn) == WINDOW + 2, what="every job once")
+    s = stats(sql)
+    assert s["rescued"] == 0 and s["lost"] == 0 and s["abandoned"] == 0, s
