@@ -164,11 +164,12 @@ def test_bulk_over_single_threaded_gearmand_with_a_deep_queue(private_mariadb, g
     print(f"threads=1: 200k bulk {t_pre:.2f} s, then 100k bulk {t_bulk:.2f} s")
 
 
-def test_bulk_over_a_durable_queue_with_default_timeouts(private_mariadb, gearmands):
+@pytest.mark.parametrize("threads", [None, 1], ids=["threads-default", "threads-1"])
+def test_bulk_over_a_durable_queue_with_default_timeouts(private_mariadb, gearmands, threads):
     """-q libsqlite3 takes about 1 ms per job: 1,000 rows are more than one io_timeout_ms,
     but every reply restarts the wait. (With --threads=1 gearmand also reads the whole burst
     before it answers: a stream must not send more than a window ahead.)"""
-    g = gearmands(queue="sqlite", extra_args=["--threads=1"])
+    g = gearmands(queue="sqlite", extra_args=[f"--threads={threads}"] if threads else [])
     db = private_mariadb(env={"GMAN_UDF_SERVERS": g.address})
     sql = Sql(db.connect(database=DB))
     t = time.monotonic()
@@ -176,7 +177,7 @@ def test_bulk_over_a_durable_queue_with_default_timeouts(private_mariadb, gearma
     elapsed = time.monotonic() - t
     assert got == 1000, sql.one("SELECT gman_last_error()")
     assert queued(g, "durable") == 1000
-    print(f"sqlite queue: bulk of 1000 in {elapsed:.2f} s")
+    print(f"sqlite queue, threads={threads}: bulk of 1000 in {elapsed:.2f} s")
 
 
 # --- concurrent writers, failover ---------------------------------------------------------------------
