@@ -7,6 +7,7 @@ Every test runs its own mariadbd (the settings come from its environment) and ge
 import json
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -338,3 +339,60 @@ def test_every_server_silent_fails_after_do_timeout_and_keeps_the_parked_jobs(pr
     wait_until(lambda: queued(g, fn) == WINDOW + 2, what="every job once")
     s = stats(sql)
     assert s["rescued"] == 0 and s["lost"] == 0 and s["abandoned"] == 0, s
+
+
+# --- a confirmed job is never sent again ----------------------------------------------------------------
+
+class OneShotGearmand:
+    """A fake gearmand for one connection: JOB_CREATED for its first `confirm` jobs, then
+    silence; after `close_after` jobs it closes the connection and stops listening (later
+    connects are refused). Records the unique ids it received."""
+
+    def __init__(self, confirm, close_after):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.received = []
+        self.thread = threading.Thread(target=self._run, args=(confirm, close_after), daemon=True)
+        self.thread.start()
+
+    def _run(self, confirm, close_after):
+        self.listener.settimeout(20)
+        sock, _ = self.listener.accept()
+        self.listener.close()
+        sock.settimeout(20)
+        buf = b""
+        while len(self.received) < close_after:
+            while len(buf) < 12 or len(buf) < 12 + struct.unpack(">I", buf[8:12])[0]:
+                buf += sock.recv(65536)
+            size = struct.unpack(">I", buf[8:12])[0]
+            data, buf = buf[12:12 + size], buf[12 + size:]
+            self.received.append(data.split(b"\0")[1])
+            if len(self.received) <= confirm:
+                handle = b"H:fake:%d" % len(self.received)
+                sock.sendall(b"\0RES" + struct.pack(">II", 8, len(handle)) + handle)
+        sock.close()
+
+
+def test_only_unconfirmed_jobs_are_rescued(private_mariadb, gearmands):
+    """The first server confirms 10 of 21 jobs, then closes: the next call reads those 10
+    confirmations, and sends only the other 11 (with its own job) to the second server."""
+    fake = OneShotGearmand(confirm=10, close_after=21)
+    b = gearmands()
+
+    class Fake:
+        address = fake.address
+    db = pipelined(private_mariadb, [Fake, b])
+    sql = Sql(db.connect(database=DB))
+    fn = fname("rescue")
+    uniques = [sql.one("SELECT gman_do_background(%s, %s)", (fn, f"j{i}")) for i in range(21)]
+    fake.thread.join(10)
+    assert fake.received == uniques
+    time.sleep(0.1)  # the close has arrived
+    last = sql.one("SELECT gman_do_background(%s, 'after the close')", (fn,))
+    assert last is not None, sql.last_error()
+    jobs = grab_all([b], fn, count=12)
+    assert sorted(j.unique.encode() for j in jobs) == sorted(uniques[10:] + [last])
+    s = stats(sql)
+    assert s["rescued"] == 11 and s["confirmed"] == 10 and s["lost"] == 0, s
