@@ -94,7 +94,7 @@ def main():
 
         port = free_port()
         dsn = f"mysql://root@localhost/{DB}?socket={db.socket}"
-        rec = subprocess.Popen([sys.executable, "-m", "pygen.reconcile", "--table", f"{DB}.t", "--redis", rs.url,
+        rec = subprocess.Popen([sys.executable, "-m", "pygen.reconcile_cli", "--table", f"{DB}.t", "--redis", rs.url,
                                 "--mysql", dsn, "--rate", str(args.rate), "--interval", "0",
                                 "--metrics-port", str(port), "--log-level", "WARNING"], env=ENV)
         worker_cmd = [sys.executable, "-m", "pygen.worker", "--gearman", gm.address, "--redis", rs.url,

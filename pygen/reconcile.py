@@ -1,4 +1,5 @@
-"""`gman-udf reconcile`: a long-running process that brings Redis back to MySQL by itself.
+"""`gman-udf reconcile`: a long-running process that brings Redis back to MySQL by itself
+(the command line: pygen/reconcile_cli.py).
 
     gman-udf reconcile --table shop.data --table shop.orders --redis redis://cache:6379/0 \\
         --mysql mysql://gman@db/shop [--rate 2000] [--interval 30] [--metrics-port 9101]
@@ -30,11 +31,8 @@ per-table gman_reconcile_* counters and gauges (render_metrics()).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -347,84 +345,3 @@ class Reconciler:
         for kind in REPAIRS:
             if part.repaired[kind]:
                 m.add("repaired_total", table, part.repaired[kind], kind)
-
-
-# ---- command line ----------------------------------------------------------------------------
-
-def _rate(text: str) -> float:
-    if text in ("max", "inf", "0"):
-        return math.inf
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("--rate must be positive (or 'max')")
-    return value
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--table", action="append", required=True, metavar="DB.T",
-                   help="a table to reconcile (repeat for more); its primary key orders the walk")
-    p.add_argument("--redis", required=True, metavar="URL",
-                   help="redis://host:port/db, rediss://, unix://, redis+cluster://host:port")
-    p.add_argument("--mysql", required=True, metavar="DSN",
-                   help="mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH")
-    p.add_argument("--rate", type=_rate, default=DEFAULT_RATE, metavar="ROWS_PER_S",
-                   help="rows read from MySQL per second, at most, on average ('max': no limit; "
-                        "default %(default).0f)")
-    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="S",
-                   help="start a round of passes at most every S seconds (default %(default).0f)")
-    p.add_argument("--once", action="store_true",
-                   help="one pass over each table, then exit (0: in sync or repaired; 1: keys left alone)")
-    p.add_argument("--function", default=triggers.DEFAULT_FUNCTION,
-                   help="the triggers' Gearman function: their columns are the ones compared (default %(default)s)")
-    p.add_argument("--mode", choices=("json", "hash"), default="json", help="as the worker's (default %(default)s)")
-    p.add_argument("--key-template", metavar="T", help="as the worker's (default '{table}:{key}')")
-    p.add_argument("--tombstone-ttl", type=float, default=86400.0, metavar="SECONDS",
-                   help="as the worker's: the lifetime of an extra key's delete tombstone (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="network timeout for MySQL and Redis (default %(default)s)")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus text on http://HOST:PORT/metrics")
-    p.add_argument("--metrics-host", default="127.0.0.1", help="(default %(default)s)")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-
-
-def run(args) -> int:
-    import MySQLdb
-
-    from .metrics import serve_metrics
-    from .verify import redis_client
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=getattr(logging, args.log_level),
-                            format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
-    try:
-        kw = plan_mod.parse_dsn(args.mysql)
-        options = plan_mod.Options(mode=args.mode, key_template=args.key_template, tombstone_ttl=args.tombstone_ttl)
-        if args.interval < 0 or args.timeout <= 0:
-            raise ValueError("--interval must be >= 0 and --timeout > 0")
-    except ValueError as e:
-        print(f"gman-udf reconcile: {e}", file=sys.stderr)
-        return 2
-    kw.setdefault("connect_timeout", max(1, round(args.timeout)))
-    kw.setdefault("read_timeout", max(round(args.timeout), LOCK_WAIT + 5))
-    redis = redis_client(args.redis)
-    metrics = Metrics()
-    rec = Reconciler(args.table, lambda: MySQLdb.connect(**kw), redis, options, args.rate, args.interval,
-                     args.function, metrics)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: rec.stop.set())
-    if args.metrics_port is not None:
-        serve_metrics(args.metrics_host, args.metrics_port, render=metrics.render)
-    log.info("reconciling %s at %s rows/s, a round at most every %.0f s", ", ".join(args.table),
-             "max" if math.isinf(args.rate) else f"{args.rate:.0f}", args.interval)
-    left = rec.run(1 if args.once else None)
-    redis.close()
-    return 1 if args.once and left else 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="gman-udf reconcile", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

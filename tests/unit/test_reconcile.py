@@ -2,7 +2,7 @@
 merging of chunk reports, the Prometheus text and the pass log line."""
 import math
 
-from pygen import reconcile
+from pygen import reconcile, reconcile_cli
 from pygen.compare import Report
 from pygen.triggers import Column, TableSchema
 
@@ -122,4 +122,4 @@ def test_pass_line_has_the_figures():
 
 
 def test_rate_option():
-    assert reconcile._rate("max") == math.inf and reconcile._rate("150") == 150.0
+    assert reconcile_cli._rate("max") == math.inf and reconcile_cli._rate("150") == 150.0
