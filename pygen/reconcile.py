@@ -239,9 +239,11 @@ class Reconciler:
                 if self._step(p):
                     return self._finish(p)
                 delay = 0.5
-            except (MySQLdb.Error, redislib.RedisError, OSError, triggers.SchemaError, RuntimeError) as e:
+            except Exception as e:  # noqa: BLE001 - MySQL or Redis away, or one nobody foresaw: never fatal
                 p.errors += 1
                 self.metrics.add("errors_total", table)
+                if not isinstance(e, (MySQLdb.Error, redislib.RedisError, OSError, triggers.SchemaError)):
+                    e = f"{type(e).__name__}: {e}"
                 log.warning("%s: %s; retrying in %.1f s", table, e, delay)
                 self._close()
                 p.schema = None
@@ -330,6 +332,9 @@ class Reconciler:
         self._count(p.table, part, len(fetched) + reread)
         self.metrics.set("pass_rows", p.table, p.report.rows)
         if len(fetched) < self.chunk:
+            p.walked = True
+        elif rows[-1][2] == p.last:  # `> last` found last again: a key that does not round-trip (FLOAT)
+            log.warning("%s: the walk does not advance past %r: pass ended early", p.table, p.last)
             p.walked = True
         else:
             p.last = rows[-1][2]
