@@ -203,6 +203,8 @@ def test_mysql_load_follows_rate(server, redis_server):
         wait_for(lambda: passes(port) >= 1, 60, "the first pass")
         read, elapsed = rows_read() - before, time.monotonic() - t0
         m = metrics(port)
+    print(f"rows read by the server: {read} in {elapsed:.1f} s ({read / elapsed:.0f}/s at --rate {rate}); "
+          f"the first pass: {m[('pass_seconds', None)]:.1f} s for {2 * rows} reads")
     # generous: the walk and the re-reads at `rate`, one chunk of burst, and slack for the rest
     assert 0 < read <= 1.5 * rate * elapsed + 2 * 250, (read, elapsed)
     assert m[("rows_read_total", None)] <= rate * (elapsed + 5) + 250
