@@ -163,16 +163,21 @@ def stream_rows(conn, t: triggers.TableSchema, batch: int = BATCH):
     cur = conn.cursor(MySQLdb.cursors.SSCursor)
     try:
         cur.execute(select_rows_sql(t))
-        n = len(t.key)
         while True:
             rows = cur.fetchmany(batch)
             if not rows:
                 break
-            if any(r[0] is None or r[1] is None for r in rows):
-                raise RuntimeError(f"udf_json_object returned NULL for a row of {t.qualified}")
-            yield [(payload_loads(r[0]), payload_loads(r[1]), tuple(r[2:2 + n])) for r in rows]
+            yield decode_rows(t, rows)
     finally:
         cur.close()
+
+
+def decode_rows(t: triggers.TableSchema, rows) -> list:
+    """select_rows_sql's result rows as (key dict, row dict, raw key values)."""
+    if any(r[0] is None or r[1] is None for r in rows):
+        raise RuntimeError(f"udf_json_object returned NULL for a row of {t.qualified}")
+    n = len(t.key)
+    return [(payload_loads(r[0]), payload_loads(r[1]), tuple(r[2:2 + n])) for r in rows]
 
 
 class Repairer:
@@ -274,56 +279,54 @@ def version_ahead(version, now: int) -> bool:
         return False
 
 
-def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
-            repairer: Optional[Repairer] = None, progress=None,
-            keep: int = 10, batch: int = BATCH, stamp=None) -> Report:
-    """Compare every row of t with Redis (and repair when a repairer is given). progress:
-    anything with update(rows), e.g. verify.Progress. stamp: a callable returning gman_stamp()
-    on a connection that is not `conn` (the repairer's when there is one); with it, version
-    keys ahead of gman_stamp() (forged: they freeze their key) are found too ("frozen")."""
-    report = Report(keep=keep)
-    template = options.key_template or DEFAULT_TEMPLATE
-    expected = set()
-    if repairer is not None:
-        repairer.start()
-        stamp = stamp or repairer.stamp
-    for rows in stream_rows(conn, t, batch):
-        writes = [expected_write(t, key, row, options) for key, row, _ in rows]
-        pipe = redis.pipeline(transaction=False)
-        for w in writes:
-            pipe.hgetall(w.key) if w.op == "hash" else pipe.get(w.key)
-            if stamp is not None:
-                pipe.get(w.version_key)
-        stored = pipe.execute(raise_on_error=False)
-        if stamp is not None:  # taken after the reads: every genuine version read is below it
-            now = stamp()
-            stored, versions = stored[0::2], stored[1::2]
-        else:
-            versions = [None] * len(stored)
-        todo, ahead = [], []
-        for w, (_, _, raw), got, version in zip(writes, rows, stored, versions):
+def compare_rows(t: triggers.TableSchema, rows, redis, options: plan_mod.Options, report: Report,
+                 expected: Optional[set] = None, repairer: Optional[Repairer] = None, stamp=None) -> List[tuple]:
+    """Compare one batch of rows (stream_rows' (key, row, raw key) triples) with Redis, count
+    what differs in report, repair it when a repairer is given. expected: a set collecting
+    the batch's Redis keys (bytes), for compare_extras. stamp: as compare()'s. Returns the
+    raw keys of the rows that differed."""
+    writes = [expected_write(t, key, row, options) for key, row, _ in rows]
+    pipe = redis.pipeline(transaction=False)
+    for w in writes:
+        pipe.hgetall(w.key) if w.op == "hash" else pipe.get(w.key)
+        if stamp is not None:
+            pipe.get(w.version_key)
+    stored = pipe.execute(raise_on_error=False)
+    if stamp is not None:  # taken after the reads: every genuine version read is below it
+        now = stamp()
+        stored, versions = stored[0::2], stored[1::2]
+    else:
+        versions = [None] * len(stored)
+    todo, ahead = [], []
+    for w, (_, _, raw), got, version in zip(writes, rows, stored, versions):
+        if expected is not None:
             expected.add(w.key.encode("utf-8"))
-            is_ahead = stamp is not None and not isinstance(version, Exception) and version_ahead(version, now)
-            if is_missing(w, got):
-                report.add("missing", w.key)
-            elif not stored_matches(w, got):
-                report.add("stale", w.key)
-            elif is_ahead:
-                report.add("frozen", w.key)
-            else:
-                continue
-            todo.append(raw)
-            if is_ahead:
-                ahead.append(w.version_key)
-        report.rows += len(rows)
-        if repairer is not None:
-            repairer.rows(todo, report, ahead)
-        if progress is not None:
-            progress.update(len(rows))
-    pattern = scan_pattern(template, t.qualified)
+        is_ahead = stamp is not None and not isinstance(version, Exception) and version_ahead(version, now)
+        if is_missing(w, got):
+            report.add("missing", w.key)
+        elif not stored_matches(w, got):
+            report.add("stale", w.key)
+        elif is_ahead:
+            report.add("frozen", w.key)
+        else:
+            continue
+        todo.append(raw)
+        if is_ahead:
+            ahead.append(w.version_key)
+    report.rows += len(rows)
+    if repairer is not None:
+        repairer.rows(todo, report, ahead)
+    return todo
+
+
+def compare_extras(t: triggers.TableSchema, redis, options: plan_mod.Options, expected: set, report: Report,
+                   repairer: Optional[Repairer] = None, batch: int = BATCH) -> None:
+    """The table's keys in Redis (SCAN MATCH of the template's pattern) that are not in
+    `expected`: counted as extra, and deleted (guarded by repairer.since) with a repairer."""
+    pattern = scan_pattern(options.key_template or DEFAULT_TEMPLATE, t.qualified)
     if not pattern.strip("*"):  # '{key}' alone: every key of the database would be a candidate
         report.extras_checked = False
-        return report
+        return
     gone: List[bytes] = []
     for key in redis.scan_iter(match=pattern, count=batch):
         if key in expected or is_version_key(key):
@@ -335,6 +338,25 @@ def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = pl
             gone = []
     if repairer is not None:
         repairer.extras(gone, report)
+
+
+def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
+            repairer: Optional[Repairer] = None, progress=None,
+            keep: int = 10, batch: int = BATCH, stamp=None) -> Report:
+    """Compare every row of t with Redis (and repair when a repairer is given). progress:
+    anything with update(rows), e.g. verify.Progress. stamp: a callable returning gman_stamp()
+    on a connection that is not `conn` (the repairer's when there is one); with it, version
+    keys ahead of gman_stamp() (forged: they freeze their key) are found too ("frozen")."""
+    report = Report(keep=keep)
+    expected: set = set()
+    if repairer is not None:
+        repairer.start()
+        stamp = stamp or repairer.stamp
+    for rows in stream_rows(conn, t, batch):
+        compare_rows(t, rows, redis, options, report, expected, repairer, stamp)
+        if progress is not None:
+            progress.update(len(rows))
+    compare_extras(t, redis, options, expected, report, repairer, batch)
     return report
 
 

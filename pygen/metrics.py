@@ -55,12 +55,16 @@ class Stats:
         self.array[self.index[name]] = value
 
 
-def serve_metrics(host: str, port: int, array, slots: int):
+def serve_metrics(host: str, port: int, array=None, slots: int = 1, render=None):
+    """Serve Prometheus text: the worker's counters (array, slots), or render()'s text."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    if render is None:
+        def render():
+            return prometheus_text(totals(array, slots))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = prometheus_text(totals(array, slots)).encode()
+            body = render().encode()
             self.send_response(200 if self.path in ("/", "/metrics") else 404)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))

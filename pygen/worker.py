@@ -78,9 +78,10 @@ from pygen.apply import parse_dsn, redis_target
 from pygen.committed import CommittedReader, Gone, Pending
 from pygen.compare import stored_matches, version_ahead
 from pygen.gearman_worker import Worker as GearmanWorker
-from pygen.metrics import FIELDS, Stats, log_stats, serve_metrics
+from pygen.metrics import FIELDS, Stats, log_stats, prometheus_text, serve_metrics, totals
 from pygen.payload import Change, PayloadError, parse
 from pygen.redis_writer import RedisWriter
+from pygen.reconcile_cli import add_worker_arguments, start_in_worker
 
 log = logging.getLogger("gman-udf.worker")
 
@@ -421,6 +422,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus text on http://HOST:PORT/metrics")
     p.add_argument("--metrics-host", default="127.0.0.1", help="(default %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_worker_arguments(p)
 
 
 def _check(args) -> None:
@@ -434,6 +436,8 @@ def _check(args) -> None:
         raise ValueError("--max-future-skew must be >= 0")
     if args.mysql:
         parse_dsn(args.mysql)
+    if args.reconcile and not args.mysql:
+        raise ValueError("--reconcile needs --mysql DSN")
     redis_target(args.redis, args.redis_cluster)
     if args.batch < 1 or args.processes < 1:
         raise ValueError("--batch and --processes must be at least 1")
@@ -468,8 +472,10 @@ def run(args) -> int:
 
 
 def _start_reporting(args, array, slots, stop) -> None:
+    reconciling = start_in_worker(args, options_from_args(args), stop)  # --reconcile: a thread, ends with stop
     if args.metrics_port is not None:
-        serve_metrics(args.metrics_host, args.metrics_port, array, slots)
+        render = None if reconciling is None else lambda: prometheus_text(totals(array, slots)) + reconciling.render()
+        serve_metrics(args.metrics_host, args.metrics_port, array, slots, render)
     if args.stats_interval > 0:
         threading.Thread(target=log_stats, args=(array, slots, args.stats_interval, stop),
                          name="stats", daemon=True).start()
