@@ -58,13 +58,47 @@ class _Link:
         self.fd = -1
         self.retry_at = self.backoff = 0.0
         self.deadline = 0.0      # connecting: give up then; grabs outstanding: no reply by then = dead
-        self.grabs = 0           # GRAB_JOB_UNIQ sent, reply not yet read
+        self.grabs = 0           # grabs sent, reply not yet read
         self.empty = False       # a NO_JOB came in this round
         self.slept_at = 0.0
+        # False once the server refused GRAB_JOB_UNIQ (Perl Gearman::Server): GRAB_JOB from then
+        # on, for every later connection to it too. Such a server keeps a job after WORK_EXCEPTION.
+        self.uniq = True
+        # What the server may still answer, in send order: [kind, count] with kind "U"
+        # (GRAB_JOB_UNIQ) or "G" (GRAB_JOB), each answered exactly once, or "R" (results:
+        # WORK_COMPLETE/FAIL/EXCEPTION), answered only when refused, by an ERROR. It tells which
+        # request an ERROR answers: replies come in request order on a connection.
+        self.order: collections.deque[list] = collections.deque()
+        self.quiet: dict[str, list] = {}  # warning kind -> [last logged at, suppressed since]
+
+    def expect(self, kind: str, n: int) -> None:
+        if self.order and self.order[-1][0] == kind:
+            self.order[-1][1] += n
+        else:
+            self.order.append([kind, n])
+
+    def answer(self, error: bool) -> str | None:
+        """Account for one reply; returns the kind of request it answers, None if nothing
+        waits for it. A grab's reply also settles the results sent before it (not refused)."""
+        order = self.order
+        if error and order and order[0][0] == "R":
+            kind = "R"
+        else:
+            while order and order[0][0] == "R":
+                order.popleft()
+            if not order:
+                return None
+            kind = order[0][0]
+            self.grabs -= 1
+        order[0][1] -= 1
+        if not order[0][1]:
+            order.popleft()
+        return kind
 
 
-_GRAB = encode(REQ, Type.GRAB_JOB_UNIQ)
+_GRAB = {True: encode(REQ, Type.GRAB_JOB_UNIQ), False: encode(REQ, Type.GRAB_JOB)}
 _PRE_SLEEP = encode(REQ, Type.PRE_SLEEP)
+WARN_EVERY = 10.0  # seconds: a repeated warning of one server is logged at most this often
 
 
 class Worker:
@@ -115,6 +149,7 @@ class Worker:
             link.fd = -1
         link.conn.close()
         link.state, link.grabs, link.empty = "down", 0, False
+        link.order.clear()
         link.gen += 1  # jobs taken on the old connection can no longer be answered
         if any(job._link is link for job in self._ready):  # gearmand re-queues them: drop our copies
             self._ready = collections.deque(job for job in self._ready if job._link is not link)
@@ -157,6 +192,17 @@ class Worker:
             self._down(link, e)
             return False
 
+    def _warn(self, link: _Link, kind: str, message: str) -> None:
+        """A warning that a server may cause at any rate: logged at most every WARN_EVERY s."""
+        now = time.monotonic()
+        last = link.quiet.setdefault(kind, [-WARN_EVERY, 0])
+        if now - last[0] < WARN_EVERY:
+            last[1] += 1
+            return
+        more = f" ({last[1]} more like it not logged)" if last[1] else ""
+        log.warning("gearmand %s: %s%s", link.conn.address, message, more)
+        last[0], last[1] = now, 0
+
     # ---- reading
     def _read(self, link: _Link) -> None:
         try:
@@ -165,28 +211,49 @@ class Worker:
         except (OSError, ProtocolError) as e:
             return self._down(link, e)
         link.deadline = time.monotonic() + self.timeout  # progress: a big payload may take several reads
-        link.backoff = 0.0
         for type, args in packets:
-            if type == Type.JOB_ASSIGN_UNIQ:
-                link.grabs -= 1
-                self._ready.append(Job(self, link, *args))
-            elif type == Type.NO_JOB:
-                link.grabs -= 1
-                link.empty = True
+            if type in (Type.JOB_ASSIGN_UNIQ, Type.JOB_ASSIGN, Type.NO_JOB):
+                if link.answer(False) is None:
+                    return self._down(link, f"{Type(type).name} without a grab")
+                link.backoff = 0.0  # only a useful reply proves the server works: not an ERROR
+                if type == Type.JOB_ASSIGN_UNIQ:
+                    self._ready.append(Job(self, link, *args))
+                elif type == Type.JOB_ASSIGN:  # the answer to GRAB_JOB: no unique id
+                    self._ready.append(Job(self, link, args[0], args[1], b"", args[2]))
+                else:
+                    link.empty = True
             elif type == Type.NOOP:
+                link.backoff = 0.0
                 link.empty = False
                 if link.state == "sleeping":
                     link.state = "awake"
-            elif type == Type.ERROR:  # e.g. a result for a job gearmand no longer knows
-                log.warning("gearmand %s: error %s: %s", link.conn.address, from_bytes(args[0]),
-                            from_bytes(args[1]))
+            elif type == Type.ERROR:
+                if not self._refused(link, from_bytes(args[0]), from_bytes(args[1])[:200].strip()):
+                    return
             else:
                 return self._down(link, f"unexpected {Type(type).name}")
-        if link.grabs < 0:
-            return self._down(link, "more replies than grabs")
         if link.state == "awake" and link.grabs == 0 and link.empty:
             if self._send(link, _PRE_SLEEP):
                 link.state, link.slept_at = "sleeping", time.monotonic()
+
+    def _refused(self, link: _Link, code: str, text: str) -> bool:
+        """An ERROR: the answer to the oldest request still waiting for one. False if the
+        link went down for it."""
+        kind = link.answer(True)
+        if kind == "U":
+            if link.uniq:  # a server of the original protocol; its other "U" grabs fail alike
+                link.uniq = False
+                log.warning("gearmand %s refuses GRAB_JOB_UNIQ (%s: %s); using GRAB_JOB (no unique ids)",
+                            link.conn.address, code, text)
+            return True
+        if kind == "G":  # a server that refuses every grab gives no job: down, with back-off
+            self._down(link, f"refuses GRAB_JOB ({code}: {text})")
+            return False
+        if kind == "R":
+            self._warn(link, "result", f"refused a job's result ({code}: {text})")
+        else:
+            self._warn(link, "error", f"error {code} answering no request: {text}")
+        return True
 
     def _maintain(self, now: float) -> None:
         for link in self.links:
@@ -210,8 +277,9 @@ class Worker:
             n = min(share, want)
             if n <= 0:
                 break
-            if self._send(link, _GRAB * n):
+            if self._send(link, _GRAB[link.uniq] * n):
                 link.grabs, link.deadline = n, now + self.timeout
+                link.expect("U" if link.uniq else "G", n)
                 want -= n
 
     def _poll(self, timeout: float) -> None:
@@ -249,7 +317,10 @@ class Worker:
             raise GearmanError(f"job {job.handle} already finished")
         job.done = True
         link = job._link
-        return link.gen == job._gen and link.state in ("awake", "sleeping") and self._send(link, packet)
+        if link.gen == job._gen and link.state in ("awake", "sleeping") and self._send(link, packet):
+            link.expect("R", 1)
+            return True
+        return False
 
     def complete(self, job: Job, data: bytes | str = b"") -> bool:
         return self._finish(job, encode(REQ, Type.WORK_COMPLETE, job.handle, data))
@@ -258,6 +329,8 @@ class Worker:
         return self._finish(job, encode(REQ, Type.WORK_FAIL, job.handle))
 
     def exception(self, job: Job, text: str) -> bool:
+        if not job._link.uniq:  # Gearman::Server keeps a job after WORK_EXCEPTION: it would never end
+            return self._finish(job, encode(REQ, Type.WORK_FAIL, job.handle))
         return self._finish(job, encode(REQ, Type.WORK_EXCEPTION, job.handle, to_bytes(text)))
 
     def complete_many(self, jobs, data: bytes | str = b"") -> int:
@@ -270,7 +343,12 @@ class Worker:
             if job._link.gen == job._gen and job._link.state in ("awake", "sleeping"):
                 by_link.setdefault(id(job._link), (job._link, []))[1].append(
                     encode(REQ, Type.WORK_COMPLETE, job.handle, data))
-        return sum(len(packets) for link, packets in by_link.values() if self._send(link, b"".join(packets)))
+        sent = 0
+        for link, packets in by_link.values():
+            if self._send(link, b"".join(packets)):
+                link.expect("R", len(packets))
+                sent += len(packets)
+        return sent
 
     # ---- the callable API
     def work(self, job: Job) -> None:
