@@ -27,6 +27,9 @@ class JobServerError(GearmanError):
         super().__init__(f"gearmand error {code}: {text}")
         self.code, self.text = code, text
         self.handles = list(handles)  # submit_many_background: the jobs accepted before the error
+        self.results: list = []       # submit_many_background: per job sent, its handle or its error
+        # True when the ERROR was the whole answer to a request: the connection stays usable
+        self.in_sync = False
 
 
 def parse_server(spec) -> tuple[str, int]:
