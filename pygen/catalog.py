@@ -52,6 +52,8 @@ FUNCTIONS = (
     Function("gman_stamp", "gman_stamp()", "INTEGER", 0, 0,
              "microseconds since the epoch, strictly increasing in the server: a row version"),
     Function("gman_last_error", "gman_last_error()", "STRING", 0, 0, "why the last gman_* or json call of this thread failed"),
+    Function("gman_stats", "gman_stats()", "STRING", 0, 0,
+             "pipeline counters of this server process as JSON: jobs sent, confirmed, refused, rescued, lost, ..."),
 )
 
 

@@ -34,3 +34,5 @@ DROP FUNCTION IF EXISTS gman_stamp;
 CREATE FUNCTION gman_stamp RETURNS INTEGER SONAME 'gman_udf.so';
 DROP FUNCTION IF EXISTS gman_last_error;
 CREATE FUNCTION gman_last_error RETURNS STRING SONAME 'gman_udf.so';
+DROP FUNCTION IF EXISTS gman_stats;
+CREATE FUNCTION gman_stats RETURNS STRING SONAME 'gman_udf.so';

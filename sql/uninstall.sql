@@ -19,3 +19,4 @@ DROP FUNCTION IF EXISTS gman_sum;
 DROP FUNCTION IF EXISTS gman_bulk_background;
 DROP FUNCTION IF EXISTS gman_stamp;
 DROP FUNCTION IF EXISTS gman_last_error;
+DROP FUNCTION IF EXISTS gman_stats;

@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include "gm_client.h"
 
+#include "gm_pipeline.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -14,8 +16,11 @@
 
 #define GM_UNIQUE_MAX 63     /* GEARMAN_MAX_UNIQUE_SIZE is 64 with the NUL: gearmand keeps 63 bytes */
 #define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
-#define GM_STREAM_SEND_AT 65536
-#define GM_DRAIN_MAX 4096 /* replies read in one go without waiting: a flood cannot pin us */
+/* Unanswered jobs of a stream: adapted between these, so that a burst takes a quarter of
+ * io_timeout_ms at most (a durable queue takes ~1 ms per job, more on a busy disk). */
+#define GM_STREAM_WINDOW_MIN 8
+#define GM_STREAM_WINDOW_START 32
+#define GM_STREAM_WINDOW_MAX 256
 
 /* What an operation on one connection reports to the failover loop. */
 enum gm_op_result {
@@ -199,99 +204,10 @@ static int gm_op_submit_bg(gm_conn *c, void *vctx, const gm_config *cfg, char *e
     return gm_client_send_job(c, ctx->job, cfg, ctx->handle, ctx->handle_len, err);
 }
 
-/* ---- pipelined background jobs (pipeline_window > 0) ---- */
-
-typedef struct gm_pipe_ctx {
-    const gm_job *job;
-    char *rescue; /* unconfirmed packets taken off a failed connection, to send elsewhere */
-    size_t rescue_len, rescue_cap;
-    unsigned rescue_count;
-} gm_pipe_ctx;
-
-/* Read confirmations: all that are there now (deadline < 0), or wait for one. */
-static int gm_pipe_read(gm_conn *c, const gm_config *cfg, int64_t deadline, char *err)
-{
-    for (int n = 0; deadline >= 0 || n < GM_DRAIN_MAX; n++) {
-        gm_packet pkt;
-        int r = gm_conn_recv(c, &pkt, gm_client_max_reply(cfg), deadline, err);
-        if (r == GM_NEED_MORE)
-            return GM_OP_OK;
-        if (r != GM_OK)
-            return GM_OP_IO;
-        if (pkt.type == GM_JOB_CREATED && c->pcount) {
-            gm_conn_confirm(c);
-            if (deadline >= 0)
-                return GM_OP_OK;
-        } else if (pkt.type == GM_ERROR) {
-            gm_client_error_packet(&pkt, err); /* refused: the jobs go elsewhere */
-            return GM_OP_IO;
-        } else if (pkt.type != GM_NOOP) {
-            snprintf(err, GM_ERRLEN, "unexpected %s", gm_proto_type_name(pkt.type));
-            return GM_OP_IO;
-        }
-    }
-    return GM_OP_OK;
-}
-
-/* Move c's unconfirmed jobs into the rescue buffer. */
-static void gm_pipe_rescue(gm_pipe_ctx *ctx, gm_conn *c)
-{
-    size_t n = c->plen - c->ppos;
-    if (c->pcount == 0)
-        return;
-    if (ctx->rescue_cap - ctx->rescue_len < n) {
-        size_t cap = ctx->rescue_len + n;
-        char *p = realloc(ctx->rescue, cap);
-        if (p == NULL)
-            return; /* reported below as lost */
-        ctx->rescue = p;
-        ctx->rescue_cap = cap;
-    }
-    memcpy(ctx->rescue + ctx->rescue_len, c->pbuf + c->ppos, n);
-    ctx->rescue_len += n;
-    ctx->rescue_count += c->pcount;
-    c->ppos = c->plen = 0;
-    c->pcount = 0;
-}
-
-static int gm_op_submit_pipelined(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
-{
-    gm_pipe_ctx *ctx = vctx;
-    int64_t deadline = gm_deadline(cfg->io_timeout_ms);
-    int rc = gm_pipe_read(c, cfg, -1, err);
-    if (rc == GM_OP_OK && ctx->rescue_count) { /* older jobs first */
-        if (gm_conn_queue_raw(c, ctx->rescue, ctx->rescue_len, err) != GM_OK ||
-            gm_conn_pend(c, ctx->rescue, ctx->rescue_len, ctx->rescue_count, err) != GM_OK)
-            rc = GM_OP_IO;
-        else
-            ctx->rescue_len = ctx->rescue_count = 0;
-    }
-    while (rc == GM_OP_OK && c->pcount >= (unsigned)cfg->pipeline_window) {
-        if (gm_conn_flush(c, deadline, err) != GM_OK) /* the rescued jobs, before waiting on them */
-            rc = GM_OP_IO;
-        else
-            rc = gm_pipe_read(c, cfg, deadline, err);
-    }
-    if (rc == GM_OP_OK) {
-        const gm_job *job = ctx->job;
-        gm_slice args[3] = {{job->fn, job->fn_len}, {job->unique, job->unique_len}, {job->workload, job->workload_len}};
-        size_t n = gm_proto_packet_size(args, 3); /* the packet just queued ends the send buffer */
-        if (gm_client_queue_job(c, job, err) != GM_OK) {
-            gm_pipe_rescue(ctx, c);
-            return GM_OP_FINAL;
-        }
-        if (gm_conn_pend(c, c->wbuf + c->wlen - n, n, 1, err) != GM_OK ||
-            gm_conn_flush(c, deadline, err) != GM_OK)
-            rc = GM_OP_IO;
-    }
-    if (rc != GM_OP_OK)
-        gm_pipe_rescue(ctx, c);
-    return rc;
-}
-
-int gm_client_submit_bg(const gm_job *job, char *handle, size_t *handle_len, char *err)
+int gm_client_submit_bg(const gm_job *job, char *handle, size_t *handle_len, char *note, char *err)
 {
     const gm_config *cfg = gm_settings(err);
+    note[0] = '\0';
     if (cfg == NULL)
         return GM_ERR;
     if (cfg->pipeline_window == 0) {
@@ -299,29 +215,21 @@ int gm_client_submit_bg(const gm_job *job, char *handle, size_t *handle_len, cha
         return gm_client_run(job->fn, job->fn_len, gm_op_submit_bg, 1, &ctx, err);
     }
     /* Pipelined: no handle yet, so the value is the job's unique id. */
-    gm_pipe_ctx ctx = {job, NULL, 0, 0, 0};
-    int rc = gm_client_run(job->fn, job->fn_len, gm_op_submit_pipelined, 0, &ctx, err);
-    if (ctx.rescue_count) {
-        char tmp[GM_ERRLEN];
-        snprintf(tmp, sizeof tmp, "%u unconfirmed jobs lost (no server took them): %s", ctx.rescue_count, err);
-        snprintf(err, GM_ERRLEN, "%s", tmp);
-        rc = GM_ERR;
-    }
-    free(ctx.rescue);
-    if (rc == GM_OK) {
-        size_t n = job->unique_len > GM_HANDLE_MAX ? GM_HANDLE_MAX : job->unique_len;
-        memcpy(handle, job->unique, n);
-        handle[n] = '\0';
-        *handle_len = n;
-    }
-    return rc;
+    if (gm_pipeline_submit(job->type, job->fn, job->fn_len, job->unique, job->unique_len, job->workload,
+                           job->workload_len, note, err) != GM_OK)
+        return GM_ERR;
+    size_t n = job->unique_len > GM_HANDLE_MAX ? GM_HANDLE_MAX : job->unique_len;
+    memcpy(handle, job->unique, n);
+    handle[n] = '\0';
+    *handle_len = n;
+    return GM_OK;
 }
 
 typedef struct gm_do_ctx {
     const gm_job *job;
     enum gm_outcome outcome;
     char *data;
-    size_t data_len;
+    size_t data_len, data_cap;
 } gm_do_ctx;
 
 /* Ask gearmand to forward WORK_EXCEPTION (it sends WORK_FAIL otherwise). */
@@ -342,9 +250,36 @@ static int gm_client_enable_exceptions(gm_conn *c, const gm_config *cfg, char *e
     return GM_OP_OK;
 }
 
+/* Append a piece of the job's result to ctx->data (NUL-terminated), within max_workload. */
+static int gm_do_append(gm_do_ctx *ctx, const gm_slice *piece, const gm_config *cfg, const char *handle, char *err)
+{
+    if (piece->len > cfg->max_workload - ctx->data_len) {
+        snprintf(err, GM_ERRLEN, "job %s: result larger than max_workload (%zu bytes)", handle, cfg->max_workload);
+        return GM_ERR;
+    }
+    size_t want = ctx->data_len + piece->len + 1;
+    if (want > ctx->data_cap) {
+        size_t cap = ctx->data_cap ? ctx->data_cap : 256;
+        while (cap < want)
+            cap *= 2;
+        char *p = realloc(ctx->data, cap);
+        if (p == NULL) {
+            snprintf(err, GM_ERRLEN, "out of memory for a %zu-byte result", want);
+            return GM_ERR;
+        }
+        ctx->data = p;
+        ctx->data_cap = cap;
+    }
+    memcpy(ctx->data + ctx->data_len, piece->p, piece->len);
+    ctx->data_len += piece->len;
+    ctx->data[ctx->data_len] = '\0';
+    return GM_OK;
+}
+
 static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
 {
     gm_do_ctx *ctx = vctx;
+    ctx->data_len = 0; /* a second attempt starts over */
     char handle[GM_HANDLE_MAX + 1];
     size_t hlen;
     int rc = gm_client_enable_exceptions(c, cfg, err);
@@ -368,8 +303,7 @@ static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
             snprintf(err, GM_ERRLEN, "job %s accepted, then: %.180s", handle, why);
             return GM_OP_FINAL;
         }
-        if (pkt.type == GM_NOOP || pkt.type == GM_WORK_DATA || pkt.type == GM_WORK_WARNING ||
-            pkt.type == GM_WORK_STATUS)
+        if (pkt.type == GM_NOOP || pkt.type == GM_WORK_WARNING || pkt.type == GM_WORK_STATUS)
             continue;
         if (pkt.nargs == 0 || pkt.arg[0].len != hlen || memcmp(pkt.arg[0].p, handle, hlen) != 0)
             continue; /* not about our job */
@@ -377,16 +311,16 @@ static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
             ctx->outcome = GM_JOB_FAIL;
             return GM_OP_OK;
         }
+        if (pkt.type == GM_WORK_EXCEPTION)
+            ctx->data_len = 0; /* the result is the exception's text alone */
+        if (pkt.type == GM_WORK_DATA || pkt.type == GM_WORK_COMPLETE || pkt.type == GM_WORK_EXCEPTION) {
+            /* A streamed result is its WORK_DATA chunks, then WORK_COMPLETE's data, as
+             * libgearman's clients see it; bounded like one reply. */
+            if (gm_do_append(ctx, &pkt.arg[1], cfg, handle, err) != GM_OK)
+                return GM_OP_FINAL;
+        }
         if (pkt.type == GM_WORK_COMPLETE || pkt.type == GM_WORK_EXCEPTION) {
             ctx->outcome = pkt.type == GM_WORK_COMPLETE ? GM_JOB_COMPLETE : GM_JOB_EXCEPTION;
-            ctx->data = malloc(pkt.arg[1].len + 1);
-            if (ctx->data == NULL) {
-                snprintf(err, GM_ERRLEN, "out of memory for a %zu-byte result", pkt.arg[1].len);
-                return GM_OP_FINAL;
-            }
-            memcpy(ctx->data, pkt.arg[1].p, pkt.arg[1].len);
-            ctx->data[pkt.arg[1].len] = '\0';
-            ctx->data_len = pkt.arg[1].len;
             return GM_OP_OK;
         }
     }
@@ -394,8 +328,15 @@ static int gm_op_do(gm_conn *c, void *vctx, const gm_config *cfg, char *err)
 
 int gm_client_do(const gm_job *job, enum gm_outcome *outcome, char **data, size_t *data_len, char *err)
 {
-    gm_do_ctx ctx = {job, GM_JOB_FAIL, NULL, 0};
+    gm_do_ctx ctx = {job, GM_JOB_FAIL, NULL, 0, 0};
     int rc = gm_client_run(job->fn, job->fn_len, gm_op_do, 1, &ctx, err);
+    if (rc == GM_OK && ctx.data == NULL && (ctx.data = malloc(1)) != NULL)
+        ctx.data[0] = '\0'; /* an empty result */
+    if (rc != GM_OK) {
+        free(ctx.data);
+        ctx.data = NULL;
+        ctx.data_len = 0;
+    }
     *outcome = ctx.outcome;
     *data = ctx.data;
     *data_len = ctx.data_len;
@@ -455,21 +396,28 @@ static int gm_stream_fail(gm_stream *st, char *err, const char *what)
     return GM_ERR;
 }
 
-/* Account for one reply. */
-static int gm_stream_take(gm_stream *st, const gm_packet *pkt, char *err)
+/* Account for one reply, after the pipe paired it with its job. */
+static int gm_stream_on_reply(void *vst, const gm_packet *pkt, const gm_reply *r, char *err)
 {
+    gm_stream *st = vst;
+    if (r->kind == GM_REPLY_CONFIRMED) {
+        if (st->want_results && gm_handles_add(&st->handles, pkt->arg[0].p, pkt->arg[0].len) != GM_OK) {
+            snprintf(err, GM_ERRLEN, "out of memory (or a handle over %d bytes)", GM_HANDLE_MAX);
+            return GM_ERR;
+        }
+        st->created++;
+        return GM_OK;
+    }
+    if (r->kind == GM_REPLY_REFUSED) { /* this job only: the others go on */
+        if (st->refused++ == 0)
+            snprintf(st->refusal, sizeof st->refusal, "%.180s (job %s refused", r->why, r->unique);
+        return GM_OK;
+    }
     /* A result counts only for a job of this stream, and only once. */
     int ours = pkt->nargs > 0 && (pkt->type == GM_WORK_COMPLETE || pkt->type == GM_WORK_FAIL ||
                                   pkt->type == GM_WORK_EXCEPTION) &&
                gm_handles_finish(&st->handles, pkt->arg[0].p, pkt->arg[0].len);
     switch (pkt->type) {
-    case GM_JOB_CREATED:
-        if (st->created == st->sent)
-            return gm_stream_fail(st, err, "JOB_CREATED for a job it was not sent");
-        if (st->want_results && gm_handles_add(&st->handles, pkt->arg[0].p, pkt->arg[0].len) != GM_OK)
-            return gm_stream_fail(st, err, "out of memory (or a handle over 255 bytes)");
-        st->created++;
-        return GM_OK;
     case GM_WORK_COMPLETE: {
         if (!ours)
             return GM_OK;
@@ -480,52 +428,19 @@ static int gm_stream_take(gm_stream *st, const gm_packet *pkt, char *err)
         errno = 0;
         long long v = strtoll(num, NULL, 10); /* a non-number counts 0, as in gearman-mysql-udf */
         st->completed++;
-        if (errno == ERANGE || __builtin_add_overflow(st->sum, (int64_t)v, &st->sum))
-            return gm_stream_fail(st, err, "the sum is out of the BIGINT range");
+        if (errno == ERANGE || __builtin_add_overflow(st->sum, (int64_t)v, &st->sum)) {
+            snprintf(err, GM_ERRLEN, "the sum is out of the BIGINT range");
+            return GM_ERR;
+        }
         return GM_OK;
     }
     case GM_WORK_FAIL:
     case GM_WORK_EXCEPTION:
         st->failed += ours;
         return GM_OK;
-    case GM_ERROR: {
-        char e[GM_ERRLEN];
-        gm_client_error_packet(pkt, e);
-        return gm_stream_fail(st, err, e);
-    }
     default:
         return GM_OK; /* NOOP, WORK_DATA, WORK_STATUS, WORK_WARNING */
     }
-}
-
-/* Send and receive what can move now, or wait for progress until deadline. */
-static int gm_stream_pump(gm_stream *st, int64_t deadline, char *err)
-{
-    char e[GM_ERRLEN];
-    gm_packet pkt;
-    int r;
-    int took = 0;
-    if (gm_conn_flush_some(st->conn, e) != GM_OK)
-        return gm_stream_fail(st, err, e);
-    for (int n = 0; n < GM_DRAIN_MAX && (r = gm_conn_recv(st->conn, &pkt, gm_client_max_reply(st->cfg), -1, e)) == GM_OK;
-         n++) {
-        took = 1;
-        if (gm_stream_take(st, &pkt, err) != GM_OK)
-            return GM_ERR;
-    }
-    if (r == GM_ERR)
-        return gm_stream_fail(st, err, e);
-    if (deadline >= 0 && gm_now_us() >= deadline)
-        return gm_stream_fail(st, err, "timed out waiting for confirmations");
-    if (deadline < 0 || took)
-        return GM_OK; /* wait only when nothing moved: the caller checks whether it is done */
-    struct pollfd p = {st->conn->fd, POLLIN | (st->conn->wpos < st->conn->wlen ? POLLOUT : 0), 0};
-    int64_t left = deadline - gm_now_us();
-    if (left <= 0)
-        return gm_stream_fail(st, err, "timed out waiting for confirmations");
-    if (poll(&p, 1, (int)((left + 999) / 1000)) < 0 && errno != EINTR)
-        return gm_stream_fail(st, err, strerror(errno));
-    return GM_OK;
 }
 
 int gm_stream_add(gm_stream *st, const gm_job *job, char *err)
@@ -537,38 +452,57 @@ int gm_stream_add(gm_stream *st, const gm_job *job, char *err)
         return GM_ERR;
     if (gm_client_check(st->cfg, job, err) != GM_OK)
         return GM_ERR;
-    if (gm_client_queue_job(st->conn, job, e) != GM_OK)
+    gm_slice args[3] = {{job->fn, job->fn_len}, {job->unique, job->unique_len}, {job->workload, job->workload_len}};
+    if (gm_pipe_send_job(st->conn, job->type, args, 3, e) != GM_OK)
         return gm_stream_fail(st, err, e);
     st->sent++;
-    if (st->conn->wlen - st->conn->wpos < GM_STREAM_SEND_AT)
+    /* A bounded number of jobs in flight: past the window, send them and wait until half
+     * are answered, so a server reading a whole burst before answering never gets a flood.
+     * The window follows the server: a burst should take it well under io_timeout_ms. */
+    if (st->window == 0)
+        st->window = GM_STREAM_WINDOW_START;
+    if (gm_pipe_count(st->conn) < st->window && gm_pipe_bytes(st->conn) < GM_PIPE_BYTES_MAX)
         return GM_OK;
-    /* Keep at most ~1 MiB unsent: past it, wait (bounded) for the socket to drain. */
-    int64_t deadline = gm_deadline(st->cfg->io_timeout_ms);
-    do {
-        if (gm_stream_pump(st, st->conn->wlen - st->conn->wpos > (1u << 20) ? deadline : -1, err) != GM_OK)
-            return GM_ERR;
-    } while (st->conn->wlen - st->conn->wpos > (1u << 20));
+    int64_t t0 = gm_now_us(), io = (int64_t)st->cfg->io_timeout_ms * 1000;
+    if (gm_pipe_drain(st->conn, st->window / 2, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) !=
+        GM_OK)
+        return gm_stream_fail(st, err, e);
+    int64_t took = gm_now_us() - t0;
+    if (took > io / 4 && st->window > GM_STREAM_WINDOW_MIN)
+        st->window /= 2;
+    else if (took < io / 16 && st->window < GM_STREAM_WINDOW_MAX)
+        st->window *= 2;
     return GM_OK;
 }
 
 int gm_stream_finish(gm_stream *st, char *err)
 {
+    char e[GM_ERRLEN];
     if (st->broken)
         return GM_ERR;
     if (st->conn == NULL)
         return GM_OK; /* no rows */
-    int wait_ms = st->want_results ? st->cfg->do_timeout_ms : st->cfg->io_timeout_ms;
-    int64_t deadline = gm_deadline(wait_ms);
-    for (;;) {
-        uint64_t before = st->created + st->completed + st->failed;
-        int done = st->created == st->sent && (!st->want_results || st->completed + st->failed == st->sent);
-        if (done && st->conn->wpos == st->conn->wlen)
-            return GM_OK;
-        if (gm_stream_pump(st, deadline, err) != GM_OK)
-            return GM_ERR;
-        if (st->created + st->completed + st->failed != before)
-            deadline = gm_deadline(wait_ms); /* progress: the timeout is per reply, not per group */
+    size_t max_reply = gm_client_max_reply(st->cfg);
+    if (gm_pipe_drain(st->conn, 0, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) != GM_OK)
+        return gm_stream_fail(st, err, e);
+    /* Every job answered; foreground ones also end: each result restarts the wait. */
+    int64_t deadline = gm_deadline(st->cfg->do_timeout_ms);
+    while (st->want_results && st->completed + st->failed < st->created) {
+        uint64_t before = st->completed + st->failed;
+        unsigned nread;
+        if (gm_pipe_read(st->conn, max_reply, deadline, gm_stream_on_reply, st, &nread, e) != GM_OK)
+            return gm_stream_fail(st, err, st->conn->timed_out ? "timed out waiting for results" : e);
+        if (st->completed + st->failed != before)
+            deadline = gm_deadline(st->cfg->do_timeout_ms);
+        else if (gm_now_us() >= deadline)
+            return gm_stream_fail(st, err, "timed out waiting for results");
     }
+    if (st->refused) {
+        snprintf(err, GM_ERRLEN, "gearmand %s: %.200s; %llu of %llu refused)", st->server->name, st->refusal,
+                 (unsigned long long)st->refused, (unsigned long long)st->sent);
+        return GM_ERR; /* the connection stays good: every job was answered */
+    }
+    return GM_OK;
 }
 
 void gm_stream_close(gm_stream *st)
@@ -576,8 +510,8 @@ void gm_stream_close(gm_stream *st)
     gm_handles_free(&st->handles);
     if (st->conn == NULL)
         return;
-    int clean = !st->broken && st->created == st->sent &&
-                (!st->want_results || st->completed + st->failed == st->sent);
+    int clean = !st->broken && gm_pipe_count(st->conn) == 0 &&
+                (!st->want_results || st->completed + st->failed == st->created);
     if (clean)
         gm_server_checkin(st->server, st->conn);
     else

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gm_pipeline.h"
 #include "udf_error.h"
 
 int64_t gm_now_us(void)
@@ -96,7 +97,7 @@ void gm_conn_close(gm_conn *c)
         close(c->fd);
     free(c->rbuf);
     free(c->wbuf);
-    free(c->pbuf);
+    gm_pipe_free(c->pending);
     free(c);
 }
 
@@ -147,27 +148,6 @@ int gm_conn_queue_raw(gm_conn *c, const char *p, size_t len, char *err)
     return GM_OK;
 }
 
-int gm_conn_pend(gm_conn *c, const char *p, size_t len, unsigned count, char *err)
-{
-    if (gm_conn_room(&c->pbuf, &c->ppos, &c->plen, &c->pcap, len) != GM_OK)
-        return gm_conn_fail(err, "out of memory", 0);
-    memcpy(c->pbuf + c->plen, p, len);
-    c->plen += len;
-    c->pcount += count;
-    return GM_OK;
-}
-
-void gm_conn_confirm(gm_conn *c)
-{
-    if (c->pcount == 0 || c->plen - c->ppos < GM_HEADER_SIZE)
-        return;
-    const unsigned char *h = (const unsigned char *)c->pbuf + c->ppos + 8;
-    size_t size = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
-    c->ppos += GM_HEADER_SIZE + size;
-    if (--c->pcount == 0 || c->ppos >= c->plen)
-        c->ppos = c->plen = 0;
-}
-
 /* One write attempt: GM_OK (maybe partial), GM_NEED_MORE (would block), GM_ERR. */
 static int gm_conn_write_once(gm_conn *c, char *err)
 {
@@ -209,6 +189,16 @@ int gm_conn_flush_some(gm_conn *c, char *err)
     return GM_OK;
 }
 
+int gm_conn_wait_io(gm_conn *c, int64_t deadline, char *err)
+{
+    short events = POLLIN | (c->wpos < c->wlen ? POLLOUT : 0);
+    if (gm_conn_wait(c->fd, events, deadline, err) != GM_OK) {
+        c->timed_out = 1;
+        return gm_conn_fail(err, "no reply (timed out)", 0);
+    }
+    return GM_OK;
+}
+
 int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, char *err)
 {
     for (;;) {
@@ -225,8 +215,16 @@ int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, 
             c->rpos += used;
             return GM_OK;
         }
-        if (r == GM_ERR)
+        if (r == GM_ERR) {
+            /* Every caller's limit is max_workload plus room for a handle: name the setting. */
+            if (why && strcmp(why, "packet larger than limit") == 0 && c->rlen - c->rpos >= GM_HEADER_SIZE) {
+                const unsigned char *h = (const unsigned char *)c->rbuf + c->rpos + 8;
+                unsigned long size = (unsigned long)h[0] << 24 | (unsigned long)h[1] << 16 | (unsigned long)h[2] << 8 | h[3];
+                snprintf(err, GM_ERRLEN, "packet larger than limit: %lu bytes, max_workload + 4096 is %zu", size, max_data);
+                return GM_ERR;
+            }
             return gm_conn_fail(err, why ? why : "bad packet", 0);
+        }
         /* Read at least what the packet still lacks, and up to 64 KiB more. */
         size_t lack = used - (c->rlen - c->rpos);
         if (gm_conn_room(&c->rbuf, &c->rpos, &c->rlen, &c->rcap, lack > 65536 ? lack : 65536) != GM_OK)
@@ -251,7 +249,7 @@ int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, 
 
 int gm_conn_is_stale(gm_conn *c)
 {
-    if (c->pcount)
+    if (gm_pipe_count(c))
         return 0;
     if (c->rpos < c->rlen || c->wpos < c->wlen)
         return 1;

@@ -26,11 +26,11 @@ typedef struct gm_conn {
     size_t wpos, wlen, wcap;
     int options_sent; /* OPTION_REQ "exceptions" already acknowledged */
     int timed_out;    /* a wait ran out: the peer is slow or frozen, not merely gone */
-    /* Pipelined mode: background jobs sent but not yet confirmed by JOB_CREATED, as their
-     * packets, oldest first, so that they can be sent again elsewhere if this fails. */
-    char *pbuf;
-    size_t ppos, plen, pcap;
-    unsigned pcount;
+    /* Jobs sent and not answered yet: owned by gm_pipeline.c (NULL until the first). */
+    struct gm_jobq *pending;
+    /* When the server last answered a job on any of our connections to it (monotonic us,
+     * __atomic access; set by the pool): a busy server is told from a frozen one. */
+    int64_t *answered_us;
 } gm_conn;
 
 /* Monotonic clock in microseconds, and a deadline `ms` from now. */
@@ -45,15 +45,15 @@ void gm_conn_close(gm_conn *c); /* NULL is a no-op */
 int gm_conn_queue(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err);
 /* Append already-encoded packets to the send buffer. */
 int gm_conn_queue_raw(gm_conn *c, const char *p, size_t len, char *err);
-/* Pipelined mode: remember `count` sent packets p[0..len) as unconfirmed; forget the
- * oldest when its JOB_CREATED arrives. */
-int gm_conn_pend(gm_conn *c, const char *p, size_t len, unsigned count, char *err);
-void gm_conn_confirm(gm_conn *c);
 
 /* Write everything queued, waiting until `deadline` at most. */
 int gm_conn_flush(gm_conn *c, int64_t deadline, char *err);
 /* Write what the socket takes now without waiting (GM_OK even if some is left). */
 int gm_conn_flush_some(gm_conn *c, char *err);
+
+/* Wait until c is readable (or writable, while bytes are unsent), until deadline.
+ * GM_ERR + "no reply (timed out)" (c->timed_out set) or a poll error. */
+int gm_conn_wait_io(gm_conn *c, int64_t deadline, char *err);
 
 /* Next response packet. With deadline < 0 it does not wait: GM_NEED_MORE when no whole
  * packet is there. The packet's slices stay valid until the next receive on c.
@@ -61,8 +61,8 @@ int gm_conn_flush_some(gm_conn *c, char *err);
 int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, char *err);
 
 /* 1 when an idle pooled connection can no longer be used: the peer closed it, or it has
- * bytes nobody asked for. Costs one poll(). A connection with unconfirmed pipelined jobs
- * is never stale: its next user reads the confirmations (or rescues the jobs). */
+ * bytes nobody asked for. Costs one poll(). A connection with unanswered pipelined jobs
+ * is never stale: its next user reads their replies (or rescues the jobs). */
 int gm_conn_is_stale(gm_conn *c);
 
 #endif

@@ -3,6 +3,8 @@
  */
 #include "gm_servers.h"
 
+#include "gm_pipeline.h"
+
 #include <ctype.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -380,7 +382,7 @@ void gm_server_mark_down(gm_server *s, const char *why, int backoff_ms)
     gm_conn *idle[GM_POOL_MAX];
     unsigned n = 0, keep = 0;
     for (unsigned i = 0; i < s->n_idle; i++) {
-        if (s->idle[i]->pcount)
+        if (gm_pipe_count(s->idle[i]))
             s->idle[keep++] = s->idle[i];
         else
             idle[n++] = s->idle[i];
@@ -399,7 +401,7 @@ gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int
         pthread_mutex_lock(&s->lock);
         /* The most recently used first; `clean` callers skip those with pipelined jobs. */
         for (unsigned i = s->n_idle; i-- > 0;) {
-            if (clean && s->idle[i]->pcount)
+            if (clean && gm_pipe_count(s->idle[i]))
                 continue;
             c = s->idle[i];
             s->idle[i] = s->idle[--s->n_idle];
@@ -410,6 +412,7 @@ gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int
             break;
         if (!gm_conn_is_stale(c)) {
             *reused = 1;
+            c->answered_us = &s->answered_us;
             return c;
         }
         gm_server_discard(s, c);
@@ -417,6 +420,7 @@ gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int
     *reused = 0;
     gm_conn *c = gm_conn_open((const struct sockaddr *)&s->addr, s->addrlen, connect_timeout_ms, err);
     if (c) {
+        c->answered_us = &s->answered_us;
         pthread_mutex_lock(&s->lock);
         s->open_conns++;
         pthread_mutex_unlock(&s->lock);
@@ -428,15 +432,43 @@ void gm_server_checkin(gm_server *s, gm_conn *c)
 {
     if (c == NULL)
         return;
+    gm_conn *evicted = NULL;
     pthread_mutex_lock(&s->lock);
     /* Nothing unsent; nothing unread unless replies to pipelined jobs are still coming. */
-    if (s->n_idle < GM_POOL_MAX && c->wpos == c->wlen && (c->rpos == c->rlen || c->pcount)) {
-        s->idle[s->n_idle++] = c;
-        c = NULL;
+    if (c->wpos == c->wlen && (c->rpos == c->rlen || gm_pipe_count(c))) {
+        if (s->n_idle == GM_POOL_MAX && gm_pipe_count(c)) {
+            /* Full: make room by closing an idle connection that owes nothing, rather than
+             * close one whose jobs would then go unanswered. */
+            for (unsigned i = 0; i < s->n_idle && evicted == NULL; i++)
+                if (gm_pipe_count(s->idle[i]) == 0) {
+                    evicted = s->idle[i];
+                    s->idle[i] = s->idle[--s->n_idle];
+                }
+        }
+        if (s->n_idle < GM_POOL_MAX) {
+            s->idle[s->n_idle++] = c;
+            c = NULL;
+        }
     }
     pthread_mutex_unlock(&s->lock);
+    gm_server_discard(s, evicted);
     if (c)
         gm_server_discard(s, c);
+}
+
+gm_conn *gm_server_take_owing(gm_server *s)
+{
+    gm_conn *c = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (unsigned i = 0; i < s->n_idle; i++) {
+        if (gm_pipe_count(s->idle[i])) {
+            c = s->idle[i];
+            s->idle[i] = s->idle[--s->n_idle];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return c;
 }
 
 void gm_server_discard(gm_server *s, gm_conn *c)

@@ -35,6 +35,7 @@ typedef struct gm_server {
     int failing;           /* last attempt failed */
     int64_t down_until;    /* skip until then (monotonic us) */
     char last_err[GM_ERRLEN];
+    int64_t answered_us;   /* last reply to a pipelined job on any connection (__atomic, no lock) */
 } gm_server;
 
 typedef struct gm_route {
@@ -80,5 +81,8 @@ gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int
 /* Hand a healthy, idle connection back (kept if the pool has room), or close a broken one. */
 void gm_server_checkin(gm_server *s, gm_conn *c);
 void gm_server_discard(gm_server *s, gm_conn *c);
+/* An idle connection of s that still has unanswered pipelined jobs, taken out of the pool
+ * (the caller rescues its jobs and discards it), or NULL. */
+gm_conn *gm_server_take_owing(gm_server *s);
 
 #endif

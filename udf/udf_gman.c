@@ -195,8 +195,11 @@ static char *gman_job_run(UDF_INIT *initid, UDF_ARGS *args, char *result, unsign
         return gman_fail(fname, err, is_null);
     if (background) {
         size_t hlen;
-        if (gm_client_submit_bg(&job, result, &hlen, err) != GM_OK)
+        char note[GM_ERRLEN];
+        if (gm_client_submit_bg(&job, result, &hlen, note, err) != GM_OK)
             return gman_fail(fname, err, is_null);
+        if (note[0]) /* an earlier pipelined job was refused: this one went, but say it */
+            udf_error_set("%s: %s", fname, note);
         *is_null = 0;
         *length = hlen;
         return result;

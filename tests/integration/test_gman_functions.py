@@ -4,9 +4,11 @@ priorities, results, aggregates, argument errors, routing, pooling and configura
 Most tests run on the session's server (`sql` fixture) and set their server list first; the
 ones needing other settings use a private mariadbd (`tuned`, `private_mariadb`).
 """
+import contextlib
 import hashlib
 import os
 import re
+import subprocess
 import threading
 import time
 
@@ -579,3 +581,58 @@ def test_environment_config_survives_restart(tuned, tuned_gearmand):
     finally:
         s.close()
     assert queued(tuned_gearmand, fn) == 1
+
+
+# --- gman_do with a worker that streams its result (WORK_DATA) -------------------------------------------
+
+@contextlib.contextmanager
+def cli_worker(gearmand, fn, *command, chunks=True):
+    """The `gearman` CLI (gearman-tools) as a worker for fn running `command` on each job;
+    with chunks (-n) it sends each output line as WORK_DATA and ends with an empty
+    WORK_COMPLETE."""
+    host, port = gearmand.address.rsplit(":", 1)
+    args = ["gearman", "-w", *(["-n"] if chunks else []), "-h", host, "-p", port, "-f", fn, "--", *command]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: gearmand.status().get(fn, (0, 0, 0))[2] >= 1, what="the gearman CLI worker")
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def libgearman_client(gearmand, fn, workload):
+    """What a libgearman client (the `gearman` CLI in client mode) gets for one job."""
+    host, port = gearmand.address.rsplit(":", 1)
+    return subprocess.run(["gearman", "-h", host, "-p", port, "-f", fn, workload], capture_output=True,
+                          timeout=30, check=True).stdout
+
+
+def test_do_returns_a_streamed_result(sql, gearmand):
+    """`gearman -w -n -- cat` sends its output as WORK_DATA packets (each one, by that tool's
+    design, repeating the lines before it), then an empty WORK_COMPLETE: gman_do returns the
+    chunks in order, what a libgearman client gets (it used to return '')."""
+    sql.servers_set(gearmand)
+    fn = fname("stream")
+    text = "first line\nsecond\n\nlast, without newline"
+    with cli_worker(gearmand, fn, "cat"):
+        got = sql.one("SELECT gman_do(%s, %s)", (fn, text))
+        assert got == b"first line\nfirst line\nsecond\nfirst line\nsecond\n\n" + text.encode(), got
+        assert got == libgearman_client(gearmand, fn, text)
+        many = "".join("%03d\n" % i for i in range(300))  # 300 chunks, 180 kB in all
+        got = sql.one("SELECT gman_do(%s, %s)", (fn, many))
+        assert got is not None and len(got) == sum(4 * i for i in range(1, 301)), sql.last_error()
+        assert got == libgearman_client(gearmand, fn, many)
+    with cli_worker(gearmand, fn, "cat", chunks=False):  # the same text in one WORK_COMPLETE
+        assert sql.one("SELECT gman_do(%s, %s)", (fn, text)) == text.encode(), sql.last_error()
+
+
+def test_do_streamed_result_is_bounded_by_max_workload(tsql, tuned_gearmand):
+    """Chunks add up: past max_workload the call fails, naming the setting."""
+    fn = fname("streambig")
+    with cli_worker(tuned_gearmand, fn, "cat"):
+        under = "123456789\n" * 13  # chunks of 10, 20, ... 130 bytes: 910 in all
+        assert tsql.one("SELECT gman_do(%s, %s)", (fn, under)) == libgearman_client(tuned_gearmand, fn, under)
+        assert tsql.one("SELECT gman_do(%s, %s)", (fn, "123456789\n" * 14)) is None  # 1,050 bytes
+        err = tsql.last_error()
+        assert "result larger than max_workload" in err and str(TUNED_MAX_WORKLOAD) in err, err

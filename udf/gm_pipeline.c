@@ -1,0 +1,518 @@
+/*
+ * gm_pipeline.c -- unanswered jobs per connection, their pairing, flow control and rescue
+ * (see gm_pipeline.h).
+ */
+#include "gm_pipeline.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gm_servers.h"
+
+#define GM_DRAIN_MAX 4096 /* replies read in one go without waiting: a flood cannot pin us */
+
+/* Process-wide counters, only touched through __atomic builtins. */
+static struct {
+    uint64_t jobs, sent, confirmed, refused, rescued, lost, abandoned, timeouts;
+} gm_stats;
+
+#define GM_COUNT(field, n) __atomic_add_fetch(&gm_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+
+/* ---- the queue of encoded packets ---- */
+
+static size_t gm_jobq_packet_len(const char *p)
+{
+    const unsigned char *h = (const unsigned char *)p + 8;
+    return GM_HEADER_SIZE + ((size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3]);
+}
+
+static int gm_jobq_room(gm_jobq *q, size_t extra)
+{
+    if (q->pos > 0 && (q->pos == q->len || q->cap - q->len < extra)) {
+        memmove(q->buf, q->buf + q->pos, q->len - q->pos);
+        q->len -= q->pos;
+        q->pos = 0;
+    }
+    if (q->cap - q->len >= extra)
+        return GM_OK;
+    if (extra > SIZE_MAX / 2 - q->len)
+        return GM_ERR;
+    size_t want = q->len + extra, ncap = q->cap ? q->cap : 1024;
+    while (ncap < want)
+        ncap *= 2;
+    char *p = realloc(q->buf, ncap);
+    if (p == NULL)
+        return GM_ERR;
+    q->buf = p;
+    q->cap = ncap;
+    return GM_OK;
+}
+
+int gm_jobq_push(gm_jobq *q, const char *p, size_t len)
+{
+    if (gm_jobq_room(q, len) != GM_OK)
+        return GM_ERR;
+    memcpy(q->buf + q->len, p, len);
+    q->len += len;
+    if (q->count++ == 0)
+        q->progress_us = gm_now_us();
+    return GM_OK;
+}
+
+int gm_jobq_append(gm_jobq *dst, gm_jobq *src)
+{
+    if (src->count == 0)
+        return GM_OK;
+    if (dst->count == 0) { /* take the buffer as it is */
+        gm_jobq tmp = *dst;
+        *dst = *src;
+        *src = tmp;
+        src->pos = src->len = 0;
+        src->count = 0;
+        return GM_OK;
+    }
+    size_t n = src->len - src->pos;
+    if (gm_jobq_room(dst, n) != GM_OK)
+        return GM_ERR;
+    memcpy(dst->buf + dst->len, src->buf + src->pos, n);
+    dst->len += n;
+    dst->count += src->count;
+    src->pos = src->len = 0;
+    src->count = 0;
+    return GM_OK;
+}
+
+size_t gm_jobq_front(const gm_jobq *q, const char **p)
+{
+    if (q->count == 0 || q->len - q->pos < GM_HEADER_SIZE)
+        return 0;
+    *p = q->buf + q->pos;
+    return gm_jobq_packet_len(*p);
+}
+
+void gm_jobq_pop(gm_jobq *q)
+{
+    const char *p;
+    size_t n = gm_jobq_front(q, &p);
+    if (n == 0)
+        return;
+    q->pos += n;
+    if (--q->count == 0 || q->pos >= q->len)
+        q->pos = q->len = 0, q->count = 0;
+}
+
+void gm_jobq_free(gm_jobq *q)
+{
+    if (q == NULL)
+        return;
+    free(q->buf);
+    memset(q, 0, sizeof *q);
+}
+
+/* ---- one connection's unanswered jobs ---- */
+
+unsigned gm_pipe_count(const gm_conn *c) { return c->pending ? c->pending->count : 0; }
+
+size_t gm_pipe_bytes(const gm_conn *c) { return c->pending ? c->pending->len - c->pending->pos : 0; }
+
+void gm_pipe_free(gm_jobq *pending)
+{
+    if (pending == NULL)
+        return;
+    if (pending->count)
+        GM_COUNT(abandoned, pending->count);
+    gm_jobq_free(pending);
+    free(pending);
+}
+
+static int gm_pipe_remember(gm_conn *c, const char *p, size_t len, char *err)
+{
+    if ((c->pending == NULL && (c->pending = calloc(1, sizeof *c->pending)) == NULL) ||
+        gm_jobq_push(c->pending, p, len) != GM_OK) {
+        snprintf(err, GM_ERRLEN, "out of memory");
+        return GM_ERR;
+    }
+    GM_COUNT(sent, 1);
+    return GM_OK;
+}
+
+int gm_pipe_send(gm_conn *c, const char *p, size_t len, char *err)
+{
+    if (gm_conn_queue_raw(c, p, len, err) != GM_OK)
+        return GM_ERR;
+    if (gm_pipe_remember(c, p, len, err) != GM_OK) {
+        c->wlen -= len; /* the newest bytes of the send buffer: take them back */
+        return GM_ERR;
+    }
+    return GM_OK;
+}
+
+int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err)
+{
+    size_t n = gm_proto_packet_size(args, nargs);
+    if (gm_conn_queue(c, type, args, nargs, err) != GM_OK)
+        return GM_ERR;
+    /* the packet just encoded ends the send buffer */
+    if (gm_pipe_remember(c, c->wbuf + c->wlen - n, n, err) != GM_OK) {
+        c->wlen -= n;
+        return GM_ERR;
+    }
+    GM_COUNT(jobs, 1);
+    return GM_OK;
+}
+
+/* The unique id of an encoded SUBMIT_JOB* packet (function NUL unique NUL workload). */
+static void gm_pipe_unique(const char *p, size_t len, char *out)
+{
+    const char *d = p + GM_HEADER_SIZE, *end = p + len;
+    const char *a = memchr(d, '\0', (size_t)(end - d));
+    const char *b = a ? memchr(a + 1, '\0', (size_t)(end - a - 1)) : NULL;
+    size_t n = a && b ? (size_t)(b - a - 1) : 0;
+    if (n >= GM_PIPE_UNIQUE_MAX)
+        n = GM_PIPE_UNIQUE_MAX - 1;
+    memcpy(out, a ? a + 1 : "", n);
+    out[n] = '\0';
+}
+
+/* Pair a reply with the oldest unanswered job. */
+static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, char *err)
+{
+    r->kind = GM_REPLY_OTHER;
+    r->unique[0] = r->why[0] = '\0';
+    if (pkt->type != GM_JOB_CREATED && pkt->type != GM_ERROR)
+        return GM_OK;
+    const char *p;
+    size_t n = c->pending ? gm_jobq_front(c->pending, &p) : 0;
+    if (n == 0) { /* a reply to nothing we sent: the connection is out of step */
+        if (pkt->type == GM_ERROR)
+            snprintf(err, GM_ERRLEN, "ERROR %.*s: %.*s", (int)(pkt->arg[0].len > 64 ? 64 : pkt->arg[0].len),
+                     pkt->arg[0].p, (int)(pkt->arg[1].len > 160 ? 160 : pkt->arg[1].len), pkt->arg[1].p);
+        else
+            snprintf(err, GM_ERRLEN, "JOB_CREATED for a job it was not sent");
+        return GM_ERR;
+    }
+    gm_pipe_unique(p, n, r->unique);
+    gm_jobq_pop(c->pending);
+    c->pending->progress_us = gm_now_us();
+    if (c->answered_us)
+        __atomic_store_n(c->answered_us, c->pending->progress_us, __ATOMIC_RELAXED);
+    if (pkt->type == GM_JOB_CREATED) {
+        r->kind = GM_REPLY_CONFIRMED;
+        GM_COUNT(confirmed, 1);
+    } else {
+        r->kind = GM_REPLY_REFUSED;
+        snprintf(r->why, sizeof r->why, "ERROR %.*s: %.*s", (int)(pkt->arg[0].len > 64 ? 64 : pkt->arg[0].len),
+                 pkt->arg[0].p, (int)(pkt->arg[1].len > 160 ? 160 : pkt->arg[1].len), pkt->arg[1].p);
+        GM_COUNT(refused, 1);
+    }
+    return GM_OK;
+}
+
+int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
+                 char *err)
+{
+    *nread = 0;
+    for (;;) {
+        if (gm_conn_flush_some(c, err) != GM_OK)
+            return GM_ERR;
+        for (int n = 0; n < GM_DRAIN_MAX; n++) {
+            gm_packet pkt;
+            gm_reply r;
+            int rc = gm_conn_recv(c, &pkt, max_reply, -1, err);
+            if (rc == GM_NEED_MORE)
+                break;
+            if (rc != GM_OK)
+                return GM_ERR;
+            (*nread)++;
+            if (gm_pipe_pair(c, &pkt, &r, err) != GM_OK || (h && h(ctx, &pkt, &r, err) != GM_OK))
+                return GM_ERR;
+        }
+        if (*nread || deadline < 0)
+            return GM_OK;
+        if (gm_conn_wait_io(c, deadline, err) != GM_OK)
+            return GM_ERR;
+    }
+}
+
+int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
+                  void *ctx, char *err)
+{
+    int64_t io = (int64_t)silence_ms * 1000;
+    int64_t start = gm_now_us(), deadline = start + io;
+    int64_t limit = start + (int64_t)(cfg->do_timeout_ms > silence_ms ? cfg->do_timeout_ms : silence_ms) * 1000;
+    for (;;) {
+        unsigned before = gm_pipe_count(c);
+        int full = before > keep || (before > 0 && gm_pipe_bytes(c) + room > GM_PIPE_BYTES_MAX);
+        if (!full)
+            return GM_OK; /* unsent bytes go with the next wait or the caller's flush */
+        int64_t now = gm_now_us();
+        if (now >= deadline) {
+            /* Nothing for us within silence_ms. If the server answered another of our
+             * connections meanwhile it is busy, not frozen: wait on, up to do_timeout_ms. */
+            int64_t heard = c->answered_us ? __atomic_load_n(c->answered_us, __ATOMIC_RELAXED) : 0;
+            if (heard + io <= now || now >= limit) {
+                c->timed_out = 1;
+                GM_COUNT(timeouts, 1);
+                snprintf(err, GM_ERRLEN, "timed out waiting for confirmations");
+                return GM_ERR;
+            }
+            deadline = heard + io < limit ? heard + io : limit;
+        }
+        unsigned nread;
+        if (gm_pipe_read(c, cfg->max_workload + 4096, deadline, h, ctx, &nread, err) != GM_OK) {
+            if (!c->timed_out)
+                return GM_ERR;
+            c->timed_out = 0; /* decided above, on the next turn */
+            continue;
+        }
+        if (gm_pipe_count(c) != before)
+            deadline = gm_now_us() + io; /* a reply: the wait starts over */
+    }
+}
+
+/* ---- pipelined single jobs, with failover and rescue ---- */
+
+typedef struct gm_submit {
+    const gm_config *cfg;
+    gm_jobq out;         /* to send, oldest first: jobs rescued from failed connections, then this one */
+    const char *mine;    /* this call's packet, to tell it from the rescued ones */
+    size_t mine_len;
+    unsigned refused;    /* refusals read during this call */
+    int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
+    int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
+    char *note;          /* the last one, described */
+    const char *server;  /* name of the server in use, for the note */
+} gm_submit;
+
+static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *r, char *err)
+{
+    gm_submit *sub = vctx;
+    (void)err;
+    if (r->kind == GM_REPLY_REFUSED) {
+        sub->refused++;
+        if (sub->refused == 1)
+            snprintf(sub->note, GM_ERRLEN, "job %s refused by gearmand %s: %s", r->unique, sub->server, r->why);
+        else
+            snprintf(sub->note, GM_ERRLEN, "%u jobs refused, the last one %s by gearmand %s: %s", sub->refused,
+                     r->unique, sub->server, r->why);
+    } else if (r->kind == GM_REPLY_OTHER && pkt->type != GM_NOOP) {
+        snprintf(err, GM_ERRLEN, "unexpected %s", gm_proto_type_name(pkt->type));
+        return GM_ERR;
+    }
+    return GM_OK;
+}
+
+/* Send sub->out on c, oldest first, keeping at most pipeline_window jobs unanswered. */
+static int gm_submit_send(gm_conn *c, gm_submit *sub, char *err)
+{
+    const gm_config *cfg = sub->cfg;
+    size_t max_reply = cfg->max_workload + 4096;
+    unsigned keep = (unsigned)cfg->pipeline_window - 1;
+    unsigned nread;
+    c->timed_out = 0;
+    /* Replies that are already there first: they make room and report earlier refusals. */
+    if (gm_pipe_read(c, max_reply, -1, gm_submit_on_reply, sub, &nread, err) != GM_OK)
+        return GM_ERR;
+    if (gm_pipe_count(c) && gm_now_us() - c->pending->progress_us >= (int64_t)cfg->do_timeout_ms * 1000) {
+        snprintf(err, GM_ERRLEN, "%u jobs without an answer for do_timeout_ms (%d ms)", gm_pipe_count(c),
+                 cfg->do_timeout_ms);
+        sub->gone = 1; /* its jobs go elsewhere, and no fresh connection to it is tried */
+        return GM_ERR;
+    }
+    const char *p;
+    size_t n;
+    while ((n = gm_jobq_front(&sub->out, &p)) != 0) {
+        if (gm_pipe_drain(c, keep, n, cfg, sub->patient ? cfg->do_timeout_ms : cfg->io_timeout_ms,
+                          gm_submit_on_reply, sub, err) != GM_OK ||
+            gm_pipe_send(c, p, n, err) != GM_OK)
+            return GM_ERR;
+        gm_jobq_pop(&sub->out);
+    }
+    return gm_conn_flush(c, gm_deadline(cfg->io_timeout_ms), err);
+}
+
+/* c failed: its unanswered jobs go back in front of what is still to send. */
+static void gm_submit_rescue(gm_submit *sub, gm_conn *c)
+{
+    gm_jobq *pend = c->pending;
+    if (pend == NULL || pend->count == 0)
+        return;
+    unsigned n = pend->count;
+    if (gm_jobq_append(pend, &sub->out) != GM_OK)
+        return; /* out of memory: left on c, counted as abandoned when it closes */
+    gm_jobq tmp = sub->out;
+    sub->out = *pend;
+    *pend = tmp;
+    GM_COUNT(rescued, n);
+}
+
+/* Is this call's job among those left to send? (A rescued job with the very same bytes
+ * would be the same job sent twice: telling them apart does not matter.) */
+static int gm_submit_mine_left(const gm_submit *sub)
+{
+    size_t pos = sub->out.pos;
+    for (unsigned i = 0; i < sub->out.count; i++) {
+        size_t n = gm_jobq_packet_len(sub->out.buf + pos);
+        if (n == sub->mine_len && memcmp(sub->out.buf + pos, sub->mine, n) == 0)
+            return 1;
+        pos += n;
+    }
+    return 0;
+}
+
+/* Try one server: a pooled connection (then one fresh one if that had died while idle). */
+#define GM_SUBMIT_BUSY 1 /* the server is silent: its connection is parked with its jobs */
+
+static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
+{
+    const gm_config *cfg = sub->cfg;
+    sub->server = s->name;
+    sub->gone = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int reused = 0;
+        gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, 0, &reused, err);
+        if (c == NULL)
+            return GM_ERR;
+        if (gm_submit_send(c, sub, err) == GM_OK) {
+            gm_server_checkin(s, c);
+            gm_server_mark_up(s);
+            return GM_OK;
+        }
+        if (c->timed_out && c->wpos == c->wlen && gm_pipe_count(c)) {
+            /* Silent, not gone: re-sending its jobs could run them twice. Its next user
+             * reads their replies (or rescues them once it is surely gone). */
+            c->timed_out = 0;
+            gm_server_checkin(s, c);
+            return GM_SUBMIT_BUSY;
+        }
+        int timed_out = c->timed_out;
+        gm_submit_rescue(sub, c);
+        gm_server_discard(s, c);
+        if (!reused || timed_out || sub->gone) /* a silent server would cost a second timeout */
+            return GM_ERR;
+    }
+    return GM_ERR;
+}
+
+/* s failed: the jobs waiting on its idle connections will not be answered either. */
+static void gm_submit_take_idle(gm_server *s, gm_submit *sub)
+{
+    gm_conn *c;
+    while ((c = gm_server_take_owing(s)) != NULL) {
+        gm_submit_rescue(sub, c);
+        gm_server_discard(s, c);
+    }
+}
+
+static void gm_submit_note_err(char *acc, size_t *used, const gm_server *s, const char *what)
+{
+    if (*used >= GM_ERRLEN - 1)
+        return;
+    int n = snprintf(acc + *used, GM_ERRLEN - *used, "%sgearmand %s: %s", *used ? "; " : "", s->name, what);
+    if (n > 0)
+        *used += (size_t)n < GM_ERRLEN - *used ? (size_t)n : GM_ERRLEN - 1 - *used;
+}
+
+int gm_pipeline_submit(unsigned type, const char *fn, size_t fn_len, const char *unique, size_t unique_len,
+                       const char *workload, size_t workload_len, char *note, char *err)
+{
+    gm_submit sub;
+    memset(&sub, 0, sizeof sub);
+    note[0] = '\0';
+    sub.note = note;
+    if ((sub.cfg = gm_settings(err)) == NULL)
+        return GM_ERR;
+    gm_slice args[3] = {{fn, fn_len}, {unique, unique_len}, {workload, workload_len}};
+    const char *why = NULL;
+    size_t size = gm_proto_packet_size(args, 3);
+    char *pkt = size ? malloc(size) : NULL;
+    if (pkt == NULL || gm_proto_encode(pkt, size, GM_MAGIC_REQ, type, args, 3, &why) != size ||
+        gm_jobq_push(&sub.out, pkt, size) != GM_OK) {
+        snprintf(err, GM_ERRLEN, "%s", why ? why : "out of memory");
+        free(pkt);
+        gm_jobq_free(&sub.out);
+        return GM_ERR;
+    }
+    sub.mine = pkt;
+    sub.mine_len = size;
+    GM_COUNT(jobs, 1);
+
+    gm_routes *routes = gm_routes_acquire();
+    const gm_route *rt = gm_routes_for(routes, fn, fn_len);
+    char acc[GM_ERRLEN], e[GM_ERRLEN];
+    size_t used = 0;
+    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
+    acc[0] = '\0';
+    /* Pass 0: the usable servers in list order. Pass 1, only when jobs taken off a failed
+     * connection are left: the servers skipped for back-off too, rather than drop the jobs. */
+    for (int pass = 0; pass < 2 && sub.out.count; pass++) {
+        int64_t now = gm_now_us();
+        for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
+            gm_server *s = rt->servers[i];
+            if (tried[i] || (pass == 1 && !(sub.out.count > 1 || !gm_submit_mine_left(&sub))))
+                continue;
+            if (pass == 0 && !gm_server_usable(s, now)) {
+                char down[GM_ERRLEN];
+                pthread_mutex_lock(&s->lock);
+                snprintf(down, sizeof down, "skipped for %d ms after: %.180s",
+                         (int)((s->down_until - now) / 1000 > 0 ? (s->down_until - now) / 1000 : 0), s->last_err);
+                pthread_mutex_unlock(&s->lock);
+                gm_submit_note_err(acc, &used, s, down);
+                continue;
+            }
+            tried[i] = 1;
+            int rc = gm_submit_on(s, &sub, e);
+            if (rc == GM_OK)
+                break;
+            gm_submit_note_err(acc, &used, s, e);
+            gm_server_mark_down(s, e, sub.cfg->backoff_ms);
+            if (rc == GM_ERR) /* gone: so are the jobs on its idle connections */
+                gm_submit_take_idle(s, &sub);
+            else
+                busy[i] = 1;
+        }
+    }
+    /* Every server that still answers was only silent (busy, or frozen): rather than fail a
+     * statement while a server is up, wait on them in turn, up to do_timeout_ms each. */
+    sub.patient = 1;
+    for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
+        if (!busy[i])
+            continue;
+        if (gm_submit_on(rt->servers[i], &sub, e) == GM_OK)
+            break;
+        gm_submit_note_err(acc, &used, rt->servers[i], e);
+        gm_server_mark_down(rt->servers[i], e, sub.cfg->backoff_ms);
+    }
+    gm_routes_release(routes);
+    int rc = GM_OK;
+    if (sub.out.count) {
+        int mine = gm_submit_mine_left(&sub);
+        unsigned lost = sub.out.count - (unsigned)mine;
+        if (lost)
+            GM_COUNT(lost, lost);
+        if (lost)
+            snprintf(err, GM_ERRLEN, "%u unconfirmed jobs lost (no server took them): %.200s", lost,
+                     used ? acc : "no gearmand server configured");
+        else
+            snprintf(err, GM_ERRLEN, "%s", used ? acc : "no gearmand server configured");
+        /* Even when this job was sent, a call that lost others' jobs fails: the loss is seen. */
+        rc = GM_ERR;
+    }
+    free(pkt);
+    gm_jobq_free(&sub.out);
+    return rc;
+}
+
+void gm_pipeline_stats(char *out, size_t len)
+{
+#define GM_LOAD(field) (unsigned long long)__atomic_load_n(&gm_stats.field, __ATOMIC_RELAXED)
+    snprintf(out, len,
+             "{\"jobs\":%llu,\"sent\":%llu,\"confirmed\":%llu,\"refused\":%llu,\"rescued\":%llu,\"lost\":%llu,"
+             "\"abandoned\":%llu,\"timeouts\":%llu}",
+             GM_LOAD(jobs), GM_LOAD(sent), GM_LOAD(confirmed), GM_LOAD(refused), GM_LOAD(rescued), GM_LOAD(lost),
+             GM_LOAD(abandoned), GM_LOAD(timeouts));
+#undef GM_LOAD
+}

@@ -1,0 +1,101 @@
+/*
+ * gm_pipeline.h -- jobs sent ahead of their replies: the one owner of pipelining.
+ *
+ * gearmand answers the SUBMIT_JOB* packets of one connection in the order they were sent:
+ * JOB_CREATED, or ERROR for a job it refuses (queue full) or a packet type it does not know.
+ * Each connection therefore carries the queue of its unanswered jobs (their encoded packets,
+ * oldest first), and every reply is paired with the oldest one: JOB_CREATED confirms it,
+ * ERROR refuses it. Both are final: such a job is never sent again. Only when a connection
+ * fails are its unanswered jobs taken off (rescued) to be sent elsewhere.
+ *
+ * Flow control: at most `window` jobs (and GM_PIPE_BYTES_MAX bytes) wait unanswered per
+ * connection, so a server that reads a whole burst before answering never gets a flood, and
+ * a wait for replies times out only after io_timeout_ms in which the server answered none
+ * of our connections: the deadline restarts on every reply, so a slow server that answers
+ * is never taken for a dead one.
+ *
+ * Rescue re-sends jobs the server may have stored, so it is kept for connections that are
+ * surely gone: closed, reset, unwritable, or without any answer for do_timeout_ms. A
+ * connection that is merely silent for io_timeout_ms is parked in the pool with its jobs
+ * (their replies are read by its next user) and the server sits out its back-off.
+ *
+ * Used by pipelined gman_do*_background (gm_pipeline_submit, with failover and rescue) and
+ * by the streams of gman_sum / gman_bulk_background (gm_client.c: no failover).
+ */
+#ifndef GMAN_GM_PIPELINE_H
+#define GMAN_GM_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gm_config.h"
+#include "gm_conn.h"
+#include "gm_proto.h"
+
+#define GM_PIPE_BYTES_MAX (4u << 20) /* unanswered bytes per connection (a job larger than this goes alone) */
+#define GM_PIPE_UNIQUE_MAX 64
+
+/* Encoded packets, oldest first. */
+typedef struct gm_jobq {
+    char *buf; /* [pos, len) live */
+    size_t pos, len, cap;
+    unsigned count;
+    int64_t progress_us; /* pending queues: when the oldest job was sent or the last one answered */
+} gm_jobq;
+
+int gm_jobq_push(gm_jobq *q, const char *p, size_t len);
+/* Append src's packets to dst (src emptied). GM_ERR (nothing moved) when out of memory. */
+int gm_jobq_append(gm_jobq *dst, gm_jobq *src);
+/* The oldest packet: its length (0 when empty) and *p. */
+size_t gm_jobq_front(const gm_jobq *q, const char **p);
+void gm_jobq_pop(gm_jobq *q);
+void gm_jobq_free(gm_jobq *q); /* NULL is a no-op */
+
+/* Unanswered jobs on c, and their bytes. */
+unsigned gm_pipe_count(const gm_conn *c);
+size_t gm_pipe_bytes(const gm_conn *c);
+/* Called by gm_conn_close: jobs still unanswered then are counted as abandoned. */
+void gm_pipe_free(gm_jobq *pending);
+
+/* What a reply meant for the pipe. */
+typedef struct gm_reply {
+    enum { GM_REPLY_OTHER, GM_REPLY_CONFIRMED, GM_REPLY_REFUSED } kind;
+    char unique[GM_PIPE_UNIQUE_MAX]; /* CONFIRMED, REFUSED: the job's unique id */
+    char why[GM_ERRLEN];             /* REFUSED: "ERROR code: text" */
+} gm_reply;
+
+/* Queue a job on c (written by the next flush or wait) and remember it as unanswered:
+ * an encoded packet (a re-sent one), or a new job from its arguments. */
+int gm_pipe_send(gm_conn *c, const char *p, size_t len, char *err);
+int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err);
+
+/* Called for every reply read on c, after it was paired (r->kind). GM_ERR + err stops. */
+typedef int (*gm_pipe_handler)(void *ctx, const gm_packet *pkt, const gm_reply *r, char *err);
+
+/* Read the replies that are there (at most a few thousand), pairing each; with deadline >= 0
+ * and none there, wait for one until deadline (sending what is unsent meanwhile). *nread:
+ * packets read. GM_ERR + err when the connection failed or timed out (c->timed_out). */
+int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
+                 char *err);
+
+/* Wait until at most `keep` jobs are unanswered and `room` more bytes fit under
+ * GM_PIPE_BYTES_MAX, sending what is unsent meanwhile (nothing is flushed when there is
+ * room already). Every reply restarts the wait; it ends after silence_ms in which the
+ * server answered none of our connections ("timed out waiting for confirmations",
+ * c->timed_out), and after do_timeout_ms in all however busy the server. */
+int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
+                  void *ctx, char *err);
+
+/* Pipelined gman_do*_background (pipeline_window > 0): send the job on the first usable
+ * server of its function without waiting for its reply. Replies found meanwhile are paired;
+ * refusals of earlier jobs are described in note (GM_ERRLEN, "" when none). When a connection
+ * fails, its unanswered jobs go with this one to the next server (servers in back-off too).
+ * GM_OK, or GM_ERR + err when no server took this job (and the earlier jobs carried along,
+ * counted as lost). */
+int gm_pipeline_submit(unsigned type, const char *fn, size_t fn_len, const char *unique, size_t unique_len,
+                       const char *workload, size_t workload_len, char *note, char *err);
+
+/* Process-wide counters as a JSON object into out (GM_ERRLEN at least). */
+void gm_pipeline_stats(char *out, size_t len);
+
+#endif
