@@ -189,6 +189,8 @@ class Client:
             handle = _answer(conn, Type.JOB_CREATED)[0]
             while True:
                 type, args = conn.read_packet(max(deadline - time.monotonic(), 0.0))
+                if conn.trailing(type, args):
+                    continue
                 if type == Type.ERROR:
                     raise JobServerError(from_bytes(args[0]), from_bytes(args[1]))
                 if _handle(args[0]) != handle:
@@ -198,6 +200,7 @@ class Client:
                 if type == Type.WORK_FAIL:
                     return "fail", None
                 if type == Type.WORK_EXCEPTION:
+                    conn.ended.append(handle)
                     return "exception", args[1].decode("utf-8", "replace")
                 if type not in (Type.WORK_DATA, Type.WORK_WARNING, Type.WORK_STATUS):
                     raise ProtocolError(f"unexpected {Type(type).name} while waiting for a result")

@@ -85,6 +85,21 @@ def test_gman_do_with_a_perl_worker(psql, perl_gearmand):
     assert all(queued(perl_gearmand, f"{p}_{f}") == 0 for f in ("rev", "fail"))
 
 
+def test_python_client_after_a_perl_workers_exception(perl_gearmand):
+    """Gearman::Worker answers a die() with WORK_EXCEPTION then WORK_FAIL, and Gearman::Server
+    relays both: the WORK_FAIL is not the reply to the next request on the connection."""
+    p = fname("plpy")
+    with peer_worker("perl", perl_gearmand, p), Client(perl_gearmand.address) as c:
+        for _ in range(3):
+            state, text = c.do(f"{p}_fail", b"x", timeout=5)
+            assert state == "exception" and "failed on purpose" in text
+            conn = c.conn
+            assert c.do(f"{p}_rev", b"abc", timeout=5) == ("complete", b"cba")
+            assert c.submit_background(f"{p}_none", b"q").startswith("H:") and c.conn is conn
+        assert c.echo(b"e") == b"e" and not c.conn.ended  # each WORK_FAIL came and was skipped
+    grab_all([perl_gearmand], f"{p}_none", count=3)
+
+
 def test_background_functions(psql, perl_gearmand):
     fn = fname("plbg")
     handle = psql.one("SELECT gman_do_background(%s, 'n1')", (fn,))
