@@ -65,9 +65,12 @@ class _Link:
         # on, for every later connection to it too. Such a server keeps a job after WORK_EXCEPTION.
         self.uniq = True
         # What the server may still answer, in send order: [kind, count] with kind "U"
-        # (GRAB_JOB_UNIQ) or "G" (GRAB_JOB), each answered exactly once, or "R" (results:
-        # WORK_COMPLETE/FAIL/EXCEPTION), answered only when refused, by an ERROR. It tells which
-        # request an ERROR answers: replies come in request order on a connection.
+        # (GRAB_JOB_UNIQ), "G" (GRAB_JOB) or "E" (ECHO_REQ), each answered exactly once, or one
+        # answered only when refused, by an ERROR: "H" (SET_CLIENT_ID, CAN_DO), "R"
+        # (WORK_COMPLETE/FAIL/EXCEPTION), "S" (PRE_SLEEP). It tells which request an ERROR
+        # answers, as replies come in request order on a connection; an ECHO_REQ is sent after
+        # such silent requests, before the next grabs, so that an ERROR before its ECHO_RES is
+        # known to answer them and one after it a grab.
         self.order: collections.deque[list] = collections.deque()
         self.quiet: dict[str, list] = {}  # warning kind -> [last logged at, suppressed since]
 
@@ -77,26 +80,32 @@ class _Link:
         else:
             self.order.append([kind, n])
 
-    def answer(self, error: bool) -> str | None:
-        """Account for one reply; returns the kind of request it answers, None if nothing
-        waits for it. A grab's reply also settles the results sent before it (not refused)."""
+    def answer(self, reply: str) -> str | None:
+        """Account for one reply, "grab" (JOB_ASSIGN*, NO_JOB), "echo" or "error"; returns the
+        kind of request it answers, None if none waits for such a reply. A grab's or an echo's
+        reply also settles the silent requests sent before it (not refused)."""
         order = self.order
-        if error and order and order[0][0] == "R":
-            kind = "R"
+        if reply == "error" and order and order[0][0] in _SILENT:
+            kind = order[0][0]
         else:
-            while order and order[0][0] == "R":
+            while order and order[0][0] in _SILENT:
                 order.popleft()
             if not order:
                 return None
             kind = order[0][0]
-            self.grabs -= 1
+            if (reply == "grab" and kind == "E") or (reply == "echo" and kind != "E"):
+                return None
+            if kind != "E":
+                self.grabs -= 1
         order[0][1] -= 1
         if not order[0][1]:
             order.popleft()
         return kind
 
 
+_SILENT = ("H", "R", "S")  # requests answered only when refused
 _GRAB = {True: encode(REQ, Type.GRAB_JOB_UNIQ), False: encode(REQ, Type.GRAB_JOB)}
+_FENCE = encode(REQ, Type.ECHO_REQ, b"")
 _PRE_SLEEP = encode(REQ, Type.PRE_SLEEP)
 WARN_EVERY = 10.0  # seconds: a repeated warning of one server is logged at most this often
 
@@ -180,6 +189,7 @@ class Worker:
             link.conn.send(self._hello)
         except OSError as e:
             return self._down(link, e)
+        link.expect("H", 1 + len(self.functions))
         self._sel.modify(link.fd, selectors.EVENT_READ, link)
         link.state, link.empty, link.grabs = "awake", False, 0
         log.info("gearmand %s: connected", link.conn.address)
@@ -213,7 +223,7 @@ class Worker:
         link.deadline = time.monotonic() + self.timeout  # progress: a big payload may take several reads
         for type, args in packets:
             if type in (Type.JOB_ASSIGN_UNIQ, Type.JOB_ASSIGN, Type.NO_JOB):
-                if link.answer(False) is None:
+                if link.answer("grab") is None:
                     return self._down(link, f"{Type(type).name} without a grab")
                 link.backoff = 0.0  # only a useful reply proves the server works: not an ERROR
                 if type == Type.JOB_ASSIGN_UNIQ:
@@ -222,6 +232,9 @@ class Worker:
                     self._ready.append(Job(self, link, args[0], args[1], b"", args[2]))
                 else:
                     link.empty = True
+            elif type == Type.ECHO_RES:
+                if link.answer("echo") is None:
+                    return self._down(link, "ECHO_RES without an ECHO_REQ")
             elif type == Type.NOOP:
                 link.backoff = 0.0
                 link.empty = False
@@ -235,11 +248,12 @@ class Worker:
         if link.state == "awake" and link.grabs == 0 and link.empty:
             if self._send(link, _PRE_SLEEP):
                 link.state, link.slept_at = "sleeping", time.monotonic()
+                link.expect("S", 1)
 
     def _refused(self, link: _Link, code: str, text: str) -> bool:
         """An ERROR: the answer to the oldest request still waiting for one. False if the
         link went down for it."""
-        kind = link.answer(True)
+        kind = link.answer("error")
         if kind == "U":
             if link.uniq:  # a server of the original protocol; its other "U" grabs fail alike
                 link.uniq = False
@@ -249,8 +263,15 @@ class Worker:
         if kind == "G":  # a server that refuses every grab gives no job: down, with back-off
             self._down(link, f"refuses GRAB_JOB ({code}: {text})")
             return False
+        if kind == "E":  # a server that refuses even ECHO_REQ cannot be told apart: down
+            self._down(link, f"refuses ECHO_REQ ({code}: {text})")
+            return False
         if kind == "R":
             self._warn(link, "result", f"refused a job's result ({code}: {text})")
+        elif kind == "H":
+            self._warn(link, "hello", f"refused SET_CLIENT_ID or CAN_DO ({code}: {text})")
+        elif kind == "S":  # no NOOP will come: probe_interval wakes the link up
+            self._warn(link, "sleep", f"refused PRE_SLEEP ({code}: {text})")
         else:
             self._warn(link, "error", f"error {code} answering no request: {text}")
         return True
@@ -277,8 +298,11 @@ class Worker:
             n = min(share, want)
             if n <= 0:
                 break
-            if self._send(link, _GRAB[link.uniq] * n):
+            fence = bool(link.order) and link.order[-1][0] in _SILENT
+            if self._send(link, (_FENCE if fence else b"") + _GRAB[link.uniq] * n):
                 link.grabs, link.deadline = n, now + self.timeout
+                if fence:
+                    link.expect("E", 1)
                 link.expect("U" if link.uniq else "G", n)
                 want -= n
 

@@ -54,6 +54,8 @@ class Fake:
                     with self.lock:
                         self.got.append((type_, args))
                         reply = self.script(type_, args)
+                        if type_ == Type.ECHO_REQ and reply is None:  # every server answers it
+                            reply = encode(RES, Type.ECHO_RES, args[0])
                     if reply:
                         conn.sendall(reply)
 
@@ -90,8 +92,8 @@ def perl_like(jobs):
             return ERR_UNKNOWN
         if type_ == Type.GRAB_JOB:
             return encode(RES, Type.JOB_ASSIGN, *jobs.pop(0)) if jobs else encode(RES, Type.NO_JOB)
-        if type_ == Type.PRE_SLEEP:
-            return b""
+        if type_ == Type.ECHO_REQ:
+            return None
         return b""
     return script
 
@@ -126,7 +128,7 @@ def test_refused_grab_job_uniq_falls_back_to_grab_job(fakes, warnings):
 
 
 def test_server_refusing_every_grab_is_down_with_growing_back_off(fakes, warnings):
-    fake = fakes(lambda type_, args: ERR_UNKNOWN if type_ in (Type.GRAB_JOB_UNIQ, Type.GRAB_JOB) else b"")
+    fake = fakes(lambda type_, args: ERR_UNKNOWN if type_ in (Type.GRAB_JOB_UNIQ, Type.GRAB_JOB) else None)
     waits = []
 
     class Recording(Worker):
@@ -165,19 +167,22 @@ def test_error_for_a_result_is_not_taken_for_a_grab_reply(fakes, warnings):
     assert len(refused) == 1  # 200 refusals, one line (at most one every WARN_EVERY seconds)
 
 
-def test_unsolicited_errors_are_logged_boundedly_and_keep_the_link(fakes, warnings):
-    flood = encode(RES, Type.ERROR, "x", "y") * 500
+def test_more_errors_than_requests_drop_the_link_once(fakes, warnings):
+    """Every ERROR answers a request: 500 for one CAN_DO mean a broken stream. The link goes
+    down (one line), and the next connection works."""
+    flood = [encode(RES, Type.ERROR, "x", "y") * 500]
+    jobs = [("H:x:1", "f", b"w")]
 
     def script(type_, args):
-        if type_ == Type.CAN_DO:
-            return flood
-        return perl_like([])(type_, args)
+        if type_ == Type.CAN_DO and flood:
+            return flood.pop()
+        return perl_like(jobs)(type_, args)
     fake = fakes(script)
     with Worker([fake.address], ["f"], timeout=30.0, poll_interval=0.05) as w:
-        assert w.grab(1, 0.5) == []
-        assert w.links[0].state in ("awake", "sleeping")
-    assert fake.connections == 1
-    assert len([m for m in warnings() if "answering no request" in m]) == 1
+        (job,) = take(w, 1)
+        assert job.workload == b"w" and w.links[0].state in ("awake", "sleeping")
+    assert fake.connections == 2
+    assert len(warnings()) <= 4, warnings()  # hello refused, ECHO refused (down), GRAB_JOB_UNIQ refused
 
 
 def test_exception_on_a_server_without_grab_job_uniq_is_a_work_fail(fakes):
@@ -193,3 +198,22 @@ def test_exception_on_a_server_without_grab_job_uniq_is_a_work_fail(fakes):
             time.sleep(0.01)
     # Gearman::Server keeps a job after WORK_EXCEPTION (it only relays it): it would never end
     assert fake.count(Type.WORK_FAIL) == 1 and fake.count(Type.WORK_EXCEPTION) == 0
+
+
+def test_refused_hello_is_not_taken_for_a_grab_reply(fakes, warnings):
+    jobs = [(f"H:x:{i}", "f", f"u{i}", b"%d" % i) for i in range(3)]
+
+    def script(type_, args):  # a server without SET_CLIENT_ID, otherwise modern
+        if type_ == Type.SET_CLIENT_ID:
+            return encode(RES, Type.ERROR, "unknown_command", "")
+        if type_ == Type.GRAB_JOB_UNIQ:
+            return encode(RES, Type.JOB_ASSIGN_UNIQ, *jobs.pop(0)) if jobs else encode(RES, Type.NO_JOB)
+        return None
+    fake = fakes(script)
+    with Worker([fake.address], ["f"], timeout=30.0, poll_interval=0.05) as w:
+        got = take(w, 3)
+        assert [j.unique for j in got] == ["u0", "u1", "u2"]
+        assert w.links[0].uniq and w.links[0].state in ("awake", "sleeping")
+    assert fake.connections == 1 and fake.count(Type.GRAB_JOB) == 0
+    assert [m for m in warnings() if "refused" in m or "refuses" in m] == \
+        [f"gearmand {fake.address}: refused SET_CLIENT_ID or CAN_DO (unknown_command: )"]
