@@ -108,3 +108,21 @@ def test_client_and_worker_round_trips(perl_gearmand):
         assert c.do(fn + "_fail", b"", timeout=5) == ("fail", None)
         wait_until(lambda: all(perl_gearmand.status().get(f, (0, 0, 0))[:2] == (0, 0) for f in functions),
                    what="every job ended")
+
+
+def test_maxqueue_drops_queued_jobs_instead_of_refusing(perl_gearmand):
+    """What the README warns about: Gearman::Server's maxqueue accepts every job (JOB_CREATED)
+    and makes room by discarding the newest queued one, where gearmand refuses the new job."""
+    fn = fname()
+    with Client(perl_gearmand.address) as c:
+        c.submit_background(fn, b"0")
+        assert perl_gearmand.admin(f"maxqueue {fn} 3") == "OK"
+        assert all(c.submit_background(fn, b"%d" % i).startswith("H:") for i in range(1, 6))
+    assert perl_gearmand.status()[fn] == (3, 0, 0)
+    w = Worker([perl_gearmand.address], [fn], poll_interval=0.05)
+    try:
+        jobs = w.grab(10, 1.0)
+        w.complete_many(jobs)
+    finally:
+        w.close()
+    assert sorted(j.workload for j in jobs) == [b"0", b"1", b"5"]
