@@ -19,6 +19,7 @@ import socket
 import time
 
 from pygen.gearman_conn import Connection, GearmanError
+from pygen.gearman_link import FENCE, GRAB, SILENT, Link
 from pygen.gearman_proto import DEFAULT_MAX_DATA, REQ, ProtocolError, Type, encode, from_bytes, to_bytes
 
 log = logging.getLogger("pygen.gearman")  # the name it had before the split: log filters keep working
@@ -49,63 +50,6 @@ class Job:
                 f"{len(self.workload)} B from {self.server}>")
 
 
-class _Link:
-    """The worker's connection to one server. state: down -> connecting -> awake (grab) <->
-    sleeping (PRE_SLEEP sent, waiting for NOOP) -> down on any error."""
-
-    def __init__(self, conn: Connection):
-        self.conn, self.state, self.gen = conn, "down", 0
-        self.fd = -1
-        self.retry_at = self.backoff = 0.0
-        self.deadline = 0.0      # connecting: give up then; grabs outstanding: no reply by then = dead
-        self.grabs = 0           # grabs sent, reply not yet read
-        self.empty = False       # a NO_JOB came in this round
-        self.slept_at = 0.0
-        # False once the server refused GRAB_JOB_UNIQ (Perl Gearman::Server): GRAB_JOB from then
-        # on, for every later connection to it too. Such a server keeps a job after WORK_EXCEPTION.
-        self.uniq = True
-        # What the server may still answer, in send order: [kind, count] with kind "U"
-        # (GRAB_JOB_UNIQ), "G" (GRAB_JOB) or "E" (ECHO_REQ), each answered exactly once, or one
-        # answered only when refused, by an ERROR: "H" (SET_CLIENT_ID, CAN_DO), "R"
-        # (WORK_COMPLETE/FAIL/EXCEPTION), "S" (PRE_SLEEP). It tells which request an ERROR
-        # answers, as replies come in request order on a connection; an ECHO_REQ is sent after
-        # such silent requests, before the next grabs, so that an ERROR before its ECHO_RES is
-        # known to answer them and one after it a grab.
-        self.order: collections.deque[list] = collections.deque()
-        self.quiet: dict[str, list] = {}  # warning kind -> [last logged at, suppressed since]
-
-    def expect(self, kind: str, n: int) -> None:
-        if self.order and self.order[-1][0] == kind:
-            self.order[-1][1] += n
-        else:
-            self.order.append([kind, n])
-
-    def answer(self, reply: str) -> str | None:
-        """Account for one reply, "grab" (JOB_ASSIGN*, NO_JOB), "echo" or "error"; returns the
-        kind of request it answers, None if none waits for such a reply. A grab's or an echo's
-        reply also settles the silent requests sent before it (not refused)."""
-        order = self.order
-        if reply == "error" and order and order[0][0] in _SILENT:
-            kind = order[0][0]
-        else:
-            while order and order[0][0] in _SILENT:
-                order.popleft()
-            if not order:
-                return None
-            kind = order[0][0]
-            if (reply == "grab" and kind == "E") or (reply == "echo" and kind != "E"):
-                return None
-            if kind != "E":
-                self.grabs -= 1
-        order[0][1] -= 1
-        if not order[0][1]:
-            order.popleft()
-        return kind
-
-
-_SILENT = ("H", "R", "S")  # requests answered only when refused
-_GRAB = {True: encode(REQ, Type.GRAB_JOB_UNIQ), False: encode(REQ, Type.GRAB_JOB)}
-_FENCE = encode(REQ, Type.ECHO_REQ, b"")
 _PRE_SLEEP = encode(REQ, Type.PRE_SLEEP)
 WARN_EVERY = 10.0  # seconds: a repeated warning of one server is logged at most this often
 
@@ -131,7 +75,7 @@ class Worker:
         self.client_id = client_id or f"pygen-{socket.gethostname()}-{os.getpid()}"
         self.connect_timeout, self.timeout, self.poll_interval = connect_timeout, timeout, poll_interval
         self.max_backoff, self.probe_interval, self.exceptions = max_backoff, probe_interval, exceptions
-        self.links = [_Link(Connection(s, connect_timeout, timeout, max_data)) for s in servers]
+        self.links = [Link(Connection(s, connect_timeout, timeout, max_data)) for s in servers]
         self._hello = b"".join([encode(REQ, Type.SET_CLIENT_ID, self.client_id)] +
                                [encode(REQ, Type.CAN_DO, name) for name in self.functions])
         self._sel = selectors.DefaultSelector()
@@ -139,7 +83,7 @@ class Worker:
         self._stopping = False
 
     # ---- connections
-    def _down(self, link: _Link, why) -> None:
+    def _down(self, link: Link, why) -> None:
         if link.state == "down":
             return
         # a server that stays down would otherwise log a warning every max_backoff seconds
@@ -149,7 +93,7 @@ class Worker:
         link.retry_at = time.monotonic() + link.backoff
         link.backoff = min(max(link.backoff * 2, 0.05), self.max_backoff)
 
-    def _drop(self, link: _Link) -> None:
+    def _drop(self, link: Link) -> None:
         if link.fd >= 0:
             try:
                 self._sel.unregister(link.fd)
@@ -163,7 +107,7 @@ class Worker:
         if any(job._link is link for job in self._ready):  # gearmand re-queues them: drop our copies
             self._ready = collections.deque(job for job in self._ready if job._link is not link)
 
-    def _connect(self, link: _Link) -> None:
+    def _connect(self, link: Link) -> None:
         """Start a non-blocking connect: a server that does not answer must not stall the others."""
         try:
             family, type_, proto, _, addr = socket.getaddrinfo(
@@ -180,7 +124,7 @@ class Worker:
         link.deadline = time.monotonic() + self.connect_timeout
         self._sel.register(link.fd, selectors.EVENT_WRITE, link)
 
-    def _connected(self, link: _Link) -> None:
+    def _connected(self, link: Link) -> None:
         err = link.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             return self._down(link, os.strerror(err))
@@ -194,7 +138,7 @@ class Worker:
         link.state, link.empty, link.grabs = "awake", False, 0
         log.info("gearmand %s: connected", link.conn.address)
 
-    def _send(self, link: _Link, data: bytes) -> bool:
+    def _send(self, link: Link, data: bytes) -> bool:
         try:
             link.conn.send(data)
             return True
@@ -202,7 +146,7 @@ class Worker:
             self._down(link, e)
             return False
 
-    def _warn(self, link: _Link, kind: str, message: str) -> None:
+    def _warn(self, link: Link, kind: str, message: str) -> None:
         """A warning that a server may cause at any rate: logged at most every WARN_EVERY s."""
         now = time.monotonic()
         last = link.quiet.setdefault(kind, [-WARN_EVERY, 0])
@@ -214,7 +158,7 @@ class Worker:
         last[0], last[1] = now, 0
 
     # ---- reading
-    def _read(self, link: _Link) -> None:
+    def _read(self, link: Link) -> None:
         try:
             link.conn.fill()
             packets = list(link.conn.decoder)
@@ -250,7 +194,7 @@ class Worker:
                 link.state, link.slept_at = "sleeping", time.monotonic()
                 link.expect("S", 1)
 
-    def _refused(self, link: _Link, code: str, text: str) -> bool:
+    def _refused(self, link: Link, code: str, text: str) -> bool:
         """An ERROR: the answer to the oldest request still waiting for one. False if the
         link went down for it."""
         kind = link.answer("error")
@@ -298,8 +242,8 @@ class Worker:
             n = min(share, want)
             if n <= 0:
                 break
-            fence = bool(link.order) and link.order[-1][0] in _SILENT
-            if self._send(link, (_FENCE if fence else b"") + _GRAB[link.uniq] * n):
+            fence = bool(link.order) and link.order[-1][0] in SILENT
+            if self._send(link, (FENCE if fence else b"") + GRAB[link.uniq] * n):
                 link.grabs, link.deadline = n, now + self.timeout
                 if fence:
                     link.expect("E", 1)
@@ -359,7 +303,7 @@ class Worker:
 
     def complete_many(self, jobs, data: bytes | str = b"") -> int:
         """WORK_COMPLETE for each job, one write per server; returns how many were sent."""
-        by_link: dict[int, tuple[_Link, list]] = {}
+        by_link: dict[int, tuple[Link, list]] = {}
         for job in jobs:
             if job.done:
                 raise GearmanError(f"job {job.handle} already finished")
