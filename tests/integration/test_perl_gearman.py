@@ -126,3 +126,26 @@ def test_maxqueue_drops_queued_jobs_instead_of_refusing(perl_gearmand):
     finally:
         w.close()
     assert sorted(j.workload for j in jobs) == [b"0", b"1", b"5"]
+
+
+def test_one_worker_on_a_c_and_a_perl_server(perl_gearmand, gearmand):
+    """GRAB_JOB is per server: the C gearmand keeps getting GRAB_JOB_UNIQ (unique ids kept)."""
+    fn = fname()
+    with Client(gearmand.address) as c:
+        c.submit_many_background((fn, b"c%d" % i, f"cu{i}") for i in range(50))
+    with Client(perl_gearmand.address) as c:
+        c.submit_many_background((fn, b"p%d" % i, f"pu{i}") for i in range(50))
+    w = Worker([gearmand.address, perl_gearmand.address], [fn], poll_interval=0.05)
+    seen = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(seen) < 100 and time.monotonic() < deadline:
+            jobs = w.grab(20, 0.5)
+            w.complete_many(jobs)
+            seen += jobs
+        assert [l.uniq for l in w.links] == [True, False]
+    finally:
+        w.close()
+    by_server = {(j.server, j.workload[:1], j.unique[:2]) for j in seen}
+    assert by_server == {(gearmand.address, b"c", "cu"), (perl_gearmand.address, b"p", "")}
+    assert len(seen) == 100 and len({j.workload for j in seen}) == 100
