@@ -217,3 +217,24 @@ def test_refused_hello_is_not_taken_for_a_grab_reply(fakes, warnings):
     assert fake.connections == 1 and fake.count(Type.GRAB_JOB) == 0
     assert [m for m in warnings() if "refused" in m or "refuses" in m] == \
         [f"gearmand {fake.address}: refused SET_CLIENT_ID or CAN_DO (unknown_command: )"]
+
+
+@pytest.mark.parametrize("reply", [
+    b"\0RES" + (99).to_bytes(4, "big") + (0).to_bytes(4, "big"),   # a packet type from the future
+    encode(RES, Type.JOB_CREATED, "H:x:1"),                          # a client's reply, to a worker
+    b"ERR unknown_command Unknown+server+command\r\n",              # a text-protocol answer
+])
+def test_a_server_answering_nonsense_is_down_with_growing_back_off(fakes, reply):
+    fake = fakes(lambda type_, args: reply if type_ in (Type.GRAB_JOB_UNIQ, Type.GRAB_JOB) else None)
+    waits = []
+
+    class Recording(Worker):
+        def _down(self, link, why):
+            if link.state != "down":
+                waits.append(link.backoff)
+            super()._down(link, why)
+    with Recording([fake.address], ["f"], timeout=30.0, poll_interval=0.05, max_backoff=0.2) as w:
+        deadline = time.monotonic() + 20
+        while len(waits) < 5 and time.monotonic() < deadline:
+            assert w.grab(1, 0.2) == []
+    assert waits == [0.0, 0.05, 0.1, 0.2, 0.2]
