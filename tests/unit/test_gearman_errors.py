@@ -1,6 +1,7 @@
-"""pygen's Gearman worker against a scripted fake job server (a socket in a thread, no real
-server): every ERROR answers the request it follows, a server without GRAB_JOB_UNIQ (Perl
-Gearman::Server) is served with GRAB_JOB, and no reply of a peer makes it spin or flood the log.
+"""pygen's Gearman worker and client against a scripted fake job server (a socket in a thread,
+no real server): every ERROR answers the request it follows, a server without GRAB_JOB_UNIQ
+(Perl Gearman::Server) is served with GRAB_JOB, no reply of a peer makes the worker spin or
+flood the log, and a refused request leaves the client's connection usable.
 
 The fake reads the worker's packets and answers each one with script(type, args) -> bytes."""
 import logging
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from pygen.gearman import Worker
+from pygen.gearman import Client, JobServerError, Worker
 from pygen.gearman_proto import REQ, RES, Decoder, Type, encode
 
 ERR_UNKNOWN = encode(RES, Type.ERROR, "server_error", "Can't locate object method \"CMD_\"\n")
@@ -238,3 +239,45 @@ def test_a_server_answering_nonsense_is_down_with_growing_back_off(fakes, reply)
         while len(waits) < 5 and time.monotonic() < deadline:
             assert w.grab(1, 0.2) == []
     assert waits == [0.0, 0.05, 0.1, 0.2, 0.2]
+
+
+def test_client_without_the_exceptions_option(fakes):
+    """A server that refuses OPTION_REQ "exceptions" still runs jobs; failures come as WORK_FAIL."""
+    def script(type_, args):
+        if type_ == Type.OPTION_REQ:
+            return encode(RES, Type.ERROR, "unknown_option", "")
+        if type_ == Type.SUBMIT_JOB:
+            handle = b"H:x:" + args[2]
+            done = encode(RES, Type.WORK_COMPLETE, handle, args[2][::-1]) if args[2] != b"bad" else \
+                encode(RES, Type.WORK_FAIL, handle)
+            return encode(RES, Type.JOB_CREATED, handle) + done
+        return None
+    fake = fakes(script)
+    with Client(fake.address) as c:
+        assert c.do("f", b"abc") == ("complete", b"cba")
+        conn = c.conn
+        assert c.exceptions_option is False
+        assert c.do("f", b"bad") == ("fail", None)
+        assert c.do("f", b"xyz") == ("complete", b"zyx") and c.conn is conn
+    assert fake.count(Type.OPTION_REQ) == 1 and fake.connections == 1
+
+
+def test_client_refused_submit_keeps_the_connection(fakes):
+    def script(type_, args):
+        if type_ == Type.SUBMIT_JOB_LOW_BG:
+            return encode(RES, Type.ERROR, "server_error", "no CMD_submit_job_low_bg")
+        if type_ == Type.SUBMIT_JOB_BG:
+            return encode(RES, Type.JOB_CREATED, b"H:x:" + args[2])
+        return None
+    fake = fakes(script)
+    with Client(fake.address) as c:
+        for _ in range(3):
+            with pytest.raises(JobServerError, match="server_error") as err:
+                c.submit_background("f", b"1", priority="low")
+            assert err.value.in_sync
+            assert c.submit_background("f", b"2") == "H:x:2"
+        with pytest.raises(JobServerError) as err:
+            c.submit_many_background([("f", b"a", None), ("f", b"b", None)] * 3, priority="low", batch=2)
+        assert len(err.value.results) == 4 and err.value.handles == []  # two batches in flight, all read
+        assert c.echo(b"z") == b"z"
+    assert fake.connections == 1
