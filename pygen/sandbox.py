@@ -1,4 +1,5 @@
-"""Throwaway MariaDB, gearmand and Redis servers for tests, benchmarks and the demo.
+"""Throwaway MariaDB, gearmand (the C one, or Perl Gearman::Server as PerlGearmand) and Redis
+servers for tests, benchmarks and the demo.
 
 Each server runs the real binary on 127.0.0.1 with a free port and all of its state in a temp
 directory, and never reads a system configuration file. Usage::
