@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DB, Sql, connect, fname, grab_all, queued, wait_until
+from pygen import catalog
 from pygen.gearman import Client
 from pygen.sandbox import _die_with_parent
 
@@ -136,7 +137,8 @@ def test_gman_bulk_background(psql, perl_gearmand):
 def test_server_list_stamp_and_last_error(psql, perl_gearmand, gearmand):
     fn = fname("pllist")
     psql.servers_set(gearmand)
-    psql.servers_set(perl_gearmand, function=fn)  # only fn goes to the Perl server
+    # only fn goes to the Perl server
+    assert psql.one("SELECT gman_servers_set(%s, %s)", (perl_gearmand.address, fn)) == perl_gearmand.address.encode()
     assert psql.one("SELECT gman_do_background(%s, 'x')", (fn,)).startswith(b"H:")
     assert queued(perl_gearmand, fn) == 1 and queued(gearmand, fn) == 0
     a, b = psql.rows("SELECT gman_stamp(), gman_stamp()")[0]
@@ -144,6 +146,13 @@ def test_server_list_stamp_and_last_error(psql, perl_gearmand, gearmand):
     assert psql.one("SELECT gman_do_low_background(%s, 'x')", (fn,)) is None
     assert perl_gearmand.address in refusal(psql, "gman_do_low_background", "CMD_submit_job_low_bg")
     grab_all([perl_gearmand], fn, count=1)
+
+
+def test_every_gman_function_runs_against_the_perl_server_here():
+    text = Path(__file__).read_text() + Path(__file__).with_name("test_gearman_peers_pipelined.py").read_text()
+    missing = [f.name for f in catalog.FUNCTIONS if f.name.startswith("gman_") and f"SELECT {f.name}(" not in text
+               and f", {f.name}(" not in text]
+    assert not missing, f"not tested against Perl Gearman::Server: {missing}"
 
 
 def test_pipelined_mode_without_refusals(private_mariadb, perl_gearmand):
