@@ -7,7 +7,6 @@
 #include "gm_pipeline.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,8 +4,6 @@
  */
 #include "gm_pipeline.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,97 +18,6 @@ static struct {
 } gm_stats;
 
 #define GM_COUNT(field, n) __atomic_add_fetch(&gm_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
-
-/* ---- the queue of encoded packets ---- */
-
-static size_t gm_jobq_packet_len(const char *p)
-{
-    const unsigned char *h = (const unsigned char *)p + 8;
-    return GM_HEADER_SIZE + ((size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3]);
-}
-
-static int gm_jobq_room(gm_jobq *q, size_t extra)
-{
-    if (q->pos > 0 && (q->pos == q->len || q->cap - q->len < extra)) {
-        memmove(q->buf, q->buf + q->pos, q->len - q->pos);
-        q->len -= q->pos;
-        q->pos = 0;
-    }
-    if (q->cap - q->len >= extra)
-        return GM_OK;
-    if (extra > SIZE_MAX / 2 - q->len)
-        return GM_ERR;
-    size_t want = q->len + extra, ncap = q->cap ? q->cap : 1024;
-    while (ncap < want)
-        ncap *= 2;
-    char *p = realloc(q->buf, ncap);
-    if (p == NULL)
-        return GM_ERR;
-    q->buf = p;
-    q->cap = ncap;
-    return GM_OK;
-}
-
-int gm_jobq_push(gm_jobq *q, const char *p, size_t len)
-{
-    if (gm_jobq_room(q, len) != GM_OK)
-        return GM_ERR;
-    memcpy(q->buf + q->len, p, len);
-    q->len += len;
-    if (q->count++ == 0)
-        q->progress_us = gm_now_us();
-    return GM_OK;
-}
-
-int gm_jobq_append(gm_jobq *dst, gm_jobq *src)
-{
-    if (src->count == 0)
-        return GM_OK;
-    if (dst->count == 0) { /* take the buffer as it is */
-        gm_jobq tmp = *dst;
-        *dst = *src;
-        *src = tmp;
-        src->pos = src->len = 0;
-        src->count = 0;
-        return GM_OK;
-    }
-    size_t n = src->len - src->pos;
-    if (gm_jobq_room(dst, n) != GM_OK)
-        return GM_ERR;
-    memcpy(dst->buf + dst->len, src->buf + src->pos, n);
-    dst->len += n;
-    dst->count += src->count;
-    src->pos = src->len = 0;
-    src->count = 0;
-    return GM_OK;
-}
-
-size_t gm_jobq_front(const gm_jobq *q, const char **p)
-{
-    if (q->count == 0 || q->len - q->pos < GM_HEADER_SIZE)
-        return 0;
-    *p = q->buf + q->pos;
-    return gm_jobq_packet_len(*p);
-}
-
-void gm_jobq_pop(gm_jobq *q)
-{
-    const char *p;
-    size_t n = gm_jobq_front(q, &p);
-    if (n == 0)
-        return;
-    q->pos += n;
-    if (--q->count == 0 || q->pos >= q->len)
-        q->pos = q->len = 0, q->count = 0;
-}
-
-void gm_jobq_free(gm_jobq *q)
-{
-    if (q == NULL)
-        return;
-    free(q->buf);
-    memset(q, 0, sizeof *q);
-}
 
 /* ---- one connection's unanswered jobs ---- */
 
@@ -283,7 +190,7 @@ typedef struct gm_submit {
     unsigned refused;    /* refusals read during this call */
     int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
     int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
-    char *note;          /* the last one, described */
+    char *note;          /* the last refusal, described */
     const char *server;  /* name of the server in use, for the note */
 } gm_submit;
 
@@ -363,9 +270,10 @@ static int gm_submit_mine_left(const gm_submit *sub)
     return 0;
 }
 
-/* Try one server: a pooled connection (then one fresh one if that had died while idle). */
 #define GM_SUBMIT_BUSY 1 /* the server is silent: its connection is parked with its jobs */
 
+/* Try one server: a pooled connection (then one fresh one if that had died while idle).
+ * GM_OK, GM_SUBMIT_BUSY, or GM_ERR (the server is gone; its jobs were taken off). */
 static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
 {
     const gm_config *cfg = sub->cfg;

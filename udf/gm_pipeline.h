@@ -30,26 +30,11 @@
 
 #include "gm_config.h"
 #include "gm_conn.h"
+#include "gm_jobq.h"
 #include "gm_proto.h"
 
 #define GM_PIPE_BYTES_MAX (4u << 20) /* unanswered bytes per connection (a job larger than this goes alone) */
 #define GM_PIPE_UNIQUE_MAX 64
-
-/* Encoded packets, oldest first. */
-typedef struct gm_jobq {
-    char *buf; /* [pos, len) live */
-    size_t pos, len, cap;
-    unsigned count;
-    int64_t progress_us; /* pending queues: when the oldest job was sent or the last one answered */
-} gm_jobq;
-
-int gm_jobq_push(gm_jobq *q, const char *p, size_t len);
-/* Append src's packets to dst (src emptied). GM_ERR (nothing moved) when out of memory. */
-int gm_jobq_append(gm_jobq *dst, gm_jobq *src);
-/* The oldest packet: its length (0 when empty) and *p. */
-size_t gm_jobq_front(const gm_jobq *q, const char **p);
-void gm_jobq_pop(gm_jobq *q);
-void gm_jobq_free(gm_jobq *q); /* NULL is a no-op */
 
 /* Unanswered jobs on c, and their bytes. */
 unsigned gm_pipe_count(const gm_conn *c);

@@ -7,6 +7,7 @@ Every test runs its own mariadbd (the settings come from its environment) and ge
 import json
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -164,11 +165,12 @@ def test_bulk_over_single_threaded_gearmand_with_a_deep_queue(private_mariadb, g
     print(f"threads=1: 200k bulk {t_pre:.2f} s, then 100k bulk {t_bulk:.2f} s")
 
 
-def test_bulk_over_a_durable_queue_with_default_timeouts(private_mariadb, gearmands):
+@pytest.mark.parametrize("threads", [None, 1], ids=["threads-default", "threads-1"])
+def test_bulk_over_a_durable_queue_with_default_timeouts(private_mariadb, gearmands, threads):
     """-q libsqlite3 takes about 1 ms per job: 1,000 rows are more than one io_timeout_ms,
     but every reply restarts the wait. (With --threads=1 gearmand also reads the whole burst
     before it answers: a stream must not send more than a window ahead.)"""
-    g = gearmands(queue="sqlite", extra_args=["--threads=1"])
+    g = gearmands(queue="sqlite", extra_args=[f"--threads={threads}"] if threads else [])
     db = private_mariadb(env={"GMAN_UDF_SERVERS": g.address})
     sql = Sql(db.connect(database=DB))
     t = time.monotonic()
@@ -176,7 +178,7 @@ def test_bulk_over_a_durable_queue_with_default_timeouts(private_mariadb, gearma
     elapsed = time.monotonic() - t
     assert got == 1000, sql.one("SELECT gman_last_error()")
     assert queued(g, "durable") == 1000
-    print(f"sqlite queue: bulk of 1000 in {elapsed:.2f} s")
+    print(f"sqlite queue, threads={threads}: bulk of 1000 in {elapsed:.2f} s")
 
 
 # --- concurrent writers, failover ---------------------------------------------------------------------
@@ -305,3 +307,92 @@ def test_server_silent_past_do_timeout_has_its_jobs_rescued(private_mariadb, gea
         a.kill(signal.SIGKILL)  # never thawed: what it holds is gone with it
     s = stats(sql)
     assert s["rescued"] == WINDOW and s["lost"] == 0, s
+
+
+def test_every_server_silent_fails_after_do_timeout_and_keeps_the_parked_jobs(private_mariadb, gearmands):
+    """The only server freezes: the call that finds its window full waits io_timeout_ms, then,
+    with no other server, up to do_timeout_ms more, and fails. The jobs sent before stay parked:
+    thawed, the server confirms them; none is re-sent."""
+    g = gearmands()
+    db = pipelined(private_mariadb, [g], do_timeout_ms=1000)
+    sql = Sql(db.connect(database=DB))
+    fn = fname("allfrozen")
+    assert sql.one("SELECT gman_do_background(%s, 'warm')", (fn,)) is not None
+    wait_until(lambda: queued(g, fn) == 1, what="the first job")
+    g.kill(signal.SIGSTOP)
+    try:
+        for i in range(WINDOW):  # the window: sent, unanswered ('warm' was confirmed)
+            assert sql.one("SELECT gman_do_background(%s, %s)", (fn, f"j{i}")) is not None, sql.last_error()
+        t = time.monotonic()
+        value = sql.one("SELECT gman_do_background(%s, 'one too many')", (fn,))
+        elapsed = time.monotonic() - t
+        error = sql.last_error()
+        later = sql.one("SELECT gman_do_background(%s, 'in back-off')", (fn,))  # fails at once
+    finally:
+        g.kill(signal.SIGCONT)
+    assert value is None and "timed out waiting for confirmations" in error, (value, error, elapsed)
+    assert later is None
+    assert 1.0 <= elapsed < 0.3 + 1.0 + 0.5, elapsed
+    wait_until(lambda: queued(g, fn) == 1 + WINDOW, what="the parked jobs")
+    time.sleep(1.1)  # back-off over: the next call reads the parked connection's replies
+    assert sql.one("SELECT gman_do_background(%s, 'after')", (fn,)) is not None, sql.last_error()
+    wait_until(lambda: queued(g, fn) == WINDOW + 2, what="every job once")
+    s = stats(sql)
+    assert s["rescued"] == 0 and s["lost"] == 0 and s["abandoned"] == 0, s
+
+
+# --- a confirmed job is never sent again ----------------------------------------------------------------
+
+class OneShotGearmand:
+    """A fake gearmand for one connection: JOB_CREATED for its first `confirm` jobs, then
+    silence; after `close_after` jobs it closes the connection and stops listening (later
+    connects are refused). Records the unique ids it received."""
+
+    def __init__(self, confirm, close_after):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.received = []
+        self.thread = threading.Thread(target=self._run, args=(confirm, close_after), daemon=True)
+        self.thread.start()
+
+    def _run(self, confirm, close_after):
+        self.listener.settimeout(20)
+        sock, _ = self.listener.accept()
+        self.listener.close()
+        sock.settimeout(20)
+        buf = b""
+        while len(self.received) < close_after:
+            while len(buf) < 12 or len(buf) < 12 + struct.unpack(">I", buf[8:12])[0]:
+                buf += sock.recv(65536)
+            size = struct.unpack(">I", buf[8:12])[0]
+            data, buf = buf[12:12 + size], buf[12 + size:]
+            self.received.append(data.split(b"\0")[1])
+            if len(self.received) <= confirm:
+                handle = b"H:fake:%d" % len(self.received)
+                sock.sendall(b"\0RES" + struct.pack(">II", 8, len(handle)) + handle)
+        sock.close()
+
+
+def test_only_unconfirmed_jobs_are_rescued(private_mariadb, gearmands):
+    """The first server confirms 10 of 21 jobs, then closes: the next call reads those 10
+    confirmations, and sends only the other 11 (with its own job) to the second server."""
+    fake = OneShotGearmand(confirm=10, close_after=21)
+    b = gearmands()
+
+    class Fake:
+        address = fake.address
+    db = pipelined(private_mariadb, [Fake, b])
+    sql = Sql(db.connect(database=DB))
+    fn = fname("rescue")
+    uniques = [sql.one("SELECT gman_do_background(%s, %s)", (fn, f"j{i}")) for i in range(21)]
+    fake.thread.join(10)
+    assert fake.received == uniques
+    time.sleep(0.1)  # the close has arrived
+    last = sql.one("SELECT gman_do_background(%s, 'after the close')", (fn,))
+    assert last is not None, sql.last_error()
+    jobs = grab_all([b], fn, count=12)
+    assert sorted(j.unique.encode() for j in jobs) == sorted(uniques[10:] + [last])
+    s = stats(sql)
+    assert s["rescued"] == 11 and s["confirmed"] == 10 and s["lost"] == 0, s

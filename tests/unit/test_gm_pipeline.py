@@ -1,4 +1,4 @@
-"""udf/gm_pipeline.c through cffi, against a scripted peer on a local socket: every reply is
+"""udf/gm_pipeline.c and udf/gm_jobq.c through cffi, against a scripted peer on a local socket: every reply is
 paired with the oldest unanswered job, an ERROR refuses that one job only, a reply to nothing
 is an error, and the job queue keeps packets whole and in order."""
 import json
@@ -32,7 +32,7 @@ size_t gm_jobq_front(const gm_jobq *q, const char **p);
 void gm_jobq_pop(gm_jobq *q);
 void gm_jobq_free(gm_jobq *q);
 """
-SOURCES = ["gm_pipeline.c", "gm_servers.c", "gm_config.c", "gm_conn.c", "gm_proto.c", "udf_error.c"]
+SOURCES = ["gm_pipeline.c", "gm_jobq.c", "gm_servers.c", "gm_config.c", "gm_conn.c", "gm_proto.c", "udf_error.c"]
 ffi, lib = cbuild.build("gm_pipeline", SOURCES, CDEF)
 
 SUBMIT_JOB_BG, JOB_CREATED, ERROR, NOOP = 18, 8, 19, 6

@@ -25,7 +25,7 @@ typedef struct gm_route {
 int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
 void free(void *);
 """
-SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_proto.c", "udf_error.c"]
+SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_jobq.c", "gm_proto.c", "udf_error.c"]
 ffi, lib = cbuild.build("gm_servers", SOURCES, CDEF)
 ERRLEN = 256  # GM_ERRLEN
 FN = "server_list_parse_test"  # the one per-function list these tests set on the session server
