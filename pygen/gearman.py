@@ -47,6 +47,15 @@ def _unique(unique) -> str | bytes:
     return unique
 
 
+def _answer(conn: Connection, type: int) -> tuple[bytes, ...]:
+    """The reply to the one request outstanding: `type`, or the ERROR that refuses it."""
+    try:
+        return conn.expect(type)
+    except JobServerError as e:
+        e.in_sync = True
+        raise
+
+
 def _handle(arg: bytes) -> bytes:
     # gearmand forwards a handle argument with its terminating NUL when it is the last one.
     return arg[:-1] if arg.endswith(b"\0") else arg
@@ -56,7 +65,10 @@ class Client:
     """Submits jobs over one persistent connection to the first server of `servers` that
     answers (tried in order at each reconnect). A call that fails closes the connection and
     raises; the next call reconnects. No call is retried: a job may or may not have been
-    accepted when the connection broke."""
+    accepted when the connection broke. A request the server refuses (an ERROR as its answer,
+    e.g. a packet type Perl Gearman::Server lacks: *_LOW, SUBMIT_JOB_HIGH_BG) raises
+    JobServerError and keeps the connection; a refused OPTION_REQ "exceptions" just means
+    that failed jobs come back as ("fail", None)."""
 
     def __init__(self, servers="127.0.0.1:4730", connect_timeout: float = 2.0, timeout: float = 5.0,
                  max_data: int = DEFAULT_MAX_DATA):
@@ -65,7 +77,8 @@ class Client:
             raise ValueError("no server given")
         self.connect_timeout, self.timeout, self.max_data = connect_timeout, timeout, max_data
         self.conn: Connection | None = None
-        self._exceptions = False  # OPTION_REQ "exceptions" sent on this connection
+        self._exceptions = False  # OPTION_REQ "exceptions" answered on this connection
+        self.exceptions_option: bool | None = None  # did the server accept it (None: not asked yet)
 
     def _connection(self) -> Connection:
         if self.conn is not None and self.conn.sock is not None:
@@ -84,6 +97,10 @@ class Client:
         conn = self._connection()
         try:
             return method(conn, *args)
+        except JobServerError as e:
+            if not e.in_sync:
+                self.close()
+            raise
         except BaseException:  # whatever broke, the stream state is unknown now
             self.close()
             raise
@@ -114,30 +131,39 @@ class Client:
 
         def call(conn):
             conn.send(packet)
-            return from_bytes(conn.expect(Type.JOB_CREATED)[0])
+            return from_bytes(_answer(conn, Type.JOB_CREATED)[0])
         return self._call(call)
 
     def submit_many_background(self, jobs, priority: str = "normal", batch: int = 512) -> list[str]:
         """Queue (function, workload, unique) jobs, pipelined: `batch` jobs per write, a second
         batch sent before the replies to the first are read. The window is bounded so that
         neither side's socket buffer fills while the other waits (a deadlock with send-all-
-        then-read-all). Returns the handles in order."""
+        then-read-all). Returns the handles in order. When the server refuses a job, nothing
+        more is sent, the replies to what was sent are read, and the first refusal is raised:
+        .handles the jobs accepted before it, .results one handle or JobServerError per job
+        sent (the rest were not sent)."""
         packets = [self._submit(f, w, u, priority, True) for f, w, u in jobs]
 
         def call(conn):
-            handles, inflight = [], collections.deque()
+            results, inflight, first = [], collections.deque(), None
             for start in range(0, len(packets), batch):
+                if first is not None:
+                    break
                 chunk = packets[start:start + batch]
                 conn.send(b"".join(chunk))
                 inflight.append(len(chunk))
-                while len(inflight) > 1 or (inflight and start + batch >= len(packets)):
+                while len(inflight) > 1 or (inflight and (start + batch >= len(packets) or first)):
                     for _ in range(inflight.popleft()):
                         try:
-                            handles.append(from_bytes(conn.expect(Type.JOB_CREATED)[0]))
+                            results.append(from_bytes(conn.expect(Type.JOB_CREATED)[0]))
                         except JobServerError as e:
-                            e.handles = handles
-                            raise
-            return handles
+                            results.append(e)
+                            first = first or e
+            if first is not None:
+                first.handles = results[:results.index(first)]
+                first.results, first.in_sync = results, True
+                raise first
+            return results
         return self._call(call)
 
     def do(self, function: str, workload: bytes, unique: str | None = None, priority: str = "normal",
@@ -152,13 +178,19 @@ class Client:
             if not self._exceptions:
                 packet_out = encode(REQ, Type.OPTION_REQ, "exceptions") + packet
                 conn.send(packet_out)
-                conn.expect(Type.OPTION_RES)
+                try:
+                    conn.expect(Type.OPTION_RES)
+                    self.exceptions_option = True
+                except JobServerError:  # a server without the option: WORK_FAIL it is
+                    self.exceptions_option = False
                 self._exceptions = True
             else:
                 conn.send(packet)
-            handle = conn.expect(Type.JOB_CREATED)[0]
+            handle = _answer(conn, Type.JOB_CREATED)[0]
             while True:
                 type, args = conn.read_packet(max(deadline - time.monotonic(), 0.0))
+                if conn.trailing(type, args):
+                    continue
                 if type == Type.ERROR:
                     raise JobServerError(from_bytes(args[0]), from_bytes(args[1]))
                 if _handle(args[0]) != handle:
@@ -168,6 +200,7 @@ class Client:
                 if type == Type.WORK_FAIL:
                     return "fail", None
                 if type == Type.WORK_EXCEPTION:
+                    conn.ended.append(handle)
                     return "exception", args[1].decode("utf-8", "replace")
                 if type not in (Type.WORK_DATA, Type.WORK_WARNING, Type.WORK_STATUS):
                     raise ProtocolError(f"unexpected {Type(type).name} while waiting for a result")

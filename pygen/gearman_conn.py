@@ -7,6 +7,7 @@ request/reply; nothing blocks forever.
 """
 from __future__ import annotations
 
+import collections
 import socket
 import time
 
@@ -14,6 +15,8 @@ from pygen.gearman_proto import DEFAULT_MAX_DATA, REQ, RES, Decoder, ProtocolErr
 
 DEFAULT_PORT = 4730
 RECV_SIZE = 256 * 1024
+_TRAILING = frozenset((Type.WORK_DATA, Type.WORK_WARNING, Type.WORK_STATUS, Type.WORK_COMPLETE,
+                       Type.WORK_FAIL, Type.WORK_EXCEPTION))
 
 
 class GearmanError(Exception):
@@ -27,6 +30,9 @@ class JobServerError(GearmanError):
         super().__init__(f"gearmand error {code}: {text}")
         self.code, self.text = code, text
         self.handles = list(handles)  # submit_many_background: the jobs accepted before the error
+        self.results: list = []       # submit_many_background: per job sent, its handle or its error
+        # True when the ERROR was the whole answer to a request: the connection stays usable
+        self.in_sync = False
 
 
 def parse_server(spec) -> tuple[str, int]:
@@ -52,6 +58,10 @@ class Connection:
         self.decoder = Decoder(RES, max_data)
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
+        # Handles of jobs that ended with WORK_EXCEPTION: Perl Gearman::Server still relays what
+        # the worker sends after it (Gearman::Worker: WORK_FAIL), which must not be taken for
+        # the reply to a later request. Bounded: the oldest is forgotten first.
+        self.ended: collections.deque[bytes] = collections.deque(maxlen=64)
 
     @property
     def address(self) -> str:
@@ -66,6 +76,7 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.timeout)
         self.sock, self.decoder = sock, Decoder(RES, self.max_data)
+        self.ended.clear()
 
     def close(self) -> None:
         if self.sock is not None:
@@ -114,9 +125,22 @@ class Connection:
                 self.sock.settimeout(self.timeout)  # send() relies on it
         return packet
 
+    def trailing(self, type: int, args: tuple[bytes, ...]) -> bool:
+        """True for a packet about a job that already ended (see self.ended): to be skipped."""
+        if type not in _TRAILING or not self.ended:
+            return False
+        handle = args[0][:-1] if args[0].endswith(b"\0") else args[0]
+        if handle not in self.ended:
+            return False
+        if type in (Type.WORK_COMPLETE, Type.WORK_FAIL):  # nothing comes after these
+            self.ended.remove(handle)
+        return True
+
     def expect(self, type: int, timeout: float | None = None) -> tuple[bytes, ...]:
         """Read one packet that must be `type` (an ERROR packet raises JobServerError)."""
         got, args = self.read_packet(timeout)
+        while self.trailing(got, args):
+            got, args = self.read_packet(timeout)
         if got == type:
             return args
         if got == Type.ERROR:

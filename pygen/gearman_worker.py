@@ -19,6 +19,7 @@ import socket
 import time
 
 from pygen.gearman_conn import Connection, GearmanError
+from pygen.gearman_link import FENCE, GRAB, SILENT, Link
 from pygen.gearman_proto import (DEFAULT_MAX_DATA, OVERSIZE, REQ, ProtocolError, Type, encode, from_bytes,
                                   to_bytes)
 
@@ -50,22 +51,8 @@ class Job:
                 f"{len(self.workload)} B from {self.server}>")
 
 
-class _Link:
-    """The worker's connection to one server. state: down -> connecting -> awake (grab) <->
-    sleeping (PRE_SLEEP sent, waiting for NOOP) -> down on any error."""
-
-    def __init__(self, conn: Connection):
-        self.conn, self.state, self.gen = conn, "down", 0
-        self.fd = -1
-        self.retry_at = self.backoff = 0.0
-        self.deadline = 0.0      # connecting: give up then; grabs outstanding: no reply by then = dead
-        self.grabs = 0           # GRAB_JOB_UNIQ sent, reply not yet read
-        self.empty = False       # a NO_JOB came in this round
-        self.slept_at = 0.0
-
-
-_GRAB = encode(REQ, Type.GRAB_JOB_UNIQ)
 _PRE_SLEEP = encode(REQ, Type.PRE_SLEEP)
+WARN_EVERY = 10.0  # seconds: a repeated warning of one server is logged at most this often
 
 
 class Worker:
@@ -89,7 +76,7 @@ class Worker:
         self.client_id = client_id or f"pygen-{socket.gethostname()}-{os.getpid()}"
         self.connect_timeout, self.timeout, self.poll_interval = connect_timeout, timeout, poll_interval
         self.max_backoff, self.probe_interval, self.exceptions = max_backoff, probe_interval, exceptions
-        self.links = [_Link(Connection(s, connect_timeout, timeout, max_data)) for s in servers]
+        self.links = [Link(Connection(s, connect_timeout, timeout, max_data)) for s in servers]
         self._hello = b"".join([encode(REQ, Type.SET_CLIENT_ID, self.client_id)] +
                                [encode(REQ, Type.CAN_DO, name) for name in self.functions])
         self._sel = selectors.DefaultSelector()
@@ -97,7 +84,7 @@ class Worker:
         self._stopping = False
 
     # ---- connections
-    def _down(self, link: _Link, why) -> None:
+    def _down(self, link: Link, why) -> None:
         if link.state == "down":
             return
         # a server that stays down would otherwise log a warning every max_backoff seconds
@@ -107,7 +94,7 @@ class Worker:
         link.retry_at = time.monotonic() + link.backoff
         link.backoff = min(max(link.backoff * 2, 0.05), self.max_backoff)
 
-    def _drop(self, link: _Link) -> None:
+    def _drop(self, link: Link) -> None:
         if link.fd >= 0:
             try:
                 self._sel.unregister(link.fd)
@@ -116,11 +103,12 @@ class Worker:
             link.fd = -1
         link.conn.close()
         link.state, link.grabs, link.empty = "down", 0, False
+        link.order.clear()
         link.gen += 1  # jobs taken on the old connection can no longer be answered
         if any(job._link is link for job in self._ready):  # gearmand re-queues them: drop our copies
             self._ready = collections.deque(job for job in self._ready if job._link is not link)
 
-    def _connect(self, link: _Link) -> None:
+    def _connect(self, link: Link) -> None:
         """Start a non-blocking connect: a server that does not answer must not stall the others."""
         try:
             family, type_, proto, _, addr = socket.getaddrinfo(
@@ -137,7 +125,7 @@ class Worker:
         link.deadline = time.monotonic() + self.connect_timeout
         self._sel.register(link.fd, selectors.EVENT_WRITE, link)
 
-    def _connected(self, link: _Link) -> None:
+    def _connected(self, link: Link) -> None:
         err = link.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             return self._down(link, os.strerror(err))
@@ -146,11 +134,12 @@ class Worker:
             link.conn.send(self._hello)
         except OSError as e:
             return self._down(link, e)
+        link.expect("H", 1 + len(self.functions))
         self._sel.modify(link.fd, selectors.EVENT_READ, link)
         link.state, link.empty, link.grabs = "awake", False, 0
         log.info("gearmand %s: connected", link.conn.address)
 
-    def _send(self, link: _Link, data: bytes) -> bool:
+    def _send(self, link: Link, data: bytes) -> bool:
         try:
             link.conn.send(data)
             return True
@@ -158,42 +147,86 @@ class Worker:
             self._down(link, e)
             return False
 
+    def _warn(self, link: Link, kind: str, message: str) -> None:
+        """A warning that a server may cause at any rate: logged at most every WARN_EVERY s."""
+        now = time.monotonic()
+        last = link.quiet.setdefault(kind, [-WARN_EVERY, 0])
+        if now - last[0] < WARN_EVERY:
+            last[1] += 1
+            return
+        more = f" ({last[1]} more like it not logged)" if last[1] else ""
+        log.warning("gearmand %s: %s%s", link.conn.address, message, more)
+        last[0], last[1] = now, 0
+
     # ---- reading
-    def _read(self, link: _Link) -> None:
+    def _read(self, link: Link) -> None:
         try:
             link.conn.fill()
             packets = list(link.conn.decoder)
         except (OSError, ProtocolError) as e:
             return self._down(link, e)
         link.deadline = time.monotonic() + self.timeout  # progress: a big payload may take several reads
-        link.backoff = 0.0
         for type, args in packets:
-            if type == Type.JOB_ASSIGN_UNIQ:
-                link.grabs -= 1
-                self._ready.append(Job(self, link, *args))
-            elif type == OVERSIZE:  # failed, or gearmand would hand it out again on every reconnection
-                link.grabs -= 1
-                log.warning("gearmand %s: job %s of %d bytes is over the limit (%d); failed", link.conn.address,
-                            from_bytes(args[0]), args[2], link.conn.max_data)
-                if not self._send(link, encode(REQ, Type.WORK_FAIL, args[0])):
-                    return
-            elif type == Type.NO_JOB:
-                link.grabs -= 1
-                link.empty = True
+            if type in (Type.JOB_ASSIGN_UNIQ, Type.JOB_ASSIGN, Type.NO_JOB, OVERSIZE):
+                if link.answer("grab") is None:
+                    name = "oversize job" if type == OVERSIZE else Type(type).name
+                    return self._down(link, f"{name} without a grab")
+                link.backoff = 0.0  # only a useful reply proves the server works: not an ERROR
+                if type == Type.JOB_ASSIGN_UNIQ:
+                    self._ready.append(Job(self, link, *args))
+                elif type == Type.JOB_ASSIGN:  # the answer to GRAB_JOB: no unique id
+                    self._ready.append(Job(self, link, args[0], args[1], b"", args[2]))
+                elif type == OVERSIZE:  # failed, or gearmand would hand it out again on every reconnection
+                    log.warning("gearmand %s: job %s of %d bytes is over the limit (%d); failed", link.conn.address,
+                                from_bytes(args[0]), args[2], link.conn.max_data)
+                    if not self._send(link, encode(REQ, Type.WORK_FAIL, args[0])):
+                        return
+                    link.expect("R", 1)
+                else:
+                    link.empty = True
+            elif type == Type.ECHO_RES:
+                if link.answer("echo") is None:
+                    return self._down(link, "ECHO_RES without an ECHO_REQ")
             elif type == Type.NOOP:
+                link.backoff = 0.0
                 link.empty = False
                 if link.state == "sleeping":
                     link.state = "awake"
-            elif type == Type.ERROR:  # e.g. a result for a job gearmand no longer knows
-                log.warning("gearmand %s: error %s: %s", link.conn.address, from_bytes(args[0]),
-                            from_bytes(args[1]))
+            elif type == Type.ERROR:
+                if not self._refused(link, from_bytes(args[0]), from_bytes(args[1])[:200].strip()):
+                    return
             else:
                 return self._down(link, f"unexpected {Type(type).name}")
-        if link.grabs < 0:
-            return self._down(link, "more replies than grabs")
         if link.state == "awake" and link.grabs == 0 and link.empty:
             if self._send(link, _PRE_SLEEP):
                 link.state, link.slept_at = "sleeping", time.monotonic()
+                link.expect("S", 1)
+
+    def _refused(self, link: Link, code: str, text: str) -> bool:
+        """An ERROR: the answer to the oldest request still waiting for one. False if the
+        link went down for it."""
+        kind = link.answer("error")
+        if kind == "U":
+            if link.uniq:  # a server of the original protocol; its other "U" grabs fail alike
+                link.uniq = False
+                log.warning("gearmand %s refuses GRAB_JOB_UNIQ (%s: %s); using GRAB_JOB (no unique ids)",
+                            link.conn.address, code, text)
+            return True
+        if kind == "G":  # a server that refuses every grab gives no job: down, with back-off
+            self._down(link, f"refuses GRAB_JOB ({code}: {text})")
+            return False
+        if kind == "E":  # a server that refuses even ECHO_REQ cannot be told apart: down
+            self._down(link, f"refuses ECHO_REQ ({code}: {text})")
+            return False
+        if kind == "R":
+            self._warn(link, "result", f"refused a job's result ({code}: {text})")
+        elif kind == "H":
+            self._warn(link, "hello", f"refused SET_CLIENT_ID or CAN_DO ({code}: {text})")
+        elif kind == "S":  # no NOOP will come: probe_interval wakes the link up
+            self._warn(link, "sleep", f"refused PRE_SLEEP ({code}: {text})")
+        else:
+            self._warn(link, "error", f"error {code} answering no request: {text}")
+        return True
 
     def _maintain(self, now: float) -> None:
         for link in self.links:
@@ -217,8 +250,12 @@ class Worker:
             n = min(share, want)
             if n <= 0:
                 break
-            if self._send(link, _GRAB * n):
+            fence = bool(link.order) and link.order[-1][0] in SILENT
+            if self._send(link, (FENCE if fence else b"") + GRAB[link.uniq] * n):
                 link.grabs, link.deadline = n, now + self.timeout
+                if fence:
+                    link.expect("E", 1)
+                link.expect("U" if link.uniq else "G", n)
                 want -= n
 
     def _poll(self, timeout: float) -> None:
@@ -256,7 +293,10 @@ class Worker:
             raise GearmanError(f"job {job.handle} already finished")
         job.done = True
         link = job._link
-        return link.gen == job._gen and link.state in ("awake", "sleeping") and self._send(link, packet)
+        if link.gen == job._gen and link.state in ("awake", "sleeping") and self._send(link, packet):
+            link.expect("R", 1)
+            return True
+        return False
 
     def complete(self, job: Job, data: bytes | str = b"") -> bool:
         return self._finish(job, encode(REQ, Type.WORK_COMPLETE, job.handle, data))
@@ -265,11 +305,13 @@ class Worker:
         return self._finish(job, encode(REQ, Type.WORK_FAIL, job.handle))
 
     def exception(self, job: Job, text: str) -> bool:
+        if not job._link.uniq:  # Gearman::Server keeps a job after WORK_EXCEPTION: it would never end
+            return self._finish(job, encode(REQ, Type.WORK_FAIL, job.handle))
         return self._finish(job, encode(REQ, Type.WORK_EXCEPTION, job.handle, to_bytes(text)))
 
     def complete_many(self, jobs, data: bytes | str = b"") -> int:
         """WORK_COMPLETE for each job, one write per server; returns how many were sent."""
-        by_link: dict[int, tuple[_Link, list]] = {}
+        by_link: dict[int, tuple[Link, list]] = {}
         for job in jobs:
             if job.done:
                 raise GearmanError(f"job {job.handle} already finished")
@@ -277,7 +319,12 @@ class Worker:
             if job._link.gen == job._gen and job._link.state in ("awake", "sleeping"):
                 by_link.setdefault(id(job._link), (job._link, []))[1].append(
                     encode(REQ, Type.WORK_COMPLETE, job.handle, data))
-        return sum(len(packets) for link, packets in by_link.values() if self._send(link, b"".join(packets)))
+        sent = 0
+        for link, packets in by_link.values():
+            if self._send(link, b"".join(packets)):
+                link.expect("R", len(packets))
+                sent += len(packets)
+        return sent
 
     # ---- the callable API
     def work(self, job: Job) -> None:

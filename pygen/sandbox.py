@@ -1,4 +1,5 @@
-"""Throwaway MariaDB, gearmand and Redis servers for tests, benchmarks and the demo.
+"""Throwaway MariaDB, gearmand (the C one, or Perl Gearman::Server as PerlGearmand) and Redis
+servers for tests, benchmarks and the demo.
 
 Each server runs the real binary on 127.0.0.1 with a free port and all of its state in a temp
 directory, and never reads a system configuration file. Usage::
@@ -352,8 +353,13 @@ class MariaDB(Server):
         return True
 
 
+GEARMAND = "/usr/sbin/gearmand"  # the C server (gearman-job-server); /usr/bin/gearmand is the Perl one
+PERL_GEARMAND = "/usr/bin/gearmand"  # Gearman::Server (Debian gearman-server)
+
+
 class Gearmand(Server):
-    """gearmand with the in-memory queue, or queue='sqlite' for the durable libsqlite3 queue."""
+    """The C gearmand (always /usr/sbin/gearmand, whatever PATH says) with the in-memory queue,
+    or queue='sqlite' for the durable libsqlite3 queue."""
 
     name = "gearmand"
     _MULTILINE = {"status", "workers"}
@@ -372,7 +378,7 @@ class Gearmand(Server):
     @classmethod
     def _sqlite_available(cls) -> bool:
         if cls._has_sqlite is None:
-            out = subprocess.run(["gearmand", "--help"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run([GEARMAND, "--help"], capture_output=True, text=True, timeout=30)
             cls._has_sqlite = "--libsqlite3-db" in out.stdout + out.stderr
         return cls._has_sqlite
 
@@ -382,7 +388,7 @@ class Gearmand(Server):
 
     def _command(self) -> list[str]:
         queue = ["-q", "libsqlite3", f"--libsqlite3-db={self.queue_db}"] if self.queue_db else []
-        return ["/usr/sbin/gearmand", "--config-file=/dev/null", f"--listen={self.host}",
+        return [GEARMAND, "--config-file=/dev/null", f"--listen={self.host}",
                 f"--port={self.port}", f"--log-file={self.log_path}", f"--verbose={self.verbose}",
                 f"--pid-file={self.dir / 'gearmand.pid'}",
                 # gearmand's default of 991 buckets makes submits crawl once ~100k jobs are queued.
@@ -421,6 +427,26 @@ class Gearmand(Server):
         """Connections open to gearmand (clients and workers alike), not counting the admin
         connection used to ask: "workers" lists every connection, the asking one included."""
         return len(self.admin("workers", timeout).splitlines()) - 1
+
+
+class PerlGearmand(Gearmand):
+    """Perl Gearman::Server 1.130 (Debian gearman-server), the other job server users run. It
+    speaks the original protocol only: no GRAB_JOB_UNIQ, *_LOW, *_HIGH_BG, WORK_DATA... (each
+    answered by ERROR server_error), in-memory queue only, no log file (warnings go to
+    out_path). Its admin commands status/workers/version/maxqueue read as gearmand's do, but
+    "version" is the bare "v1.130.1". Gearman::Server->new() also opens a listener of its own
+    on an ephemeral port of every interface; the served port is bound to 127.0.0.1 only."""
+
+    name = "perl-gearmand"
+
+    def __init__(self, extra_args=(), env=None):
+        Server.__init__(self, extra_args, env)
+        self.queue = self.queue_db = None
+
+    def _command(self) -> list[str]:
+        # the script through perl: a PATH or #! line cannot swap the interpreter or the server
+        return ["/usr/bin/perl", PERL_GEARMAND, f"--port={self.port}", f"--listen={self.host}",
+                f"--pidfile={self.dir / 'gearmand.pid'}", *self.extra_args]
 
 
 class Redis(Server):

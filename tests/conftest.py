@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pygen.sandbox import Gearmand, MariaDB, Redis  # noqa: E402
+from pygen.sandbox import Gearmand, MariaDB, PerlGearmand, Redis  # noqa: E402
 
 
 def pytest_configure(config):
@@ -74,6 +74,13 @@ def mariadb(plugin_dir):
 @pytest.fixture(scope="session")
 def gearmand():
     with Gearmand() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def perl_gearmand():
+    """Perl Gearman::Server (Debian gearman-server): the original protocol, as another peer."""
+    with PerlGearmand() as server:
         yield server
 
 

@@ -1,4 +1,5 @@
 """The throwaway servers of pygen.sandbox start, answer, restart, take signals and go away."""
+import os
 import signal
 import socket
 import subprocess
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pygen import sandbox
-from pygen.sandbox import Gearmand, MariaDB, Redis, ServerError
+from pygen.gearman_proto import REQ, Type, encode
+from pygen.sandbox import Gearmand, MariaDB, PerlGearmand, Redis, ServerError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,8 +109,52 @@ def test_sqlite_queue_keeps_background_job_across_restart(fresh_gearmand):
     assert gm.status() == {"fn": (1, 0, 0)}
 
 
+def test_c_gearmand_runs_whatever_gearmand_is_first_on_path(tmp_path, monkeypatch):
+    # a non-root PATH often lacks /usr/sbin, so `gearmand` is the Perl Gearman::Server there
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    marker = tmp_path / "fake-ran"
+    (fake / "gearmand").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (fake / "gearmand").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(Gearmand, "_has_sqlite", None)  # asked again, under this PATH
+    with Gearmand(queue="sqlite") as gm:
+        assert Path(os.readlink(f"/proc/{gm.pid}/exe")) == Path("/usr/sbin/gearmand")
+        assert gm.admin("version").startswith("OK ") and gm.status() == {}
+    assert not marker.exists()
+
+
+def test_perl_gearmand_sandbox():
+    with PerlGearmand() as gm:
+        assert Path(f"/proc/{gm.pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"/usr/bin/perl", b"/usr/bin/gearmand"]
+        assert gm.admin("version") == "v1.130.1"
+        assert gm.status() == {}
+        with socket.create_connection((gm.host, gm.port)) as s:  # a background job shows in "status"
+            s.sendall(encode(REQ, Type.SUBMIT_JOB_BG, "fn", "u1", b"x"))
+            assert s.recv(100).startswith(b"\0RES")
+        assert gm.status() == {"fn": (1, 0, 0)}
+        assert gm.admin("maxqueue fn 5") == "OK"
+        assert gm.client_count() == 0
+        pid, state = gm.pid, gm.dir
+        assert gm.address == f"127.0.0.1:{gm.port}" and _listening_only_on_loopback(gm.port)
+    assert not alive(pid) and not state.exists()
+
+
+def _listening_only_on_loopback(port):
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, st = line.split()[1], line.split()[3]
+        if st == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            return local.split(":")[0] == "0100007F"  # 127.0.0.1, little-endian hex
+    return False
+
+
+def test_perl_gearmand_that_cannot_start_raises_with_its_output():
+    with pytest.raises(ServerError, match="Invalid value passed in wakeup option"):
+        PerlGearmand(extra_args=["--wakeup=-5"]).start()
+
+
 def test_stop_leaves_no_process_and_close_removes_state():
-    for server in (Gearmand(), Redis(), MariaDB()):
+    for server in (Gearmand(), PerlGearmand(), Redis(), MariaDB()):
         with server:
             pid = server.pid
             assert alive(pid)
