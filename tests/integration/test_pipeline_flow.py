@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
 
@@ -16,7 +15,7 @@ import MySQLdb
 import pytest
 
 from conftest import DB, Sql, fname, grab_all, queued, wait_until
-from pygen.sandbox import Gearmand, free_port
+from pygen.sandbox import Gearmand, PerlGearmand
 
 WINDOW = 64
 
@@ -86,63 +85,27 @@ def test_queue_full_refuses_one_job_and_keeps_the_connection(private_mariadb, ge
     assert s["jobs"] == 7, s
 
 
-class PerlGearmand:
-    """Perl Gearman::Server (/usr/bin/gearmand from Debian gearman-server): it has no
-    SUBMIT_JOB_HIGH_BG and answers it with ERROR."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(["/usr/bin/gearmand", "-p", str(self.port), "-L", "127.0.0.1"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"Perl gearmand did not start: {self.proc.stderr.read()!r}")
-                time.sleep(0.05)
-
-    def status(self):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"status\n")
-            buf = b""
-            while not buf.endswith(b".\n"):
-                buf += s.recv(65536)
-        return {ln.split("\t")[0]: int(ln.split("\t")[1]) for ln in buf.decode().splitlines()[:-1]}
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait(10)
-
-
 def test_unknown_packet_is_one_refused_job(private_mariadb):
     """Perl Gearman::Server refuses SUBMIT_JOB_HIGH_BG (ERROR server_error): that job is
     reported refused; the other jobs on the connection are neither re-sent nor lost."""
-    perl = PerlGearmand()
-    try:
-        class Addr:
-            address = perl.address
-        db = pipelined(private_mariadb, [Addr])
+    with PerlGearmand() as perl:
+        db = pipelined(private_mariadb, [perl])
         sql = Sql(db.connect(database=DB))
         fn = fname("perl")
+        queued_on_perl = lambda: perl.status().get(fn, (0, 0, 0))[0]  # noqa: E731
         high = sql.one("SELECT gman_do_high_background(%s, 'high')", (fn,)).decode()
         rows = [sql.rows("SELECT gman_do_background(%s, %s), gman_last_error()", (fn, f"n{i}"))[0] for i in range(5)]
-        wait_until(lambda: perl.status().get(fn) == 5, what="5 jobs queued on the Perl server")
+        wait_until(lambda: queued_on_perl() == 5, what="5 jobs queued on the Perl server")
         rows.append(sql.rows("SELECT gman_do_background(%s, 'n5'), gman_last_error()", (fn,))[0])  # reads the ERROR
         assert all(v is not None for v, _ in rows), rows
         errors = [e.decode() for _, e in rows if e]
         assert errors and all(f"job {high} refused by gearmand {perl.address}: ERROR server_error" in e
                               for e in errors), errors
-        wait_until(lambda: perl.status().get(fn) == 6, what="6 jobs queued on the Perl server")
+        wait_until(lambda: queued_on_perl() == 6, what="6 jobs queued on the Perl server")
         time.sleep(0.3)
-        assert perl.status().get(fn) == 6  # each once: nothing re-sent
+        assert queued_on_perl() == 6  # each once: nothing re-sent
         s = stats(sql)
         assert s["refused"] == 1 and s["lost"] == 0 and s["rescued"] == 0, s
-    finally:
-        perl.close()
 
 
 # --- waits measure progress ---------------------------------------------------------------------------
