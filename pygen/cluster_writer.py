@@ -24,18 +24,16 @@ def slot_of(key: str) -> int:
 
 
 def _same_slot(w: apply.Write, slot: int) -> bool:
-    vkey = w.version_key
-    # the common form '{<key>}#v' hashes its tag, the whole key: the key's own slot when the
-    # key holds no tag of its own (then the version key is '<key>#v', tagged alike)
-    if vkey.startswith("{") and vkey.endswith("}#v") and len(vkey) == len(w.key) + 4 and "{" not in w.key:
-        return True
-    return slot_of(vkey) == slot
+    key = w.key
+    if "{" not in key and "}" not in key and w.version_key == "{" + key + "}#v":
+        return True  # its tag is the whole key: the key's own slot (the common case, no hashing)
+    return slot_of(w.version_key) == slot
 
 
 def slot_groups(writes: Sequence[apply.Write]) -> Dict[int, List[apply.Write]]:
     """{slot: its writes, in batch order}. A write whose version key is in another slot than
-    its key (apply.version_key() cannot tag a key with a stray '}') raises apply.PlanError:
-    no single script could guard it on a cluster."""
+    its key (not one named by apply.version_key()) raises apply.PlanError: no single script
+    could guard it on a cluster."""
     groups: Dict[int, List[apply.Write]] = {}
     for w in writes:
         slot = slot_of(w.key)
@@ -137,14 +135,14 @@ class ClusterWriter:
             if isinstance(failed, (redis.ConnectionError, redis.TimeoutError, OSError)):
                 self.reload = True
             raise failed
+        if any(isinstance(e, redis.exceptions.NoScriptError) for _, e in again):
+            self.client.script_load(APPLY)  # on every primary: a new, restarted or flushed one lacked it
         for ws, e in again:
-            skipped += self._again(ws, e)
+            skipped += self._again(ws)
         return skipped
 
-    def _again(self, writes: List[apply.Write], error: Exception) -> int:
+    def _again(self, writes: List[apply.Write]) -> int:
         import redis
-        if isinstance(error, redis.exceptions.NoScriptError):  # a restarted, flushed or new master
-            self.client.script_load(APPLY)  # on every primary
         try:
             return self._execute(writes)
         except redis.exceptions.TryAgainError:

@@ -35,8 +35,8 @@ def cluster_rows(crd, prefix=f"{DB}.t:"):
     return {k.decode()[len(prefix):]: json.loads(v) for k, v in zip(keys, values)}
 
 
-def masters_holding(cluster, keys):
-    return {cluster.node_of(k).port for k in keys}
+def masters_holding(crd, keys):
+    return {crd.get_node_from_key(k).port for k in keys}
 
 
 def move_slot(cluster, slot, source, target, finish=True):
@@ -71,7 +71,7 @@ def test_writer_follows_moved_and_ask_and_keeps_the_guard(cluster, crd):
     try:
         writes = [w for i in range(200) for w in upsert(i, 100, "a")]
         assert writer.write(writes) == 0
-        assert len(masters_holding(cluster, [w.key for w in writes])) == 3
+        assert len(masters_holding(crd, [w.key for w in writes])) == 3
         for w in writes:  # the version key lives in its key's slot, so with it on one master
             assert apply.version_key(w.key) == w.version_key and crd.keyslot(w.key) == crd.keyslot(w.version_key)
         key = "s.t:7"
@@ -109,7 +109,7 @@ def test_insert_update_delete_reach_the_cluster(mysql, gm, crd, cluster):
     with worker(gm, cluster.url):
         mysql.execute("INSERT INTO t VALUES (1, 'one', 10, x'00ff'), (2, 'two', NULL, NULL), (3, NULL, -5, 'text')")
         bulk_insert(mysql, 300, start=100)
-        mysql.execute("INSERT INTO c VALUES (1, 'x', 1.5), (1, 'y', NULL)")
+        mysql.execute("INSERT INTO c VALUES (1, 'x', 1.5), (1, 'y', NULL), (5, 'a}b', 2.5)")  # '}': no tag
         mysql.execute("UPDATE t SET val = 'uno', n = n + 1 WHERE id = 1")
         mysql.execute("UPDATE t SET id = 30 WHERE id = 3")  # a key change: delete 3, upsert 30
         mysql.execute("DELETE FROM t WHERE id = 2 OR id BETWEEN 150 AND 199")
@@ -119,9 +119,11 @@ def test_insert_update_delete_reach_the_cluster(mysql, gm, crd, cluster):
         rows = cluster_rows(crd)
         assert rows == mysql_rows(mysql) and len(rows) == 252
         assert rows["1"] == {"id": 1, "val": "uno", "n": 11, "b": {"$base64": "AP8="}}
-        assert len(masters_holding(cluster, [f"{DB}.t:{k}" for k in rows])) == 3
+        assert len(masters_holding(crd, [f"{DB}.t:{k}" for k in rows])) == 3
         assert crd.get(f"{DB}.t:2") is None and 0 < crd.ttl(apply.version_key(f"{DB}.t:2")) <= 86400  # tombstone
         assert json.loads(crd.get(f"{DB}.c:1:x")) == {"a": 1, "b": "x", "x": 1.5} and crd.get(f"{DB}.c:1:y") is None
+        assert json.loads(crd.get(f"{DB}.c:5:a}}b")) == {"a": 5, "b": "a}b", "x": 2.5}
+        assert crd.get(apply.version_key(f"{DB}.c:5:a}}b"))
 
 
 def test_two_workers_racing_on_the_cluster(mysql, gm, crd, cluster, schema):
