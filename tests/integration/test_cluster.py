@@ -168,3 +168,6 @@ def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, s
     assert verify.main([*args, "--repair"]) == 0
     assert "repaired: 2 written, 0 queued as jobs, 1 deleted" in capsys.readouterr().out
     assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    cluster.flushall()
+    assert verify.main(["load", *args]) == 0  # `gman-udf load` goes through the same guarded writes
+    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
