@@ -527,6 +527,12 @@ class RedisCluster:
                                   + "\n".join(n.log_tail(10) for n in self.nodes))
             time.sleep(0.05)
 
+    def restart_node(self, index: int, timeout: float | None = None) -> None:
+        """Restart one master on its port with its state (nodes.conf; its data only with AOF),
+        and wait until the cluster is ok again."""
+        self.nodes[index].restart(timeout)
+        self._wait_ok(timeout or self.start_timeout)
+
     def node_of(self, key: str) -> "Redis":
         """The master serving `key` now."""
         with self.client() as c:

@@ -1,6 +1,7 @@
 """The worker and `gman-udf verify` against a real 3-master Redis Cluster (pygen.sandbox.RedisCluster):
 INSERT/UPDATE/DELETE through generated-style triggers and gearmand, two racing workers, a slot
-moved (MOVED) and half-moved (ASK) under the writer, and verify/repair across the masters."""
+moved (MOVED) and half-moved (ASK) under the writer, a reshard and a master restart during a
+drain, and verify/repair/load across the masters."""
 import json
 import uuid
 
@@ -12,7 +13,7 @@ from pygen.redis_writer import RedisWriter
 from pygen.sandbox import RedisCluster
 
 from test_worker import (DB, bulk_insert, drained, fn_status, gm, hammer, mysql, mysql_rows,  # noqa: F401 - fixtures
-                         schema, worker)
+                         schema, wait_for, worker)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,22 @@ def test_a_slot_resharded_during_a_drain(mysql, gm, crd, cluster):
                     target.client().execute_command("CLUSTER MYID"), "--cluster-slots", "300", "--cluster-yes")
         drained(gm)
         assert cluster_rows(crd) == mysql_rows(mysql)
+
+
+def test_a_master_restarted_during_a_drain(mysql, gm, tmp_path):
+    # a dropped connection, then a master whose script cache is empty (NOSCRIPT)
+    log = tmp_path / "worker.log"
+    with RedisCluster(extra_args=["--appendonly", "yes"]) as durable:
+        client = durable.client()
+        bulk_insert(mysql, 20000)
+        with worker(gm, durable.url, "--batch", 100, log=log):
+            wait_for(lambda: len(cluster_rows(client)) > 2000, what="the first writes")
+            durable.restart_node(0)
+            assert fn_status(gm)[0] > 0, "drained before the restart: test nothing"
+            drained(gm)
+            assert cluster_rows(client) == mysql_rows(mysql)
+        client.close()
+    assert "redis: " in log.read_text()  # the worker saw the master go
 
 
 # ---- verify ----------------------------------------------------------------------------------
