@@ -488,7 +488,7 @@ class RedisCluster:
 
     def cli(self, *args: str, timeout: float = 60.0) -> str:
         """redis-cli --cluster ARGS (create, reshard, check...); ServerError when it fails."""
-        cmd = ["redis-cli", "--cluster", *args]
+        cmd = ["/usr/bin/redis-cli", "--cluster", *args]
         try:
             run = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
