@@ -12,8 +12,8 @@ from pygen.payload import Change
 from pygen.redis_writer import RedisWriter
 from pygen.sandbox import RedisCluster
 
-from test_worker import (DB, bulk_insert, drained, fn_status, gm, hammer, mysql, mysql_rows,  # noqa: F401 - fixtures
-                         schema, wait_for, worker)
+from test_worker import (DB, bulk_insert, committed_worker, drained, fn_status, gm, hammer, mysql,  # noqa: F401
+                         mysql_rows, schema, wait_for, worker)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,18 @@ def test_two_workers_racing_on_the_cluster(mysql, gm, crd, cluster, schema):
             drained(gm)
             assert cluster_rows(crd) == mysql_rows(mysql), f"round {round_}"
         assert mysql_rows(mysql)["1"]["n"] == 1 + 3 * 601
+
+
+def test_committed_mode_on_the_cluster(mysql, gm, crd, cluster, schema):
+    bulk_insert(mysql, 100)
+    with committed_worker(gm, cluster.url, schema, "--batch", 7):
+        hammer(schema, 0, 100)
+        mysql.execute("BEGIN")
+        mysql.execute("UPDATE t SET val = 'rolled back' WHERE id = 2")
+        mysql.execute("ROLLBACK")
+        mysql.execute("DELETE FROM t WHERE id > 90")
+        drained(gm)
+        assert cluster_rows(crd) == mysql_rows(mysql) and len(mysql_rows(mysql)) == 90
 
 
 def test_a_slot_resharded_during_a_drain(mysql, gm, crd, cluster):
