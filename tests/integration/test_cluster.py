@@ -197,6 +197,14 @@ def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, s
     assert verify.main([*args, "--repair"]) == 0
     assert "repaired: 2 written, 0 queued as jobs, 1 deleted" in capsys.readouterr().out
     assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    future = str(10**17)  # a forged version ahead of gman_stamp(): the RESET script, then the guarded write
+    crd.set(prefix + "8", '{"id": 8}')
+    crd.set(apply.version_key(prefix + "8"), future)
+    crd.set(apply.version_key(prefix + "9"), future)
+    assert verify.main([*args, "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert "1 stale" in out and "2 versions ahead of gman_stamp() reset" in out, out
+    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
     cluster.flushall()
     assert verify.main(["load", *args]) == 0  # `gman-udf load` goes through the same guarded writes
     assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
