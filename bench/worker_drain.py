@@ -3,9 +3,12 @@
 Queues N payload-shaped jobs (pygen/payload.py: op/table/key/v/row) in a throwaway gearmand,
 then starts the worker (python -m pygen.worker) and times it until the queue is empty and
 nothing runs; checks that Redis holds every key. Prints jobs/s, counted from the worker's
-start (its start-up included) and from its first completed job.
+start (its start-up included) and from its first completed job. --target cluster drains into
+a local 3-master Redis Cluster (pygen.sandbox.RedisCluster); --target both runs standalone
+and then the cluster in the same run and prints the ratio.
 
     python bench/worker_drain.py [--jobs 100000] [--processes 1] [--batch 500] [--mode json]
+                                 [--target standalone|cluster|both]
 """
 import argparse
 import json
@@ -19,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pygen.gearman import Client  # noqa: E402
-from pygen.sandbox import Gearmand, Redis  # noqa: E402
+from pygen.sandbox import Gearmand, Redis, RedisCluster  # noqa: E402
 
 FUNCTION = "syncToRedis"
 
@@ -45,18 +48,36 @@ def main():
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--mode", default="json", choices=("json", "hash"))
     ap.add_argument("--servers", type=int, default=1, help="gearmand instances, jobs spread over them")
+    ap.add_argument("--target", default="standalone", choices=("standalone", "cluster", "both"))
     args = ap.parse_args()
     keys = args.keys or args.jobs
+    targets = ["standalone", "cluster"] if args.target == "both" else [args.target]
+    rates = {t: drain(args, keys, t) for t in targets}
+    if len(rates) == 2:
+        print(f"cluster / standalone (from the first job): {rates['cluster'] / rates['standalone']:.2f}x")
 
+
+def dbsize(redis, target):
+    if target == "standalone":
+        return redis.client().dbsize()
+    total = 0
+    for node in redis.nodes:
+        with node.client() as c:
+            total += c.dbsize()
+    return total
+
+
+def drain(args, keys, target):
+    """Drain args.jobs queued jobs into a fresh Redis (or cluster); jobs/s from the first job."""
     gms = [Gearmand().start() for _ in range(args.servers)]
-    redis = Redis().start()
+    redis = (Redis() if target == "standalone" else RedisCluster()).start()
     try:
         jobs = list(payloads(args.jobs, keys))
         t0 = time.perf_counter()
         for i, gm in enumerate(gms):
             with Client(gm.address) as c:
                 c.submit_many_background(jobs[i::len(gms)])
-        print(f"queued {args.jobs} jobs in {time.perf_counter() - t0:.2f} s")
+        print(f"[{target}] queued {args.jobs} jobs in {time.perf_counter() - t0:.2f} s")
 
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in gms),
@@ -80,14 +101,15 @@ def main():
         finally:
             worker.terminate()
             worker.wait(30)
-        n = redis.client().dbsize()
+        n = dbsize(redis, target)
         expected = keys * 2  # data key + version key
-        total, drain = end - start, end - (first or start)
-        print(f"worker: {args.processes} process(es), batch {args.batch}, mode {args.mode}, "
+        total, drained = end - start, end - (first or start)
+        print(f"[{target}] worker: {args.processes} process(es), batch {args.batch}, mode {args.mode}, "
               f"{args.servers} gearmand")
-        print(f"drained {args.jobs} jobs in {total:.2f} s: {args.jobs / total:,.0f} jobs/s "
-              f"(from the first job: {args.jobs / drain:,.0f} jobs/s)")
-        print(f"redis keys: {n} (expected {expected})" + ("" if n == expected else "  <-- MISMATCH"))
+        print(f"[{target}] drained {args.jobs} jobs in {total:.2f} s: {args.jobs / total:,.0f} jobs/s "
+              f"(from the first job: {args.jobs / drained:,.0f} jobs/s)")
+        print(f"[{target}] redis keys: {n} (expected {expected})" + ("" if n == expected else "  <-- MISMATCH"))
+        return args.jobs / drained
     finally:
         redis.close()
         for gm in gms:

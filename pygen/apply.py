@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from binascii import crc_hqx
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -141,16 +142,32 @@ def render_key(change: Change, template: Optional[str] = None) -> str:
 def version_key(key: str) -> str:
     """The companion key holding the version of `key`, in the same Redis Cluster slot: a key
     with a hash tag keeps it ('{u7}:x' -> '{u7}:x#v'), any other key becomes the tag
-    ('shop.data:7' -> '{shop.data:7}#v'). A key with a stray '}' and no tag cannot be
-    wrapped; it gets '#v' appended (same slot only outside a cluster)."""
+    ('shop.data:7' -> '{shop.data:7}#v'). A key with a '}' and no tag cannot be a tag (it
+    would end at that '}'): it gets a tag of its own slot in front ('a}b' -> '{#v19410}a}b#v')."""
     start = key.find("{")
     if start >= 0:
         end = key.find("}", start + 1)
         if end > start + 1:
             return key + "#v"
     if "}" in key:
-        return key + "#v"
+        return "{" + _slot_tags()[crc_hqx(key.encode(), 0) % 16384] + "}" + key + "#v"
     return "{" + key + "}#v"
+
+
+@lru_cache(maxsize=1)
+def _slot_tags() -> Tuple[str, ...]:
+    """For each of the 16384 cluster slots, the first '#v<n>' (n = 0, 1, ...) that hashes to it
+    (CRC16/XMODEM, as Redis Cluster hashes keys): a fixed table, built once (~0.1 s)."""
+    tags: List[Optional[str]] = [None] * 16384
+    left, n = 16384, 0
+    while left:
+        tag = f"#v{n}"
+        slot = crc_hqx(tag.encode(), 0) % 16384
+        if tags[slot] is None:
+            tags[slot] = tag
+            left -= 1
+        n += 1
+    return tuple(tags)
 
 
 # ---- values ----------------------------------------------------------------------------------

@@ -190,6 +190,20 @@ class Repairer:
         self.script = redis.register_script(APPLY)
         self.reset_script = redis.register_script(RESET)
         self.since: Optional[int] = None  # the stamp before the scan: guards the deletes of extras
+        # a ClusterPipeline refuses evalsha() (so Script objects): EVALSHA as a plain command,
+        # the scripts loaded on every primary first
+        self.cluster = type(redis).__name__ == "RedisCluster"
+        self.loaded = False
+
+    def _call(self, pipe, script, keys, args) -> None:
+        if not self.cluster:
+            script(keys=keys, args=args, client=pipe)
+            return
+        if not self.loaded:
+            self.redis.script_load(APPLY)
+            self.redis.script_load(RESET)
+            self.loaded = True
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def start(self) -> None:
         self.since = self.stamp()
@@ -203,7 +217,7 @@ class Repairer:
         pipe = self.redis.pipeline(transaction=False)
         for w in writes:
             keys, args = plan_mod.script_args([w])
-            self.script(keys=keys, args=args, client=pipe)
+            self._call(pipe, self.script, keys, args)
         return [bool(int(n)) for n in pipe.execute()]
 
     def reset_ahead(self, version_keys: Sequence[str], report: Report) -> None:
@@ -220,7 +234,7 @@ class Repairer:
         n = 0
         for vkey, version in zip(version_keys, held):
             if version_ahead(version, now):
-                self.reset_script(keys=[vkey], args=[version], client=pipe)
+                self._call(pipe, self.reset_script, [vkey], [version])
                 n += 1
         if n:
             report.repaired["reset"] += sum(int(x) for x in pipe.execute())

@@ -1,5 +1,6 @@
 """The worker's Redis side: runs pygen/apply.py's Write lists through redis_scripts.APPLY,
-one Lua call per batch (standalone Redis) or one pipeline of per-key calls (Redis Cluster).
+one Lua call per batch (standalone Redis) or one call per hash slot, pipelined per master
+(Redis Cluster: pygen/cluster_writer.py).
 """
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import List
 
 from pygen import apply
 from pygen.apply import redis_target
+from pygen.cluster_writer import ClusterWriter
 from pygen.redis_scripts import APPLY, APPLY_SHA
 
 
@@ -22,6 +24,7 @@ class RedisWriter:
         if self.cluster:
             from redis.cluster import RedisCluster
             self.client = RedisCluster.from_url(url, **kw)
+            self._cluster = ClusterWriter(self.client)
         else:  # one quick retry covers a pooled connection that died; longer outages are ours
             self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **kw)
 
@@ -31,8 +34,10 @@ class RedisWriter:
 
     def begin(self, writes: List[apply.Write]):
         """Send the writes without waiting for the reply (the caller works meanwhile)."""
-        if self.cluster or not writes:
-            return None, writes
+        if self.cluster:
+            return None, self._cluster.begin(writes)
+        if not writes:
+            return None, None
         keys, args = apply.script_args(writes)
         pool = self.client.connection_pool
         conn = pool.get_connection()
@@ -48,7 +53,7 @@ class RedisWriter:
         """Wait for begin()'s reply: the number of writes skipped as stale."""
         conn, what = token
         if conn is None:
-            return self._write_cluster(what) if what else 0
+            return self._cluster.finish(what) if self.cluster else 0
         import redis
         pool = self.client.connection_pool
         try:
@@ -73,21 +78,6 @@ class RedisWriter:
             pipe.hgetall(w.key) if w.op == "hash" else pipe.get(w.key)
         out = pipe.execute(raise_on_error=False)
         return list(zip(out[0::2], out[1::2]))
-
-    def _write_cluster(self, writes) -> int:
-        import redis
-        for attempt in (1, 2):
-            pipe = self.client.pipeline()  # keys of one script call share a slot: one call per key
-            for w in writes:
-                keys, args = apply.script_args([w])
-                pipe.execute_command("EVALSHA", APPLY_SHA, 2, *keys, *args)  # ClusterPipeline.evalsha() is refused
-            try:
-                return sum(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                self.client.script_load(APPLY)  # on every primary
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.client.close()

@@ -49,7 +49,7 @@ Guarantees
   the hash is replaced as a whole.
 
 Batches: up to --batch jobs from all servers, written in one Lua call (standalone Redis) or
-one pipeline of per-key calls (Redis Cluster), then completed together.
+one call per hash slot, pipelined per master (Redis Cluster), then completed together.
 
 URLs: --redis takes redis.from_url's forms: redis://[user:pass@]host:port/db, rediss:// (TLS),
 unix:///path?db=0. Redis Cluster: redis+cluster://host:port (or rediss+cluster://, or

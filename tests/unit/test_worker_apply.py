@@ -139,10 +139,19 @@ def test_version_key_shares_the_slot(key):
     assert key_slot(vkey.encode()) == key_slot(key.encode())
 
 
-@pytest.mark.parametrize("key", ["a}b", "x{}y", "{}", "x{}y{z}"])
+@pytest.mark.parametrize("key", ["a}b", "x{}y", "{}", "x{}y{z}", "a}b{c", "}}{{", "é}"])
 def test_version_key_stray_brace(key):
-    # no hash tag, and a '}' that cannot go inside one: no key of the same slot exists
-    assert apply.version_key(key) == key + "#v"
+    # no hash tag, and a '}' that cannot go inside one: a tag of the key's slot goes in front
+    # (it was key + '#v', in another slot: a cluster refused the script, the batch forever)
+    vkey = apply.version_key(key)
+    assert vkey.startswith("{#v") and vkey.endswith("}" + key + "#v")
+    assert key_slot(vkey.encode()) == key_slot(key.encode())
+
+
+def test_version_key_slot_tags_cover_every_slot():
+    tags = apply._slot_tags()
+    assert [key_slot(("{" + t + "}x").encode()) for t in tags] == list(range(16384))
+    assert all("}" not in t for t in tags)
 
 
 # ---- batches ---------------------------------------------------------------------------------

@@ -1,0 +1,210 @@
+"""The worker and `gman-udf verify` against a real 3-master Redis Cluster (pygen.sandbox.RedisCluster):
+INSERT/UPDATE/DELETE through generated-style triggers and gearmand, two racing workers, a slot
+moved (MOVED) and half-moved (ASK) under the writer, a reshard and a master restart during a
+drain, and verify/repair/load across the masters."""
+import json
+import uuid
+
+import pytest
+
+from pygen import apply, verify
+from pygen.payload import Change
+from pygen.redis_writer import RedisWriter
+from pygen.sandbox import RedisCluster
+
+from test_worker import (DB, bulk_insert, committed_worker, drained, fn_status, gm, hammer, mysql,  # noqa: F401
+                         mysql_rows, schema, wait_for, worker)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with RedisCluster() as c:  # a start failure is an error of every test here, never a skip
+        yield c
+
+
+@pytest.fixture
+def crd(cluster):
+    cluster.flushall()
+    client = cluster.client()
+    yield client
+    client.close()
+
+
+def cluster_rows(crd, prefix=f"{DB}.t:"):
+    keys = [k for k in crd.scan_iter(match=prefix + "*", count=5000) if not k.endswith(b"#v")]
+    values = crd.mget_nonatomic(keys) if keys else []
+    return {k.decode()[len(prefix):]: json.loads(v) for k, v in zip(keys, values)}
+
+
+def masters_holding(crd, keys):
+    return {crd.get_node_from_key(k).port for k in keys}
+
+
+def move_slot(cluster, slot, source, target, finish=True):
+    """Move `slot` with its keys from master `source` to `target` as redis-cli --cluster reshard
+    does (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE); finish=False stops after the
+    keys moved, with the slot still MIGRATING/IMPORTING (the source answers ASK)."""
+    src, dst = source.client(), target.client()
+    src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
+    dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+    src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+    while True:
+        keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+        if not keys:
+            break
+        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+    if finish:
+        for node in cluster.nodes:
+            with node.client() as c:
+                c.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+    src.close()
+    dst.close()
+
+
+def upsert(key, version, value):
+    return apply.plan(Change("upsert", "s.t", {"id": key}, version, {"id": key, "v": value}))
+
+
+# ---- the writer on its own -------------------------------------------------------------------
+
+def test_writer_follows_moved_and_ask_and_keeps_the_guard(cluster, crd):
+    writer = RedisWriter(cluster.url)
+    try:
+        writes = [w for i in range(200) for w in upsert(i, 100, "a")]
+        assert writer.write(writes) == 0
+        assert len(masters_holding(crd, [w.key for w in writes])) == 3
+        for w in writes:  # the version key lives in its key's slot, so with it on one master
+            assert apply.version_key(w.key) == w.version_key and crd.keyslot(w.key) == crd.keyslot(w.version_key)
+        key = "s.t:7"
+        slot = crd.keyslot(key)
+        source = cluster.node_of(key)
+        target = next(n for n in cluster.nodes if n is not source)
+        move_slot(cluster, slot, source, target)  # the writer's slot map still names the source: MOVED
+        assert writer.write(upsert(7, 101, "moved") + upsert(8, 101, "b")) == 0
+        assert json.loads(crd.get(key))["v"] == "moved" and cluster.node_of(key) is target
+        assert writer.write(upsert(7, 99, "older")) == 1  # the guard moved with the slot
+        assert json.loads(crd.get(key))["v"] == "moved"
+
+        key = "s.t:9"
+        slot = crd.keyslot(key)
+        source = cluster.node_of(key)
+        target = next(n for n in cluster.nodes if n is not source)
+        move_slot(cluster, slot, source, target, finish=False)  # keys moved, slot still MIGRATING: ASK
+        assert writer.write(upsert(9, 102, "asked") + upsert(9, 98, "older")) == 1  # one call, both guarded
+        with target.client() as c:
+            c.execute_command("ASKING")
+            assert json.loads(c.get(key))["v"] == "asked"
+        assert writer.write(upsert(9, 97, "older")) == 1
+        with source.client() as c:
+            assert c.dbsize() > 0 and not c.execute_command("CLUSTER COUNTKEYSINSLOT", slot)
+    finally:
+        writer.close()
+        for node in cluster.nodes:  # let the next test start from a stable map
+            with node.client() as c:
+                c.execute_command("CLUSTER SETSLOT", slot, "NODE", target.client().execute_command("CLUSTER MYID"))
+
+
+# ---- the worker ------------------------------------------------------------------------------
+
+def test_insert_update_delete_reach_the_cluster(mysql, gm, crd, cluster):
+    with worker(gm, cluster.url):
+        mysql.execute("INSERT INTO t VALUES (1, 'one', 10, x'00ff'), (2, 'two', NULL, NULL), (3, NULL, -5, 'text')")
+        bulk_insert(mysql, 300, start=100)
+        mysql.execute("INSERT INTO c VALUES (1, 'x', 1.5), (1, 'y', NULL), (5, 'a}b', 2.5)")  # '}': no tag
+        mysql.execute("UPDATE t SET val = 'uno', n = n + 1 WHERE id = 1")
+        mysql.execute("UPDATE t SET id = 30 WHERE id = 3")  # a key change: delete 3, upsert 30
+        mysql.execute("DELETE FROM t WHERE id = 2 OR id BETWEEN 150 AND 199")
+        mysql.execute("UPDATE t SET n = n * 2 WHERE id >= 200")
+        mysql.execute("DELETE FROM c WHERE b = 'y'")
+        drained(gm)
+        rows = cluster_rows(crd)
+        assert rows == mysql_rows(mysql) and len(rows) == 252
+        assert rows["1"] == {"id": 1, "val": "uno", "n": 11, "b": {"$base64": "AP8="}}
+        assert len(masters_holding(crd, [f"{DB}.t:{k}" for k in rows])) == 3
+        assert crd.get(f"{DB}.t:2") is None and 0 < crd.ttl(apply.version_key(f"{DB}.t:2")) <= 86400  # tombstone
+        assert json.loads(crd.get(f"{DB}.c:1:x")) == {"a": 1, "b": "x", "x": 1.5} and crd.get(f"{DB}.c:1:y") is None
+        assert json.loads(crd.get(f"{DB}.c:5:a}}b")) == {"a": 5, "b": "a}b", "x": 2.5}
+        assert crd.get(apply.version_key(f"{DB}.c:5:a}}b"))
+
+
+def test_two_workers_racing_on_the_cluster(mysql, gm, crd, cluster, schema):
+    bulk_insert(mysql, 200)
+    with worker(gm, cluster.url, "--batch", 4), worker(gm, cluster.url, "--batch", 7):
+        for round_ in range(3):
+            hammer(schema, round_, 300)
+            mysql.execute("UPDATE t SET n = n + 1")
+            drained(gm)
+            assert cluster_rows(crd) == mysql_rows(mysql), f"round {round_}"
+        assert mysql_rows(mysql)["1"]["n"] == 1 + 3 * 601
+
+
+def test_committed_mode_on_the_cluster(mysql, gm, crd, cluster, schema):
+    bulk_insert(mysql, 100)
+    with committed_worker(gm, cluster.url, schema, "--batch", 7):
+        hammer(schema, 0, 100)
+        mysql.execute("BEGIN")
+        mysql.execute("UPDATE t SET val = 'rolled back' WHERE id = 2")
+        mysql.execute("ROLLBACK")
+        mysql.execute("DELETE FROM t WHERE id > 90")
+        drained(gm)
+        assert cluster_rows(crd) == mysql_rows(mysql) and len(mysql_rows(mysql)) == 90
+
+
+def test_a_slot_resharded_during_a_drain(mysql, gm, crd, cluster):
+    bulk_insert(mysql, 6000)
+    mysql.execute("UPDATE t SET n = -n WHERE id % 2 = 0")
+    source, target = cluster.nodes[0], cluster.nodes[1]
+    with worker(gm, cluster.url, "--batch", 100):  # the 300 slots move while the jobs drain
+        assert fn_status(gm)[0] > 0, "drained before the reshard: test nothing"
+        cluster.cli("reshard", f"{source.host}:{source.port}", "--cluster-from",
+                    source.client().execute_command("CLUSTER MYID"), "--cluster-to",
+                    target.client().execute_command("CLUSTER MYID"), "--cluster-slots", "300", "--cluster-yes")
+        drained(gm)
+        assert cluster_rows(crd) == mysql_rows(mysql)
+
+
+def test_a_master_restarted_during_a_drain(mysql, gm, tmp_path):
+    # a dropped connection, then a master whose script cache is empty (NOSCRIPT)
+    log = tmp_path / "worker.log"
+    with RedisCluster(extra_args=["--appendonly", "yes"]) as durable:
+        client = durable.client()
+        bulk_insert(mysql, 20000)
+        with worker(gm, durable.url, "--batch", 100, log=log):
+            wait_for(lambda: len(cluster_rows(client)) > 2000, what="the first writes")
+            durable.restart_node(0)
+            assert fn_status(gm)[0] > 0, "drained before the restart: test nothing"
+            drained(gm)
+            assert cluster_rows(client) == mysql_rows(mysql)
+        client.close()
+    assert "redis: " in log.read_text()  # the worker saw the master go
+
+
+# ---- verify ----------------------------------------------------------------------------------
+
+def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, schema):
+    bulk_insert(mysql, 100)
+    with worker(gm, cluster.url):
+        drained(gm)
+    args = ["--redis", cluster.url, "--table", "t", "-S", schema.socket, "-u", "root", "-D", DB]
+    assert verify.main(args) == 0
+    assert capsys.readouterr().out == f"{DB}.t: 100 rows; 0 missing, 0 stale, 0 extra\n"
+    prefix = f"{DB}.t:"
+    crd.delete(prefix + "5")
+    crd.set(prefix + "7", "{}")
+    crd.set(prefix + "999", "{}")
+    assert verify.main(args) == 1
+    assert "1 missing, 1 stale, 1 extra" in capsys.readouterr().out
+    assert verify.main([*args, "--repair"]) == 0
+    assert "repaired: 2 written, 0 queued as jobs, 1 deleted" in capsys.readouterr().out
+    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    future = str(10**17)  # a forged version ahead of gman_stamp(): the RESET script, then the guarded write
+    crd.set(prefix + "8", '{"id": 8}')
+    crd.set(apply.version_key(prefix + "8"), future)
+    crd.set(apply.version_key(prefix + "9"), future)
+    assert verify.main([*args, "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert "1 stale" in out and "2 versions ahead of gman_stamp() reset" in out, out
+    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    cluster.flushall()
+    assert verify.main(["load", *args]) == 0  # `gman-udf load` goes through the same guarded writes
+    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
