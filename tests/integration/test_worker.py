@@ -350,10 +350,13 @@ def watching(rds, key):
     seen, stop = [], threading.Event()
 
     def poll():
-        while not stop.is_set():
+        while True:
+            done = stop.is_set()  # one more read after the block ends: it may have seen a value we did not
             value = rds.get(key)
             if not seen or seen[-1] != value:
                 seen.append(value)
+            if done:
+                return
             time.sleep(0.001)
     th = threading.Thread(target=poll)
     th.start()
