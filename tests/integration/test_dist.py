@@ -3,6 +3,7 @@ each checked like the in-place wheel of test_build.py (exports, libc only, glibc
 by auditwheel itself. Takes about 35 s (two wheel builds, the aarch64 one cross-compiled)."""
 import re
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -123,3 +124,24 @@ def test_auditwheel_agrees(library):
     text = " ".join((out.stdout + out.stderr).split())
     assert f'is consistent with the following platform tag: "manylinux_2_17_{arch}"' in text, text
     assert "requires no external shared libraries" in text or "libc.so.6" in text, text
+
+
+def test_pip_installs_the_x86_64_wheel_here(dist, tmp_path):
+    """pip takes the manylinux tag on this machine, and the installed package finds its library."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", "--target", site,
+                    str(wheel_of(dist, "x86_64"))], check=True)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import pathlib, pygen; print(pathlib.Path(pygen.__file__).with_name('gman_udf.so').is_file())"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "True"), proc.stderr
+    sql = subprocess.run([str(venv / "bin" / "python"), "-m", "pygen.cli", "sql"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert sql.returncode == 0 and "CREATE FUNCTION" in sql.stdout.upper() and "gman_udf.so" in sql.stdout, sql.stderr
+    # pip refuses the aarch64 wheel here: its tag is what a package index and pip go by.
+    wrong = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--dry-run",
+                            str(wheel_of(dist, "aarch64"))], capture_output=True, text=True)
+    assert wrong.returncode != 0 and "is not a supported wheel on this platform" in wrong.stderr, wrong.stderr
