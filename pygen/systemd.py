@@ -74,7 +74,8 @@ def check_worker_args(worker_args: List[str]) -> argparse.Namespace:
             raise ValueError(f"{a.split('=', 1)[0]} carries a password: put it in the environment file as "
                              f"{worker.MYSQL_ENV if a.startswith('--mysql') else worker.REDIS_ENV}=..., "
                              "not on the command line")
-    p = argparse.ArgumentParser(prog="gman-udf worker", add_help=False)
+    # No abbreviations: "--mys DSN" would be --mysql on a command line after all.
+    p = argparse.ArgumentParser(prog="gman-udf worker", add_help=False, allow_abbrev=False)
     worker.add_arguments(p)
 
     def refuse(message):

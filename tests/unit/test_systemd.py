@@ -81,6 +81,7 @@ def test_secrets_on_the_command_line_are_refused(secret):
     ([], "required: --gearman"),
     (["--gearman", "g:1", "--processes", "two"], "invalid int value"),
     (["--gearman", "g:1", "--no-such-option"], "unrecognized arguments"),
+    (["--gearman", "g:1", "--mys", "mysql://app:s3cret@db/app"], "unrecognized arguments"),  # no abbreviation
 ])
 def test_bad_worker_options_fail_at_render_time(bad, message):
     proc = gman("systemd", "--worker", *bad)
