@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         add(p)
         p.set_defaults(func=run)
 
+    from . import systemd
+    p = sub.add_parser("systemd", help="print a hardened systemd unit for the worker, or a drop-in for gearmand",
+                       description="Options before --worker; everything after it is the worker's.")
+    systemd.add_arguments(p)
+    p.set_defaults(func=systemd.run)
+
     p = sub.add_parser("demo", help="the whole pipeline on throwaway servers")
     p.add_argument("--seconds", type=float, default=10, help="how long to stream changes (default: %(default)s)")
     p.add_argument("--rate", type=int, default=300, help="changes per second (default: %(default)s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -69,10 +70,13 @@ def _rate(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", action="append", required=True, metavar="DB.T",
                    help="a table to reconcile (repeat for more); its primary key orders the walk")
-    p.add_argument("--redis", required=True, metavar="URL",
-                   help="redis://host:port/db, rediss://, unix://, redis+cluster://host:port")
-    p.add_argument("--mysql", required=True, metavar="DSN",
-                   help="mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH")
+    # As the worker's: from the environment when not given (no passwords on a command line).
+    redis_env, mysql_env = os.environ.get("GMAN_UDF_REDIS"), os.environ.get("GMAN_UDF_MYSQL")
+    p.add_argument("--redis", required=not redis_env, default=redis_env, metavar="URL",
+                   help="redis://host:port/db, rediss://, unix://, redis+cluster://host:port (default: $GMAN_UDF_REDIS)")
+    p.add_argument("--mysql", required=not mysql_env, default=mysql_env, metavar="DSN",
+                   help="mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH "
+                        "(default: $GMAN_UDF_MYSQL)")
     p.add_argument("--rate", type=_rate, default=DEFAULT_RATE, metavar="ROWS_PER_S",
                    help="rows read from MySQL per second, at most, on average ('max': no limit; "
                         "default %(default).0f)")

@@ -374,12 +374,18 @@ def options_from_args(args) -> apply.Options:
                          tombstone_ttl=args.tombstone_ttl)
 
 
+MYSQL_ENV, REDIS_ENV = "GMAN_UDF_MYSQL", "GMAN_UDF_REDIS"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gearman", required=True, metavar="HOST:PORT[,HOST:PORT...]",
                    help="job servers; jobs are taken from all of them")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL",
+    # The DSN and the Redis URL carry passwords: they may come from the environment (a systemd
+    # EnvironmentFile, see pygen/systemd.py) rather than a command line every user can read.
+    p.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
                    help="redis://[user:pass@]host:port/db, rediss:// (TLS), unix://; "
-                        "redis+cluster:// or rediss+cluster:// for Redis Cluster (default %(default)s)")
+                        f"redis+cluster:// or rediss+cluster:// for Redis Cluster (default: ${REDIS_ENV}, "
+                        "else redis://127.0.0.1:6379/0)")
     p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a cluster node")
     p.add_argument("--function", default="syncToRedis", help="Gearman function (default %(default)s)")
     p.add_argument("--mode", choices=("json", "hash"), default="json",
@@ -393,9 +399,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long a delete's version refuses older upserts (default %(default)s)")
     p.add_argument("--consistency", choices=("payload", "committed"), default="payload",
                    help="payload: write the job's row; committed: write only what MySQL has committed")
-    p.add_argument("--mysql", metavar="DSN",
+    p.add_argument("--mysql", metavar="DSN", default=os.environ.get(MYSQL_ENV) or None,
                    help="mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH: committed "
-                        "mode reads rows there; both modes read which tables have generated triggers")
+                        "mode reads rows there; both modes read which tables have generated triggers "
+                        f"(default: ${MYSQL_ENV})")
     p.add_argument("--tables", metavar="DB.T[,DB.T...]",
                    help="write only these tables' jobs, any of their columns ('*': every table, and the seeds' "
                         "bare rows); default: the tables whose generated triggers (gman-udf trigger) send to "

@@ -114,15 +114,17 @@ def drained(gm, timeout=30.0):
 
 
 @contextmanager
-def worker(servers, redis, *args, expect_exit=0, log=None):
-    """A worker subprocess; on exit SIGTERM, which must end it with `expect_exit`."""
+def worker(servers, redis, *args, expect_exit=0, log=None, env_extra=None):
+    """A worker subprocess; on exit SIGTERM, which must end it with `expect_exit`. With env_extra
+    holding GMAN_UDF_REDIS, --redis is left off its command line (as the systemd unit does)."""
     servers = servers if isinstance(servers, list) else [servers]
     url = redis if isinstance(redis, str) else redis_url(redis)
-    if "--tables" not in args and "--mysql" not in args:  # payload mode: this module's two tables
-        args = ("--tables", f"{DB}.t,{DB}.c", *args)
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if "--tables" not in args and "--mysql" not in args and "GMAN_UDF_MYSQL" not in (env_extra or {}):
+        args = ("--tables", f"{DB}.t,{DB}.c", *args)  # payload mode: this module's two tables
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
+    redis_arg = [] if "GMAN_UDF_REDIS" in (env_extra or {}) else ["--redis", url]
     cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in servers),
-           "--redis", url, "--function", FN, "--log-level", "INFO", *map(str, args)]
+           *redis_arg, "--function", FN, "--log-level", "INFO", *map(str, args)]
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -383,6 +385,21 @@ def test_committed_two_workers_racing_on_one_row(mysql, gm, rds, redis_server, s
     with committed_worker(gm, redis_server, schema, "--batch", 4), \
             committed_worker(gm, redis_server, schema, "--batch", 7):
         hammer(schema, 0, 1000)
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+
+
+def test_secrets_from_the_environment_only(mysql, gm, rds, redis_server, schema):
+    """The systemd unit's way: DSN and Redis URL in the environment (its EnvironmentFile), neither
+    on the command line that /proc/PID/cmdline shows every local user."""
+    dsn = f"mysql://root@localhost/{DB}?socket={schema.socket}"
+    env = {"GMAN_UDF_MYSQL": dsn, "GMAN_UDF_REDIS": redis_url(redis_server)}
+    with worker(gm, redis_server, "--consistency", "committed", "--commit-window", 1, env_extra=env) as proc:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"--mysql" not in cmdline and b"--redis" not in cmdline
+        assert not any(b"mysql://" in a or b"redis://" in a for a in cmdline)
+        mysql.execute("INSERT INTO t VALUES (1, 'from env', 1, NULL)")
+        wait_for(lambda: value_of(rds) == "from env", what="the row through the env-configured worker")
         drained(gm)
         assert redis_rows(rds) == mysql_rows(mysql)
 

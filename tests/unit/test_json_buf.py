@@ -122,11 +122,16 @@ def test_invalid_utf8_becomes_base64(data):
     assert decode_policy(out) == data
 
 
-@pytest.mark.parametrize("data, n", [
+# The case tables are module constants: tests/integration/test_cross_core.py runs them
+# again on the aarch64 build under qemu.
+SEQ_LEN_CASES = [
     (b"\x00", 1), (b"\x7f", 1), (b"\xc2\x80", 2), (b"\xdf\xbf", 2), (b"\xe0\xa0\x80", 3), (b"\xed\x9f\xbf", 3),
     (b"\xee\x80\x80", 3), (b"\xef\xbf\xbf", 3), (b"\xf0\x90\x80\x80", 4), (b"\xf4\x8f\xbf\xbf", 4),
     (b"\xc3\xa9tail", 2), (b"a\xff", 1),
-] + [(bad, 0) for bad in INVALID_UTF8 if bad[0] >= 0x80])
+] + [(bad, 0) for bad in INVALID_UTF8 if bad[0] >= 0x80]
+
+
+@pytest.mark.parametrize("data, n", SEQ_LEN_CASES)
 def test_utf8_seq_len(data, n):
     assert lib.json_utf8_seq_len(cbytes(data), len(data)) == n
 
@@ -169,11 +174,14 @@ def test_integers(i, u):
     assert run(lib.json_buf_append_uint64, u) == (OK, str(u).encode(), None)
 
 
-@pytest.mark.parametrize("v, text", [
+DOUBLE_CASES = [
     (0.1, "0.1"), (1e300, "1e+300"), (-0.0, "-0"), (0.0, "0"), (100.0, "100"), (1 / 3, "0.3333333333333333"),
     (1.7976931348623157e308, "1.7976931348623157e+308"), (-2.2250738585072014e-308, "-2.2250738585072014e-308"),
     (5e-324, None), (1e-7, "1e-07"), (1e21, "1e+21"), (math.nan, "null"), (math.inf, "null"), (-math.inf, "null"),
-])
+]
+
+
+@pytest.mark.parametrize("v, text", DOUBLE_CASES)
 def test_double(v, text):
     rc, out, _ = run(lib.json_buf_append_double, v)
     assert rc == OK and valid(out) == 1
@@ -194,26 +202,31 @@ def test_double_round_trips(v):
     assert significant_digits(out.decode()) <= max(15, significant_digits(repr(v)) + 1)
 
 
-@pytest.mark.parametrize("text, expected", [
+NUMBER_TEXT_OK = [
     (b"0", b"0"), (b"-0", b"-0"), (b"000", b"0"), (b"00005", b"5"), (b"-007.50", b"-7.50"), (b"00.5", b"0.5"),
     (b"123.450", b"123.450"), (b"1e300", b"1e300"), (b"1E+5", b"1E+5"), (b"2.5e-07", b"2.5e-07"),
     (b"0.0000002", b"0.0000002"), (b"18446744073709551615", b"18446744073709551615"),
     (b"-9223372036854775808", b"-9223372036854775808"), (b"9" * 35 + b"." + b"0" * 30, b"9" * 35 + b"." + b"0" * 30),
-])
+]
+NUMBER_TEXT_NOT_FINITE = [b"inf", b"-inf", b"+inf", b"INF", b"Infinity", b"-Infinity", b"nan", b"NaN", b"-nan"]
+NUMBER_TEXT_INVALID = [
+    b"", b"-", b"+", b"1.", b".5", b"-.5", b"1e", b"1e+", b"1e-", b"abc", b"\x05", b"\x00", b"12a", b"+5", b" 5",
+    b"5 ", b"0x10", b"--5", b"1.2.3", b"1e5.0", b"in", b"infinit", b"nana", b"\xff", b"1,5",
+]
+
+
+@pytest.mark.parametrize("text, expected", NUMBER_TEXT_OK)
 def test_number_text_ok(text, expected):
     assert number_text(text) == (NUM_OK, expected, None)
     assert Decimal(expected.decode()) == Decimal(text.decode())
 
 
-@pytest.mark.parametrize("text", [b"inf", b"-inf", b"+inf", b"INF", b"Infinity", b"-Infinity", b"nan", b"NaN", b"-nan"])
+@pytest.mark.parametrize("text", NUMBER_TEXT_NOT_FINITE)
 def test_number_text_not_finite(text):
     assert number_text(text) == (NUM_NOT_FINITE, b"null", None)
 
 
-@pytest.mark.parametrize("text", [
-    b"", b"-", b"+", b"1.", b".5", b"-.5", b"1e", b"1e+", b"1e-", b"abc", b"\x05", b"\x00", b"12a", b"+5", b" 5",
-    b"5 ", b"0x10", b"--5", b"1.2.3", b"1e5.0", b"in", b"infinit", b"nana", b"\xff", b"1,5",
-])
+@pytest.mark.parametrize("text", NUMBER_TEXT_INVALID)
 def test_number_text_invalid_writes_nothing(text):
     assert number_text(text) == (NUM_INVALID, b"", None)
 
