@@ -313,14 +313,20 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
 
 
 def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row_cols: Sequence[str] = (),
-                   json_function: str = "udf_json_members", convert: Collection[str] = ()) -> Optional[str]:
-    """A locking read of one row that fails at once when another transaction holds its lock
-    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before.
+                   json_function: str = "udf_json_members", convert: Collection[str] = (),
+                   wait: bool = False) -> Optional[str]:
+    """A locking read of one row (a shared lock: in autocommit it ends with the statement).
+    wait=False: it fails at once when another transaction holds the row's lock (an open
+    INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before. wait=True:
+    it waits for that lock, up to the session's innodb_lock_wait_timeout (every server).
     It selects 1, or with row_cols the row as read_statement renders it and a gman_stamp()
     taken under the lock (the member names are then the leading parameters)."""
     m = re.match(r"(\d+)\.(\d+)", server_version or "")
     version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    if "mariadb" in server_version.lower():
+    mariadb = "mariadb" in (server_version or "").lower()
+    if wait:
+        lock = "FOR SHARE" if not mariadb and version >= (8, 0) else "LOCK IN SHARE MODE"
+    elif mariadb:
         if version < (10, 3):
             return None
         lock = "LOCK IN SHARE MODE NOWAIT"
