@@ -346,9 +346,15 @@ def key_params(key: Dict[str, Any], key_cols: Sequence[str]) -> List[Any]:
     return [decode_value(key[c]) for c in key_cols]
 
 
-def key_id(key: Dict[str, Any], key_cols: Sequence[str]) -> str:
-    """A hashable identity of a key, equal for the payload's key and the key read back."""
-    return json.dumps([key.get(c) for c in key_cols], sort_keys=True)
+def key_id(key: Dict[str, Any], key_cols: Sequence[str]):
+    """A hashable identity of a key, equal for the payload's key and the key read back: the
+    values themselves when they are all plain ints and strings (the common key), else their
+    JSON (exact numbers, base64 bytes). The same values take the same form on both sides."""
+    values = tuple(key.get(c) for c in key_cols)
+    for v in values:
+        if type(v) is not int and type(v) is not str:
+            return json.dumps(list(values), sort_keys=True)
+    return values
 
 
 RETRY, DROP = "retry", "drop"

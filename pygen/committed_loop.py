@@ -35,6 +35,7 @@ class CommittedLoop:
     def _start_committed(self) -> None:
         self.wakeup = threading.Event()  # a waiter is done (with gearman.wake(), which ends a grab)
         self.stamp = -1  # the largest gman_stamp() read: the server has stamped every version up to it
+        self.writing = None  # (writes, pairs, versions, jobs, token): sent to Redis, not yet acknowledged
         self.waiters = None
         if self.args.waiters > 0:
             read_timeout = self.args.lock_wait + max(self.args.timeout, 5.0)  # the wait must not look like an outage
@@ -46,15 +47,18 @@ class CommittedLoop:
         self.gearman.wake()
 
     def _stop_committed(self) -> None:
-        if self.waiters is not None:
-            self.waiters.close()
+        try:
+            self._settle_writes()  # finish what Redis already has
+        finally:
+            if self.waiters is not None:
+                self.waiters.close()
 
     def step(self) -> None:
         self.wakeup.clear()
         now = time.monotonic()
         self._collect(now)
         self.parked = [p for p in self.parked if _alive(p.job)]  # a dropped link: gearmand re-queued it
-        timeout = 0.5
+        timeout = 0.5 if self.writing is None else 0.002
         if self.parked:
             timeout = max(0.0, min(min(p.due for p in self.parked) - now, timeout))
         jobs = self.gearman.grab(self.batch, timeout) if len(self.parked) < self.args.max_parked else []
@@ -76,6 +80,8 @@ class CommittedLoop:
         due = [p for p in self.parked if p.due <= now]
         if due:
             self._resolve(due, now)
+        else:
+            self._settle_writes()
         self.stats.set("parked", len(self.parked))
         self.stats.set("waiting", self.waiters.busy if self.waiters else 0)
 
@@ -121,7 +127,9 @@ class CommittedLoop:
             for p in due:
                 p.attempt += 1
                 p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
+            self._settle_writes()
             return
+        self._settle_writes()  # the previous batch's Redis call ran meanwhile
         read = dict(zip(map(id, fresh), rows))
         done, writes, versions, gone, pairs = [], [], [], set(), []
         for p in due:
@@ -159,16 +167,40 @@ class CommittedLoop:
                 pairs += [(w, action) for w in planned]
                 versions.append(p.change.version)
             done.append(p)
+        gone.update(id(p) for p in done)  # no longer parked: completed once Redis has their writes
+        self.parked = [p for p in self.parked if id(p) not in gone]
         writes = apply.collapse(writes)
-        skipped = self._write_retrying(writes) if writes else 0
+        jobs = [p.job for p in done]
+        if not writes:
+            self.gearman.complete_many(jobs)
+            return
+        try:
+            token = self.redis.begin(writes)
+        except Exception:  # noqa: BLE001 - _settle_writes retries and reports
+            token = None
+        self.writing = writes, pairs, versions, jobs, token
+
+    def _settle_writes(self) -> None:
+        """Complete the jobs of the batch sent to Redis once it acknowledged (retrying the
+        writes if need be); after skipped writes, re-check their keys (_recheck)."""
+        if self.writing is None:
+            return
+        (writes, pairs, versions, jobs, token), self.writing = self.writing, None
+        skipped = None
+        if token is not None:
+            try:
+                skipped = self.redis.finish(token)
+            except Exception as e:  # noqa: BLE001
+                self.stats.add("errors")
+                log.warning("redis: %s; retrying %d writes", e, len(writes))
+        if skipped is None:
+            skipped = self._write_retrying(writes)
+            if skipped is None:
+                return  # stopped while Redis was away: the jobs go back to gearmand
         if skipped:
             self._recheck(pairs)
-        if skipped is not None:
-            self._count(writes, skipped, versions)
-            self.gearman.complete_many([p.job for p in done])
-            gone.update(id(p) for p in done)
-        if gone:
-            self.parked = [p for p in self.parked if id(p) not in gone]
+        self._count(writes, skipped, versions)
+        self.gearman.complete_many(jobs)
 
     def _recheck(self, pairs) -> None:
         """After committed images were skipped as older: a key whose newer version holds an image
