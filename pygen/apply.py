@@ -299,7 +299,9 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     """SELECT <key JSON>, <row JSON> for `count` keys, rendered by the same UDF (and so the
     same value policy) as the trigger's payload; `convert` names the text columns in a
     non-UTF-8 charset. Returns (sql, the leading parameters: the member names). The key
-    values follow, flattened, in key_cols order."""
+    values follow, flattened, in key_cols order. When the row holds every key column (a
+    generated trigger's row, a delete's key read back) it selects the row JSON alone: the
+    key is read from it."""
     if not key_cols or count < 1:
         raise PlanError("nothing to read")
     schema, name = split_table(table)
@@ -307,9 +309,15 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     row_cols = list(row_cols) or list(key_cols)  # a delete has no row: read the key back
     tuple_ = "(" + ", ".join(["%s"] * len(key_cols)) + ")"
     cols = "(" + ", ".join(quote_ident(c) for c in key_cols) + ")"
-    sql = (f"SELECT {_members(json_function, key_cols, convert)}, {_members(json_function, row_cols, convert)} "
-           f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})")
+    where = f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})"
+    if key_in_row(key_cols, row_cols):
+        return f"SELECT {_members(json_function, row_cols, convert)} {where}", row_cols
+    sql = f"SELECT {_members(json_function, key_cols, convert)}, {_members(json_function, row_cols, convert)} {where}"
     return sql, list(key_cols) + list(row_cols)
+
+
+def key_in_row(key_cols: Sequence[str], row_cols: Sequence[str]) -> bool:
+    return set(key_cols) <= set(row_cols)
 
 
 def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row_cols: Sequence[str] = (),

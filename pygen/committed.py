@@ -222,6 +222,13 @@ class CommittedReader:
         cur = self._cursor()
         cur.execute(sql, params)
         found = {}
+        if apply.key_in_row(key_cols, row_cols or key_cols):
+            for (row_json,) in cur.fetchall():
+                if row_json is None:
+                    raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+                row = payload_loads(row_json)
+                found[apply.key_id(row, key_cols)] = row
+            return found
         for key_json, row_json in cur.fetchall():
             if key_json is None or row_json is None:
                 raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")

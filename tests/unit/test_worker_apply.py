@@ -189,7 +189,11 @@ def test_read_statement_quotes_identifiers():
                    "FROM `my``db`.`t%%1` WHERE (`id`, `we``ird`) IN ((%s, %s), (%s, %s))")
     assert names == ["id", "we`ird", "id", "val"]
     sql, names = apply.read_statement("t", ["id"], [], 1, "udf_json_members")
-    assert sql.endswith("FROM `t` WHERE (`id`) IN ((%s))") and names == ["id", "id"]  # a delete reads its key
+    assert sql == "SELECT udf_json_members(%s, `id`) FROM `t` WHERE (`id`) IN ((%s))"  # a delete reads its key
+    assert names == ["id"]
+    sql, names = apply.read_statement("t", ["id"], ["val", "id"], 1)  # the key is read from the row
+    assert sql == "SELECT udf_json_members(%s, `val`, %s, `id`) FROM `t` WHERE (`id`) IN ((%s))"
+    assert names == ["val", "id"]
 
 
 def test_key_matching_and_params():
