@@ -22,7 +22,7 @@ import time
 from common import ROOT, Gearmand, mariadb
 
 from pygen import triggers
-from pygen.sandbox import Redis
+from pygen.sandbox import Redis, free_port
 
 TABLE = "bench.t"
 
@@ -44,6 +44,13 @@ def subscriber(host, port, conn):
                 return
             conn.send(events)
             events = []
+
+
+def metrics(port):
+    """The worker's counters: {name: value} from its Prometheus text."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {k: float(v) for k, v in (line.split() for line in text.splitlines() if not line.startswith("#"))}
 
 
 def quantile(values, q):
@@ -116,10 +123,11 @@ def main():
         sub.start()
         assert parent.recv() == "ready"
 
+        port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "pygen.worker", "--gearman", gm.address, "--redis", rd.url,
                "--consistency", "committed", "--mysql", f"mysql://root@localhost/bench?socket={db.socket}",
-               "--log-level", "WARNING", *args.worker_args]
+               "--log-level", "WARNING", "--metrics-port", str(port), *args.worker_args]
         worker = subprocess.Popen(cmd, env=env)
         while gm.status().get("syncToRedis", (0, 0, 0))[2] < 1:
             time.sleep(0.05)
@@ -130,20 +138,23 @@ def main():
         one_round(conns, 0.2, "warm", rds, parent)
 
         print(f"commit -> Redis, committed mode ({' '.join(args.worker_args) or 'worker defaults'}), ms:")
-        print(f"{'held':>6} {'open':>5} {'n':>5} {'p50':>8} {'p99':>8} {'max':>8}  early")
+        print(f"{'held':>6} {'open':>5} {'n':>5} {'p50':>8} {'p99':>8} {'max':>8}  early  waits polls")
         results = []
         for c in levels:
             for hold in holds:
                 rounds = max(1, min(args.rounds, -(-args.samples // c))) if c > 1 else args.rounds
                 lat, early = [], 0
+                before = metrics(port)
                 for r in range(rounds):
                     got, e = one_round(conns[:c], hold, f"h{hold}-c{c}-r{r}", rds, parent)
                     lat += got
                     early += e
+                after = metrics(port)
+                waits, polls = (after[k] - before[k] for k in ("gman_worker_waits_total", "gman_worker_retries_total"))
                 row = (hold, c, len(lat), quantile(lat, 0.5), quantile(lat, 0.99), max(lat), early)
                 results.append(row)
-                print(f"{hold:6g} {c:5d} {len(lat):5d} {row[3]:8.2f} {row[4]:8.2f} {row[5]:8.2f}  {early}",
-                      flush=True)
+                print(f"{hold:6g} {c:5d} {len(lat):5d} {row[3]:8.2f} {row[4]:8.2f} {row[5]:8.2f}  {early:5d} "
+                      f"{waits:5.0f} {polls:5.0f}", flush=True)
         worst = max(r[4] for r in results)
         print(f"worst p99: {worst:.2f} ms; values seen before COMMIT: {sum(r[6] for r in results)}")
     finally:
