@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import threading
 import time
 from typing import List
@@ -39,9 +38,6 @@ class CommittedLoop:
         self.writing = None  # (writes, pairs, versions, jobs, token): sent to Redis, not yet acknowledged
         self.waiters = None
         if self.args.waiters > 0:
-            # a waiter's outcome waits for the GIL behind a busy loop for up to the switch
-            # interval (5 ms by default): that is the latency this mode is about
-            sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
             read_timeout = self.args.lock_wait + max(self.args.timeout, 5.0)  # the wait must not look like an outage
             self.waiters = Waiters(lambda: self.reader.connect(read_timeout), self.args.waiters, self.args.lock_wait,
                                    self._notify)
