@@ -30,12 +30,12 @@ def library() -> Path:
     return Path(builds[-1])
 
 
-def mariadb(env=None, buffer_pool="512M") -> MariaDB:
+def mariadb(env=None, buffer_pool="512M", extra_args=()) -> MariaDB:
     """A started sandbox MariaDB with every function registered."""
     plugin_dir = Path(tempfile.mkdtemp(prefix="gman-bench-plugin-"))
     shutil.copy(library(), plugin_dir / "gman_udf.so")
     db = MariaDB(plugin_dir=plugin_dir, env=env or {},
-                 extra_args=[f"--innodb-buffer-pool-size={buffer_pool}", "--innodb-log-file-size=256M"]).start()
+                 extra_args=[f"--innodb-buffer-pool-size={buffer_pool}", "--innodb-log-file-size=256M", *extra_args]).start()
     cur = db.connect().cursor()
     for stmt in sqlgen.install_statements(sqlgen.Server.parse(db.version)):
         cur.execute(stmt)

@@ -316,7 +316,9 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     """SELECT <key JSON>, <row JSON> for `count` keys, rendered by the same UDF (and so the
     same value policy) as the trigger's payload; `convert` names the text columns in a
     non-UTF-8 charset. Returns (sql, the leading parameters: the member names). The key
-    values follow, flattened, in key_cols order."""
+    values follow, flattened, in key_cols order. When the row holds every key column (a
+    generated trigger's row, a delete's key read back) it selects the row JSON alone: the
+    key is read from it."""
     if not key_cols or count < 1:
         raise PlanError("nothing to read")
     schema, name = split_table(table)
@@ -324,20 +326,32 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     row_cols = list(row_cols) or list(key_cols)  # a delete has no row: read the key back
     tuple_ = "(" + ", ".join(["%s"] * len(key_cols)) + ")"
     cols = "(" + ", ".join(quote_ident(c) for c in key_cols) + ")"
-    sql = (f"SELECT {_members(json_function, key_cols, convert)}, {_members(json_function, row_cols, convert)} "
-           f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})")
+    where = f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})"
+    if key_in_row(key_cols, row_cols):
+        return f"SELECT {_members(json_function, row_cols, convert)} {where}", row_cols
+    sql = f"SELECT {_members(json_function, key_cols, convert)}, {_members(json_function, row_cols, convert)} {where}"
     return sql, list(key_cols) + list(row_cols)
 
 
+def key_in_row(key_cols: Sequence[str], row_cols: Sequence[str]) -> bool:
+    return set(key_cols) <= set(row_cols)
+
+
 def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row_cols: Sequence[str] = (),
-                   json_function: str = "udf_json_members", convert: Collection[str] = ()) -> Optional[str]:
-    """A locking read of one row that fails at once when another transaction holds its lock
-    (an open INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before.
+                   json_function: str = "udf_json_members", convert: Collection[str] = (),
+                   wait: bool = False) -> Optional[str]:
+    """A locking read of one row (a shared lock: in autocommit it ends with the statement).
+    wait=False: it fails at once when another transaction holds the row's lock (an open
+    INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before. wait=True:
+    it waits for that lock, up to the session's innodb_lock_wait_timeout (every server).
     It selects 1, or with row_cols the row as read_statement renders it and a gman_stamp()
     taken under the lock (the member names are then the leading parameters)."""
     m = re.match(r"(\d+)\.(\d+)", server_version or "")
     version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    if "mariadb" in server_version.lower():
+    mariadb = "mariadb" in (server_version or "").lower()
+    if wait:
+        lock = "FOR SHARE" if not mariadb and version >= (8, 0) else "LOCK IN SHARE MODE"
+    elif mariadb:
         if version < (10, 3):
             return None
         lock = "LOCK IN SHARE MODE NOWAIT"
@@ -357,9 +371,15 @@ def key_params(key: Dict[str, Any], key_cols: Sequence[str]) -> List[Any]:
     return [decode_value(key[c]) for c in key_cols]
 
 
-def key_id(key: Dict[str, Any], key_cols: Sequence[str]) -> str:
-    """A hashable identity of a key, equal for the payload's key and the key read back."""
-    return json.dumps([key.get(c) for c in key_cols], sort_keys=True)
+def key_id(key: Dict[str, Any], key_cols: Sequence[str]):
+    """A hashable identity of a key, equal for the payload's key and the key read back: the
+    values themselves when they are all plain ints and strings (the common key), else their
+    JSON (exact numbers, base64 bytes). The same values take the same form on both sides."""
+    values = tuple(key.get(c) for c in key_cols)
+    for v in values:
+        if type(v) is not int and type(v) is not str:
+            return json.dumps(list(values), sort_keys=True)
+    return values
 
 
 RETRY, DROP = "retry", "drop"

@@ -1,7 +1,8 @@
 """--consistency committed: reads rows as MySQL has committed them, rendered by the same UDF
 as the trigger, and works out what to write for a change MySQL does not hold as sent (the
 rules are in pygen/worker.py's docstring; the pure SQL and decisions in pygen/apply.py).
-pygen/worker.py parks the jobs (Pending) and runs the loop.
+pygen/committed_loop.py parks the jobs (Pending) and runs the loop; pygen/waiters.py runs
+the locking reads that wait for an open transaction (wait_statement, waited).
 """
 from __future__ import annotations
 
@@ -37,10 +38,17 @@ class CommittedReader:
         self.conn = None
         self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
 
+    def connect(self, read_timeout: Optional[float] = None):
+        """A new connection to the DSN's server (autocommit), e.g. for a waiter."""
+        import MySQLdb
+        kw = dict(self.kw)
+        if read_timeout is not None:
+            kw["read_timeout"] = max(1, round(read_timeout))
+        return MySQLdb.connect(**kw)
+
     def _cursor(self):
         if self.conn is None:
-            import MySQLdb
-            conn = MySQLdb.connect(**self.kw)
+            conn = self.connect()
             conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             self.conn = conn
         return self.conn.cursor()
@@ -109,6 +117,26 @@ class CommittedReader:
         if len(found) != 1 or found[0][0] is None:
             return None
         return payload_loads(found[0][0]), int(found[0][1])
+
+    def wait_statement(self, change: Change) -> Tuple[str, list]:
+        """(sql, params) of the locking read a waiter runs for a change MySQL does not hold as
+        sent: it returns once no other transaction holds the row's lock, so the change's own
+        transaction (its trigger ran under that lock) is over, with the row as committed then,
+        rendered as read() renders it. PlanError for an unknown table or column."""
+        cols = list(change.row or change.key)  # a delete: the key, read back (row or no row)
+        convert = self._table(change.table, (*change.key, *cols))
+        self._cursor()
+        sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+                                   self.json_function, convert, wait=True)
+        return sql, cols + apply.key_params(change.key, list(change.key))
+
+    def waited(self, rows) -> Optional[dict]:
+        """The row a wait_statement() read returned (None: no such row)."""
+        if not rows:
+            return None
+        if rows[0][0] is None:
+            raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+        return payload_loads(rows[0][0])
 
     def read(self, changes: List[Change]) -> list:
         """For each change: its row as committed (dict), None (no such row) or a Gone."""
@@ -194,6 +222,13 @@ class CommittedReader:
         cur = self._cursor()
         cur.execute(sql, params)
         found = {}
+        if apply.key_in_row(key_cols, row_cols or key_cols):
+            for (row_json,) in cur.fetchall():
+                if row_json is None:
+                    raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+                row = payload_loads(row_json)
+                found[apply.key_id(row, key_cols)] = row
+            return found
         for key_json, row_json in cur.fetchall():
             if key_json is None or row_json is None:
                 raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
@@ -210,3 +245,5 @@ class Pending:
     first: float
     due: float
     attempt: int = 0
+    waiting: bool = False   # a waiter's locking read runs for it (due: never, until it ends)
+    outcome: object = None  # the rows that read returned, not yet looked at

@@ -5,7 +5,7 @@ callable one (run). Built on pygen/gearman_conn.py's Connection.
     w = Worker(["127.0.0.1:4730", "10.0.0.2:4730"], {"reverse": lambda job: job.workload[::-1]})
     w.run(stop_event)                     # or, batching: jobs = w.grab(500, 1.0); ...; w.complete_many(jobs)
 
-Not thread-safe, except Worker.stop().
+Not thread-safe, except Worker.stop() and Worker.wake().
 """
 from __future__ import annotations
 
@@ -82,6 +82,12 @@ class Worker:
         self._sel = selectors.DefaultSelector()
         self._ready: collections.deque[Job] = collections.deque()
         self._stopping = False
+        # wake(): another thread makes grab() return now (a socket pair in the selector)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._woken = False
 
     # ---- connections
     def _down(self, link: Link, why) -> None:
@@ -261,7 +267,9 @@ class Worker:
     def _poll(self, timeout: float) -> None:
         for key, _ in self._sel.select(max(timeout, 0.0)):
             link = key.data
-            if link.state == "connecting":
+            if link is None:
+                self._drain_wake()
+            elif link.state == "connecting":
                 self._connected(link)
             elif link.state != "down":
                 self._read(link)
@@ -280,11 +288,12 @@ class Worker:
             busy = any(l.grabs or (l.state == "awake" and not l.empty) for l in self.links)
             if len(self._ready) >= max_jobs or (self._ready and not busy) or self._stopping:
                 break
-            if now >= deadline:
+            if now >= deadline or self._woken:
                 break
             wake = min([deadline, now + self.poll_interval] +
                        [l.retry_at for l in self.links if l.state == "down"])
             self._poll(wake - now)
+        self._woken = False
         return [self._ready.popleft() for _ in range(min(max_jobs, len(self._ready)))]
 
     def _finish(self, job: Job, packet: bytes) -> bool:
@@ -358,8 +367,25 @@ class Worker:
 
     def stop(self) -> None:
         """Ask run()/grab() to take no new job; run() finishes the current one and closes.
-        The only method that may be called from another thread."""
+        May be called from another thread, as wake()."""
         self._stopping = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Make a grab() waiting in another thread return now (with the jobs it has), or the
+        next one return at once: for a caller with other work arriving meanwhile."""
+        try:
+            self._wake_w.send(b"w")
+        except OSError:  # the buffer is full (a wake is pending already), or closed
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:  # BlockingIOError: drained
+            pass
+        self._woken = True
 
     def close(self) -> None:
         """Close every connection; jobs taken but not finished go back to gearmand's queue."""
@@ -369,6 +395,7 @@ class Worker:
         self._ready.clear()
         self._sel.close()
         self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
 
     def __enter__(self):
         return self

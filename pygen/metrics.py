@@ -11,8 +11,8 @@ from typing import Dict
 
 log = logging.getLogger("gman-udf.worker")  # the worker's log: the stats line is part of it
 
-FIELDS = ("jobs", "writes", "stale", "errors", "refused", "retries", "parked", "lag_us")
-_SUMMED = FIELDS[:6]
+FIELDS = ("jobs", "writes", "stale", "errors", "refused", "retries", "waits", "parked", "waiting", "lag_us")
+_SUMMED = FIELDS[:7]
 
 
 def totals(array, slots: int) -> Dict[str, float]:
@@ -29,12 +29,15 @@ def prometheus_text(t: Dict[str, float]) -> str:
              "errors": "failed Redis or MySQL round trips (retried)",
              "refused": "jobs failed (WORK_FAIL, never retried): not a payload, a table or version this worker "
                         "does not take, or (committed mode) not verifiable or forged",
-             "retries": "committed mode: re-reads of a row not committed as sent"}
+             "retries": "committed mode: re-reads of a row not committed as sent (polling)",
+             "waits": "committed mode: locking reads run to wait for the transaction holding a row's lock"}
     for name in _SUMMED:
         lines += [f"# HELP gman_worker_{name}_total {help_[name]}", f"# TYPE gman_worker_{name}_total counter",
                   f"gman_worker_{name}_total {int(t[name])}"]
     lines += ["# HELP gman_worker_parked jobs waiting for their commit", "# TYPE gman_worker_parked gauge",
               f"gman_worker_parked {int(t['parked'])}",
+              "# HELP gman_worker_waiting committed mode: jobs whose transaction a locking read is waiting for",
+              "# TYPE gman_worker_waiting gauge", f"gman_worker_waiting {int(t['waiting'])}",
               "# HELP gman_worker_lag_seconds now - v of the last batch's oldest job", "# TYPE gman_worker_lag_seconds gauge",
               f"gman_worker_lag_seconds {t['lag_us'] / 1e6:.6f}"]
     return "\n".join(lines) + "\n"
@@ -85,8 +88,8 @@ def log_stats(array, slots: int, interval: float, stop: threading.Event) -> None
     while not stop.wait(interval):
         now_t, now = totals(array, slots), time.monotonic()
         dt = max(now - then, 1e-9)
-        log.info("%.0f jobs/s, %.0f writes/s, %d stale, %d errors, %d refused, %d parked, lag %.1f ms",
+        log.info("%.0f jobs/s, %.0f writes/s, %d stale, %d errors, %d refused, %d parked (%d waited on), lag %.1f ms",
                  (now_t["jobs"] - before["jobs"]) / dt, (now_t["writes"] - before["writes"]) / dt,
                  now_t["stale"] - before["stale"], now_t["errors"] - before["errors"],
-                 now_t["refused"] - before["refused"], now_t["parked"], now_t["lag_us"] / 1000)
+                 now_t["refused"] - before["refused"], now_t["parked"], now_t["waiting"], now_t["lag_us"] / 1000)
         before, then = now_t, now

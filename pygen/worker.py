@@ -29,19 +29,23 @@ Guarantees
   (READ COMMITTED, autocommit) rendered by the same UDF as the trigger, and writes the
   payload when MySQL has committed exactly that image. When it has not, the trigger's
   transaction is either still open or over (rolled back, or superseded by a later change):
-  the trigger ran under the row's lock, which that transaction holds until it ends, so the
-  worker tries the lock (a NOWAIT locking read). Held: the job is parked (the others go on)
-  and looked at again with back-off, for up to --max-wait. Free: the row is read again and
-  what is committed is written (a delete when the row is gone; nothing for a delete whose
-  row is still there), with the payload's version: any later change of the row carries a
-  larger one. Servers without NOWAIT (MySQL 5.7, MariaDB 10.2) wait --commit-window instead.
+  the trigger ran under the row's lock, which that transaction holds until it ends, so a
+  waiter (one of --waiters threads, each with its own MySQL connection) runs a locking read
+  of the row, which waits for that lock and returns as the transaction commits or rolls back
+  (the job is parked meanwhile; the others go on): what is committed then is written (a
+  delete when the row is gone; nothing for a delete whose row is still there), with the
+  payload's version: any later change of the row carries a larger one. A read still waiting
+  after --lock-wait seconds ends and the job is read and waited on again, for up to
+  --max-wait. With every waiter busy (or --waiters 0) the worker tries the lock instead (a
+  NOWAIT locking read) and looks again with back-off; servers without NOWAIT (MySQL 5.7,
+  MariaDB 10.2) then wait --commit-window. pygen/committed_loop.py runs this.
   So a rolled-back change never appears in Redis, and a forged job writes only committed
   rows; a job with no table or no version, or a version ahead of the server's gman_stamp()
   (no trigger can have stamped it), is refused; so is a table or column not synced (see
   Tables). A forged job copying the committed row, with a version just above that of a
   change not yet committed, makes that change's write be skipped as older: a key whose
   skipped write finds another image than the committed one is rewritten from the row read
-  under its lock, with the gman_stamp() taken there (Runner._recheck; servers without
+  under its lock, with the gman_stamp() taken there (CommittedLoop._recheck; servers without
   NOWAIT keep the forged copy until the row's next change). Rows are read as
   udf_json_members('col', `col`, ...) of the payload's row members, which must be the
   table's column names (as generated triggers send them); point --mysql at the primary.
@@ -58,8 +62,9 @@ mysql://user:pass@localhost/db?socket=/run/mysqld/mysqld.sock (user and password
 %-encoded; the password may come from MYSQL_PWD instead).
 
 The pure part (what to write for a payload) is pygen/apply.py; the I/O around this loop is in
-pygen/redis_writer.py (Redis), pygen/committed.py (MySQL, committed mode) and
-pygen/metrics.py (counters, Prometheus text, the stats log line).
+pygen/redis_writer.py (Redis), pygen/committed.py (MySQL, committed mode), pygen/waiters.py
+(committed mode's locking reads) and pygen/metrics.py (counters, Prometheus text, the stats
+log line); committed mode's loop is pygen/committed_loop.py.
 """
 from __future__ import annotations
 
@@ -76,10 +81,10 @@ from typing import Dict, List, Optional
 from pygen import apply
 from pygen.apply import parse_dsn, redis_target
 from pygen.committed import CommittedReader, Gone, Pending
-from pygen.compare import stored_matches, version_ahead
+from pygen.committed_loop import CommittedLoop
 from pygen.gearman_worker import Worker as GearmanWorker
 from pygen.metrics import FIELDS, Stats, log_stats, prometheus_text, serve_metrics, totals
-from pygen.payload import Change, PayloadError, parse
+from pygen.payload import PayloadError, parse
 from pygen.redis_writer import RedisWriter
 from pygen.reconcile_cli import add_worker_arguments, start_in_worker
 
@@ -88,8 +93,9 @@ log = logging.getLogger("gman-udf.worker")
 
 # ---- the loop --------------------------------------------------------------------------------
 
-class Runner:
-    """One worker process: grab a batch, decide, write, complete; until stop()."""
+class Runner(CommittedLoop):
+    """One worker process: grab a batch, decide, write, complete; until stop(). Committed
+    mode's step() is pygen/committed_loop.py's."""
 
     def __init__(self, args, stats: Stats):
         self.args, self.stats = args, stats
@@ -107,6 +113,8 @@ class Runner:
         self.tables = tables_from_args(args.tables) if args.tables else {}
         self.tables_read = -math.inf  # monotonic time of the last read of the triggers (default list)
         self.skew_us = None if self.committed else args.max_future_skew * 1e6
+        if self.committed:
+            self._start_committed()
 
     def stop(self, *_) -> None:
         self.stopping.set()
@@ -121,6 +129,8 @@ class Runner:
             if self.inflight is not None:  # finish what Redis already has
                 self._settle(*self.inflight)
         finally:
+            if self.committed:
+                self._stop_committed()
             self.gearman.close()  # jobs not completed (parked, unwritten) go back to the queue
             self.redis.close()
             if self.reader:
@@ -226,33 +236,6 @@ class Runner:
         if lags:
             self.stats.set("lag_us", max(lags))
 
-    # committed mode
-    def step(self) -> None:
-        now = time.monotonic()
-        self.parked = [p for p in self.parked if _alive(p.job)]  # a dropped link: gearmand re-queued it
-        timeout = 0.5
-        if self.parked:
-            timeout = max(0.0, min(min(p.due for p in self.parked) - now, timeout))
-        jobs = self.gearman.grab(self.batch, timeout) if len(self.parked) < self.args.max_parked else []
-        if not jobs and len(self.parked) >= self.args.max_parked:
-            self.stopping.wait(timeout)
-        now = time.monotonic()
-        self.stats.add("jobs", len(jobs))
-        for job in jobs:
-            try:
-                change = parse(job.workload)
-                if change.table is None or change.version is None:
-                    raise apply.PlanError("committed mode needs a payload with table and v (a generated trigger's)")
-                self._admit(change, 0)
-            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
-                self._refuse(job, e)
-                continue
-            self.parked.append(Pending(job, change, now, now))
-        due = [p for p in self.parked if p.due <= now]
-        if due:
-            self._resolve(due, now)
-        self.stats.set("parked", len(self.parked))
-
     def _refuse(self, job, why) -> None:
         """WORK_FAIL: gearmand drops a failed background job, so it is never retried."""
         if not isinstance(why, (str, PayloadError, Gone)):  # an error nobody foresaw: name its type
@@ -260,95 +243,6 @@ class Runner:
         log.warning("job %s refused: %.300s: %.200r", job.handle, why, job.workload)
         self.stats.add("refused")
         job.fail()
-
-    def _resolve(self, due: List[Pending], now: float) -> None:
-        try:
-            stamp = self.reader.stamp()
-            rows = self.reader.read([p.change for p in due])
-        except Exception as e:  # noqa: BLE001 - MySQL away: keep every job, look again later
-            self.stats.add("errors")
-            log.warning("mysql: %s; %d jobs wait", e, len(due))
-            for p in due:
-                p.attempt += 1
-                p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
-            return
-        done, writes, versions, gone, pairs = [], [], [], set(), []
-        for p, row in zip(due, rows):
-            if isinstance(row, Gone) or p.change.version > stamp:
-                # no trigger of this server can have stamped a version it has not reached yet
-                why = row if isinstance(row, Gone) else f"version {p.change.version} is ahead of gman_stamp() {stamp}"
-                gone.add(id(p))
-                self._refuse(p.job, why)
-                continue
-            try:
-                action = apply.decide(p.change, row, False)
-                if action is apply.RETRY:
-                    action = self.reader.settled(p.change, now - p.first, self.args.commit_window, self.args.max_wait)
-                planned = [] if action in (apply.RETRY, apply.DROP) else apply.plan(action, self.options)
-            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
-                gone.add(id(p))
-                self._refuse(p.job, e)
-                continue
-            if action is apply.RETRY:
-                p.attempt += 1
-                p.due = now + apply.retry_delay(p.attempt)
-                self.stats.add("retries")
-                continue
-            if action is not apply.DROP:
-                if action is not p.change:
-                    log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
-                              "committed", p.change.table, p.change.key)
-                writes += planned
-                pairs += [(w, action) for w in planned]
-                versions.append(p.change.version)
-            done.append(p)
-        writes = apply.collapse(writes)
-        skipped = self._write_retrying(writes) if writes else 0
-        if skipped:
-            self._recheck(pairs)
-        if skipped is not None:
-            self._count(writes, skipped, versions)
-            self.gearman.complete_many([p.job for p in done])
-            gone.update(id(p) for p in done)
-        if gone:
-            self.parked = [p for p in self.parked if id(p) not in gone]
-
-
-    def _recheck(self, pairs) -> None:
-        """After committed images were skipped as older: a key whose newer version holds an image
-        other than the committed one took that version from a forged job (a copy of the committed
-        row stamped while a change was still open, whose own write is then older). Such keys get
-        the row read again under its lock, written with the gman_stamp() taken there."""
-        pairs = [(w, c) for w, c in pairs if w.version is not None]
-        try:
-            fixes = []
-            for (w, change), (version, value) in zip(pairs, self.redis.held([w for w, _ in pairs])):
-                if isinstance(version, Exception) or not version_ahead(version, w.version):
-                    continue
-                if w.op == "del":
-                    if value in (None, {}) or self.reader.read([change])[0] is not None:
-                        continue  # gone in Redis too, or back in MySQL (its INSERT's job writes it)
-                    # a re-INSERT stamped before this stamp gets its write skipped, then re-checked
-                    fixes += apply.plan(Change("delete", change.table, change.key, self.reader.stamp()), self.options)
-                    continue
-                if stored_matches(w, value):
-                    continue
-                got = self.reader.stamped(change)
-                if got is not None:
-                    row, stamp = got
-                    fixes += apply.plan(Change("upsert", change.table, change.key, stamp, row), self.options)
-            if fixes:
-                log.warning("%d keys held a newer version than their committed row (a forged job?): rewritten "
-                            "with a fresh gman_stamp()", len(fixes))
-                self._write_retrying(fixes)
-        except Exception as e:  # noqa: BLE001 - Redis or MySQL away: the row's next change fixes it
-            self.stats.add("errors")
-            log.warning("re-checking skipped writes: %s", e)
-
-
-def _alive(job) -> bool:
-    link = job._link
-    return link.gen == job._gen and link.state in ("awake", "sleeping")
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -419,6 +313,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait", type=float, default=3600.0, metavar="SECONDS",
                    help="committed mode: how long a change whose row an open transaction locks is "
                         "waited for (default %(default)s)")
+    p.add_argument("--waiters", type=int, default=100, metavar="N",
+                   help="committed mode: open transactions waited on at once, each by a locking read on its own "
+                        "MySQL connection (opened when needed, closed after 60 s idle); beyond, the lock is polled "
+                        "(0: always; default %(default)s)")
+    p.add_argument("--lock-wait", type=int, default=30, metavar="SECONDS",
+                   help="committed mode: how long one locking read waits (innodb_lock_wait_timeout) before the job "
+                        "is read again (default %(default)s)")
     p.add_argument("--max-parked", type=int, default=100000, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=500, metavar="N", help="jobs per Redis round trip (default %(default)s)")
     p.add_argument("--processes", type=int, default=1, metavar="N", help="worker processes (default %(default)s)")
@@ -448,6 +349,8 @@ def _check(args) -> None:
     redis_target(args.redis, args.redis_cluster)
     if args.batch < 1 or args.processes < 1:
         raise ValueError("--batch and --processes must be at least 1")
+    if args.waiters < 0 or args.lock_wait < 1:
+        raise ValueError("--waiters must be >= 0 and --lock-wait at least 1")
     options_from_args(args)
 
 

@@ -231,6 +231,28 @@ def test_grab_sleeps_until_noop_and_times_out(gearmand):
         assert w.complete(job, b"done")
 
 
+def test_wake_ends_a_grab_from_another_thread(gearmand):
+    """wake() (from another thread) makes a waiting grab() return with what it has, and a
+    wake before the grab makes it return at once; grabbing goes on afterwards."""
+    fn = fname()
+    with Worker([gearmand.address], [fn], poll_interval=60.0) as w, Client(gearmand.address) as c:
+        w.grab(1, 0.2)  # connected, asleep
+        woke = threading.Event()
+        timer = threading.Timer(0.2, lambda: (woke.set(), w.wake()))
+        timer.start()
+        t = time.monotonic()
+        assert w.grab(10, 60.0) == [] and woke.is_set()
+        assert time.monotonic() - t < 30  # a grab that ignored the wake would run its 60 s
+        timer.join()
+        w.wake()
+        w.wake()  # several wakes before a grab: one early return, then grabbing as usual
+        t = time.monotonic()
+        assert w.grab(10, 60.0) == [] and time.monotonic() - t < 30
+        c.submit_background(fn, b"after")
+        (job,) = w.grab(10, 5.0)
+        assert job.workload == b"after" and w.complete(job)
+
+
 def test_stop_is_prompt_and_closes(fresh_gearmand):
     gm = fresh_gearmand()
     w = Worker([gm.address], [fname()], poll_interval=0.2)

@@ -440,6 +440,128 @@ def test_committed_long_transaction_appears_only_after_commit(mysql, gm, rds, re
         assert redis_rows(rds) == mysql_rows(mysql)
 
 
+@contextmanager
+def watching_all(rds, keys):
+    """Every value each of `keys` takes in Redis while the block runs ({key: [values]})."""
+    seen, stop = {k: [] for k in keys}, threading.Event()
+
+    def poll():
+        while True:
+            done = stop.is_set()
+            for k, v in zip(keys, rds.mget(keys)):
+                if not seen[k] or seen[k][-1] != v:
+                    seen[k].append(v)
+            if done:
+                return
+            time.sleep(0.001)
+    th = threading.Thread(target=poll)
+    th.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        th.join()
+
+
+def open_transactions(schema, n):
+    conns = [schema.connect() for _ in range(n)]
+    curs = [c.cursor() for c in conns]
+    for cur in curs:
+        cur.execute(f"USE {DB}")
+    return conns, curs
+
+
+def test_committed_open_transaction_is_waited_on_not_polled(mysql, gm, rds, redis_server, schema):
+    """A transaction held open 2 s: its jobs (an UPDATE and an INSERT) are each handed to a
+    waiter whose locking read returns at COMMIT; no re-read (poll) happens, nothing shows
+    before the COMMIT."""
+    mysql.execute("INSERT INTO t VALUES (1, 'before', 1, NULL)")
+    port = free_port()
+    with committed_worker(gm, redis_server, schema, "--metrics-port", port):
+        wait_for(lambda: value_of(rds) == "before", what="the committed INSERT")
+        with watching(rds, f"{DB}.t:1") as seen:
+            mysql.execute("BEGIN")
+            mysql.execute("UPDATE t SET val = 'after' WHERE id = 1")
+            mysql.execute("INSERT INTO t VALUES (2, 'new', 2, NULL)")
+            wait_for(lambda: metric(port, "gman_worker_waiting") == 2, what="both jobs waited on")
+            time.sleep(2.0)
+            assert value_of(rds) == "before" and not rds.exists(f"{DB}.t:2")
+            assert metric(port, "gman_worker_waiting") == 2
+            mysql.execute("COMMIT")
+            wait_for(lambda: value_of(rds) == "after" and rds.exists(f"{DB}.t:2"), what="the committed changes")
+        assert [json.loads(v)["val"] for v in seen] == ["before", "after"]
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+        assert metric(port, "gman_worker_waits_total") == 2
+        assert metric(port, "gman_worker_retries_total") == 0  # the old rule polled with back-off: 5+ here
+        assert metric(port, "gman_worker_waiting") == 0
+
+
+def test_committed_fifty_open_transactions_land_after_commit_or_never(mysql, gm, rds, redis_server, schema):
+    """50 transactions open at once, each on its own row, all waited on in parallel (other
+    rows' jobs keep flowing meanwhile); then 25 commit and 25 roll back: the committed values
+    land, the rolled-back ones never show, nothing shows before its COMMIT."""
+    n = 50
+    mysql.execute(f"INSERT INTO t SELECT seq, 'start', seq, NULL FROM seq_1_to_{n}")
+    port = free_port()
+    conns, curs = open_transactions(schema, n)
+    keys = [f"{DB}.t:{i}" for i in range(1, n + 1)]
+    try:
+        with committed_worker(gm, redis_server, schema, "--metrics-port", port):
+            wait_for(lambda: all(v is not None for v in rds.mget(keys)), what="the committed INSERTs")
+            with watching_all(rds, keys) as seen:
+                for i, cur in enumerate(curs, 1):
+                    cur.execute("BEGIN")
+                    cur.execute("UPDATE t SET val = %s WHERE id = %s", (f"open {i}", i))
+                wait_for(lambda: metric(port, "gman_worker_waiting") == n, what=f"{n} jobs waited on")
+                mysql.execute("INSERT INTO t VALUES (100, 'flowing', 0, NULL)")  # another row: not held up
+                wait_for(lambda: value_of(rds, f"{DB}.t:100") == "flowing", what="a job of another row")
+                assert all(json.loads(v)["val"] == "start" for v in rds.mget(keys))
+                for i, cur in enumerate(curs, 1):
+                    cur.execute("COMMIT" if i % 2 == 0 else "ROLLBACK")
+                drained(gm)
+                wait_for(lambda: metric(port, "gman_worker_waiting") == 0, what="the waiters to finish")
+            for i, key in enumerate(keys, 1):
+                assert [json.loads(v)["val"] for v in seen[key]] == (["start", f"open {i}"] if i % 2 == 0 else ["start"])
+            assert redis_rows(rds) == mysql_rows(mysql)
+            assert metric(port, "gman_worker_waits_total") == n
+            assert metric(port, "gman_worker_retries_total") == 0
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_committed_waiters_full_or_timed_out_fall_back_to_polling(mysql, gm, rds, redis_server, schema):
+    """--waiters 2 with 4 open transactions: two are waited on, the others are polled as before
+    (NOWAIT, back-off); --lock-wait 1 with transactions held 2.5 s: a read that timed out is
+    run again. Every change lands after its COMMIT, none before."""
+    n = 4
+    mysql.execute(f"INSERT INTO t SELECT seq, 'start', seq, NULL FROM seq_1_to_{n}")
+    port = free_port()
+    conns, curs = open_transactions(schema, n)
+    keys = [f"{DB}.t:{i}" for i in range(1, n + 1)]
+    try:
+        with committed_worker(gm, redis_server, schema, "--metrics-port", port, "--waiters", 2, "--lock-wait", 1):
+            wait_for(lambda: all(v is not None for v in rds.mget(keys)), what="the committed INSERTs")
+            with watching_all(rds, keys) as seen:
+                for i, cur in enumerate(curs, 1):
+                    cur.execute("BEGIN")
+                    cur.execute("UPDATE t SET val = %s WHERE id = %s", (f"open {i}", i))
+                time.sleep(2.5)
+                assert all(json.loads(v)["val"] == "start" for v in rds.mget(keys))
+                for cur in curs:
+                    cur.execute("COMMIT")
+                drained(gm)
+                wait_for(lambda: all(json.loads(v)["val"] != "start" for v in rds.mget(keys)), what="every COMMIT")
+            assert all([json.loads(v)["val"] for v in seen[k]] == ["start", f"open {i}"] for i, k in enumerate(keys, 1))
+            assert redis_rows(rds) == mysql_rows(mysql)
+            assert metric(port, "gman_worker_waits_total") >= 4  # 2 waiters, each read timed out and run again
+            assert metric(port, "gman_worker_retries_total") >= 2  # the 2 jobs no waiter could take: polled
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_committed_forged_jobs_do_not_change_redis(mysql, gm, rds, redis_server, schema, tmp_path):
     mysql.execute("INSERT INTO t VALUES (1, 'truth', 1, NULL)")
     log = tmp_path / "worker.log"

@@ -198,7 +198,11 @@ def test_read_statement_quotes_identifiers():
                    "FROM `my``db`.`t%%1` WHERE (`id`, `we``ird`) IN ((%s, %s), (%s, %s))")
     assert names == ["id", "we`ird", "id", "val"]
     sql, names = apply.read_statement("t", ["id"], [], 1, "udf_json_members")
-    assert sql.endswith("FROM `t` WHERE (`id`) IN ((%s))") and names == ["id", "id"]  # a delete reads its key
+    assert sql == "SELECT udf_json_members(%s, `id`) FROM `t` WHERE (`id`) IN ((%s))"  # a delete reads its key
+    assert names == ["id"]
+    sql, names = apply.read_statement("t", ["id"], ["val", "id"], 1)  # the key is read from the row
+    assert sql == "SELECT udf_json_members(%s, `val`, %s, `id`) FROM `t` WHERE (`id`) IN ((%s))"
+    assert names == ["val", "id"]
 
 
 def test_key_matching_and_params():
@@ -217,6 +221,15 @@ def test_lock_statement_by_server():
     sql = apply.lock_statement("s.t", ["a"], "10.11.6-MariaDB", ["a", "v"], convert={"v"})
     assert sql == ("SELECT udf_json_members(%s, `a`, %s, CONVERT(`v` USING utf8mb4)), gman_stamp() FROM `s`.`t` "
                    "WHERE (`a`) = (%s) LOCK IN SHARE MODE NOWAIT")
+
+
+def test_waiting_lock_statement_by_server():
+    """The waiters' read waits for the lock (innodb_lock_wait_timeout bounds it): every server."""
+    for version in ("10.11.6-MariaDB-0+deb12u1", "10.2.44-MariaDB", "5.7.44"):
+        assert apply.lock_statement("s.t", ["a"], version, wait=True) == \
+            "SELECT 1 FROM `s`.`t` WHERE (`a`) = (%s) LOCK IN SHARE MODE"
+    assert apply.lock_statement("s.t", ["a"], "8.0.36", ["a"], wait=True) == \
+        "SELECT udf_json_members(%s, `a`), gman_stamp() FROM `s`.`t` WHERE (`a`) = (%s) FOR SHARE"
 
 
 ROW = {"id": 1, "val": "new"}
@@ -301,4 +314,4 @@ def test_prometheus_text():
     array[FIELDS.index("lag_us")] = 2500
     text = prometheus_text(totals(array, 2))
     assert "gman_worker_jobs_total 15\n" in text and "gman_worker_lag_seconds 0.002500\n" in text
-    assert text.count("# TYPE") == 8
+    assert text.count("# TYPE") == 10 and "gman_worker_waits_total 0\n" in text

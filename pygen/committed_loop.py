@@ -1,0 +1,239 @@
+"""The worker's --consistency committed loop (the rules are in pygen/worker.py's docstring).
+
+Each job is parked (committed.Pending) until MySQL settles its change. A batch's rows are
+read in one query (committed.CommittedReader.read); a change committed as sent is written.
+One not committed as sent goes to a waiter (pygen/waiters.py): a locking read that waits
+for the transaction holding the row's lock and returns as that transaction ends, with the
+row as committed then, which is written. So a change reaches Redis within a round trip of
+its COMMIT however long its transaction was open, and jobs of other rows keep flowing.
+When every waiter is busy, the read cannot be built, the transaction outlives --max-wait,
+or a read failed, the job falls back to polling the lock (NOWAIT) with back-off; a read
+that timed out (--lock-wait) makes the job be read again, and waited on again if need be.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import List
+
+from pygen import apply
+from pygen.committed import Gone, Pending
+from pygen.compare import stored_matches, version_ahead
+from pygen.payload import Change, parse
+from pygen.waiters import TIMEOUT, Waiters
+
+log = logging.getLogger("gman-udf.worker")
+
+
+class CommittedLoop:
+    """The committed-mode half of pygen/worker.py's Runner (a mixin): it uses the Runner's
+    args, options, batch, gearman, redis, reader, stats, parked, and its _admit, _refuse,
+    _write_retrying and _count."""
+
+    def _start_committed(self) -> None:
+        self.wakeup = threading.Event()  # a waiter is done (with gearman.wake(), which ends a grab)
+        self.stamp = -1  # the largest gman_stamp() read: the server has stamped every version up to it
+        self.writing = None  # (writes, pairs, versions, jobs, token): sent to Redis, not yet acknowledged
+        self.waiters = None
+        if self.args.waiters > 0:
+            read_timeout = self.args.lock_wait + max(self.args.timeout, 5.0)  # the wait must not look like an outage
+            self.waiters = Waiters(lambda: self.reader.connect(read_timeout), self.args.waiters, self.args.lock_wait,
+                                   self._notify)
+
+    def _notify(self) -> None:
+        self.wakeup.set()
+        self.gearman.wake()
+
+    def _stop_committed(self) -> None:
+        try:
+            self._settle_writes()  # finish what Redis already has
+        finally:
+            if self.waiters is not None:
+                self.waiters.close()
+
+    def step(self) -> None:
+        self.wakeup.clear()
+        now = time.monotonic()
+        self._collect(now)
+        self.parked = [p for p in self.parked if _alive(p.job)]  # a dropped link: gearmand re-queued it
+        timeout = 0.5 if self.writing is None else 0.002
+        if self.parked:
+            timeout = max(0.0, min(min(p.due for p in self.parked) - now, timeout))
+        jobs = self.gearman.grab(self.batch, timeout) if len(self.parked) < self.args.max_parked else []
+        if not jobs and len(self.parked) >= self.args.max_parked:
+            self.wakeup.wait(timeout)
+        now = time.monotonic()
+        self.stats.add("jobs", len(jobs))
+        for job in jobs:
+            try:
+                change = parse(job.workload)
+                if change.table is None or change.version is None:
+                    raise apply.PlanError("committed mode needs a payload with table and v (a generated trigger's)")
+                self._admit(change, 0)
+            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
+                self._refuse(job, e)
+                continue
+            self.parked.append(Pending(job, change, now, now))
+        self._collect(now)
+        due = [p for p in self.parked if p.due <= now]
+        if due:
+            self._resolve(due, now)
+        else:
+            self._settle_writes()
+        self.stats.set("parked", len(self.parked))
+        self.stats.set("waiting", self.waiters.busy if self.waiters else 0)
+
+    def _collect(self, now: float) -> None:
+        """The waiters' finished reads: their jobs are due now (a job dropped meanwhile is no
+        longer parked, so its outcome is never looked at)."""
+        if self.waiters is None:
+            return
+        for p, outcome in self.waiters.done():
+            p.waiting, p.due = False, now
+            if isinstance(outcome, Exception):
+                self.stats.add("errors")
+                log.warning("mysql (waiting for %s %s): %s", p.change.table, p.change.key, outcome)
+                p.attempt += 1
+                p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
+            elif outcome is not TIMEOUT:  # timed out: read again, and waited on again if still open
+                p.outcome = outcome
+
+    def _wait_for(self, p: Pending, now: float) -> bool:
+        """Hand the job to a waiter; False (the old rule applies) when none can take it."""
+        if self.waiters is None or now - p.first >= self.args.max_wait:
+            return False
+        try:
+            sql, params = self.reader.wait_statement(p.change)
+        except Exception as e:  # noqa: BLE001 - PlanError, MySQL away: polled instead
+            log.debug("%s %s: no locking read (%s): polled", p.change.table, p.change.key, e)
+            return False
+        if not self.waiters.submit(p, sql, params):
+            return False
+        p.waiting, p.due = True, math.inf
+        self.stats.add("waits")
+        return True
+
+    def _resolve(self, due: List[Pending], now: float) -> None:
+        fresh = [p for p in due if p.outcome is None]
+        try:
+            if fresh and max(p.change.version for p in fresh) > self.stamp:
+                self.stamp = max(self.stamp, self.reader.stamp())
+            rows = self.reader.read([p.change for p in fresh]) if fresh else []
+        except Exception as e:  # noqa: BLE001 - MySQL away: keep every job, look again later
+            self.stats.add("errors")
+            log.warning("mysql: %s; %d jobs wait", e, len(due))
+            for p in due:
+                p.attempt += 1
+                p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
+            self._settle_writes()
+            return
+        self._settle_writes()  # the previous batch's Redis call ran meanwhile
+        read = dict(zip(map(id, fresh), rows))
+        done, writes, versions, gone, pairs = [], [], [], set(), []
+        for p in due:
+            waited, outcome, p.outcome = p.outcome is not None, p.outcome, None
+            row = None if waited else read[id(p)]
+            if isinstance(row, Gone) or p.change.version > self.stamp:
+                # no trigger of this server can have stamped a version it has not reached yet
+                why = row if isinstance(row, Gone) else f"version {p.change.version} is ahead of gman_stamp() {self.stamp}"
+                gone.add(id(p))
+                self._refuse(p.job, why)
+                continue
+            try:
+                if waited:  # read under the row's lock, free at last: the change's transaction is over
+                    row = self.reader.waited(outcome)
+                action = apply.decide(p.change, row, waited)
+                if action is apply.RETRY:
+                    if self._wait_for(p, now):
+                        continue
+                    action = self.reader.settled(p.change, now - p.first, self.args.commit_window, self.args.max_wait)
+                planned = [] if action in (apply.RETRY, apply.DROP) else apply.plan(action, self.options)
+            except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
+                gone.add(id(p))
+                self._refuse(p.job, e)
+                continue
+            if action is apply.RETRY:
+                p.attempt += 1
+                p.due = now + apply.retry_delay(p.attempt)
+                self.stats.add("retries")
+                continue
+            if action is not apply.DROP:
+                if action is not p.change:
+                    log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
+                              "committed", p.change.table, p.change.key)
+                writes += planned
+                pairs += [(w, action) for w in planned]
+                versions.append(p.change.version)
+            done.append(p)
+        gone.update(id(p) for p in done)  # no longer parked: completed once Redis has their writes
+        self.parked = [p for p in self.parked if id(p) not in gone]
+        writes = apply.collapse(writes)
+        jobs = [p.job for p in done]
+        if not writes:
+            self.gearman.complete_many(jobs)
+            return
+        try:
+            token = self.redis.begin(writes)
+        except Exception:  # noqa: BLE001 - _settle_writes retries and reports
+            token = None
+        self.writing = writes, pairs, versions, jobs, token
+
+    def _settle_writes(self) -> None:
+        """Complete the jobs of the batch sent to Redis once it acknowledged (retrying the
+        writes if need be); after skipped writes, re-check their keys (_recheck)."""
+        if self.writing is None:
+            return
+        (writes, pairs, versions, jobs, token), self.writing = self.writing, None
+        skipped = None
+        if token is not None:
+            try:
+                skipped = self.redis.finish(token)
+            except Exception as e:  # noqa: BLE001
+                self.stats.add("errors")
+                log.warning("redis: %s; retrying %d writes", e, len(writes))
+        if skipped is None:
+            skipped = self._write_retrying(writes)
+            if skipped is None:
+                return  # stopped while Redis was away: the jobs go back to gearmand
+        if skipped:
+            self._recheck(pairs)
+        self._count(writes, skipped, versions)
+        self.gearman.complete_many(jobs)
+
+    def _recheck(self, pairs) -> None:
+        """After committed images were skipped as older: a key whose newer version holds an image
+        other than the committed one took that version from a forged job (a copy of the committed
+        row stamped while a change was still open, whose own write is then older). Such keys get
+        the row read again under its lock, written with the gman_stamp() taken there."""
+        pairs = [(w, c) for w, c in pairs if w.version is not None]
+        try:
+            fixes = []
+            for (w, change), (version, value) in zip(pairs, self.redis.held([w for w, _ in pairs])):
+                if isinstance(version, Exception) or not version_ahead(version, w.version):
+                    continue
+                if w.op == "del":
+                    if value in (None, {}) or self.reader.read([change])[0] is not None:
+                        continue  # gone in Redis too, or back in MySQL (its INSERT's job writes it)
+                    # a re-INSERT stamped before this stamp gets its write skipped, then re-checked
+                    fixes += apply.plan(Change("delete", change.table, change.key, self.reader.stamp()), self.options)
+                    continue
+                if stored_matches(w, value):
+                    continue
+                got = self.reader.stamped(change)
+                if got is not None:
+                    row, stamp = got
+                    fixes += apply.plan(Change("upsert", change.table, change.key, stamp, row), self.options)
+            if fixes:
+                log.warning("%d keys held a newer version than their committed row (a forged job?): rewritten "
+                            "with a fresh gman_stamp()", len(fixes))
+                self._write_retrying(fixes)
+        except Exception as e:  # noqa: BLE001 - Redis or MySQL away: the row's next change fixes it
+            self.stats.add("errors")
+            log.warning("re-checking skipped writes: %s", e)
+
+
+def _alive(job) -> bool:
+    link = job._link
+    return link.gen == job._gen and link.state in ("awake", "sleeping")

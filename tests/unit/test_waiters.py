@@ -1,0 +1,117 @@
+"""pygen/waiters.py with fake MySQL connections: the pool is bounded, a read's outcome (rows,
+lock wait timeout, error) reaches done() and notify(), a broken connection is replaced, and
+close() ends the reads still waiting (KILL QUERY)."""
+import threading
+
+import MySQLdb
+import pytest
+
+from pygen.waiters import TIMEOUT, Waiters
+
+
+class FakeConn:
+    """execute() of 'WAIT <name>' blocks until gate[name] is set, then returns or raises
+    what results[name] holds; every statement is recorded."""
+    ids = iter(range(100, 10_000))
+
+    def __init__(self, world):
+        self.world, self.closed, self.id = world, False, next(self.ids)
+        world["conns"].append(self)
+
+    def thread_id(self):
+        return self.id
+
+    def cursor(self):
+        conn = self
+
+        class Cursor:
+            def execute(self, sql, params=None):
+                conn.world["sql"].append((conn.id, sql, params))
+                if sql.startswith("WAIT "):
+                    name = sql.split()[1]
+                    assert conn.world["gate"][name].wait(30), "the test never opened this gate"
+                    outcome = conn.world["results"][name]
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    self.rows = outcome
+
+            def fetchall(self):
+                return self.rows
+        return Cursor()
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def world():
+    return {"conns": [], "sql": [], "gate": {}, "results": {}}
+
+
+def pool(world, size=2):
+    notified = threading.Semaphore(0)
+    w = Waiters(lambda: FakeConn(world), size, 7, notified.release, idle=30)
+    return w, notified
+
+
+def read(world, w, name, outcome):
+    world["gate"][name] = threading.Event()
+    world["results"][name] = outcome
+    return w.submit(name, f"WAIT {name}", [name])
+
+
+def finish(world, notified, name):
+    world["gate"][name].set()
+    assert notified.acquire(timeout=30)
+
+
+def test_bounded_and_outcomes_reach_done(world):
+    w, notified = pool(world, size=2)
+    assert read(world, w, "a", (('{"id": 1}', 5),))
+    assert read(world, w, "b", MySQLdb.OperationalError(1205, "Lock wait timeout exceeded"))
+    assert not read(world, w, "c", ())  # full: the caller polls instead
+    assert w.busy == 2
+    finish(world, notified, "a")
+    assert w.done() == [("a", (('{"id": 1}', 5),))]
+    assert read(world, w, "c", ())  # a place is free again
+    finish(world, notified, "b")
+    finish(world, notified, "c")
+    assert sorted(w.done()) == [("b", TIMEOUT), ("c", ())]
+    assert w.busy == 0
+    # each connection was set up for bounded, gap-lock-free waits, once
+    setup = [sql for _, sql, _ in world["sql"] if sql.startswith("SET")]
+    assert setup.count("SET SESSION innodb_lock_wait_timeout = 7") == len(world["conns"]) <= 2
+    assert "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED" in setup
+    w.close()
+
+
+def test_a_broken_connection_is_replaced(world):
+    w, notified = pool(world, size=1)
+    lost = MySQLdb.OperationalError(2013, "Lost connection to server during query")
+    assert read(world, w, "a", lost)
+    finish(world, notified, "a")
+    assert w.done() == [("a", lost)]
+    assert world["conns"][0].closed
+    assert read(world, w, "b", ())
+    finish(world, notified, "b")
+    assert w.done() == [("b", ())] and len(world["conns"]) == 2 and not world["conns"][1].closed
+    w.close()
+
+
+def test_close_kills_the_reads_still_waiting(world):
+    w, notified = pool(world, size=2)
+    assert read(world, w, "a", MySQLdb.OperationalError(1317, "Query execution was interrupted"))
+
+    def started():
+        return any(sql == "WAIT a" for _, sql, _ in world["sql"])
+    for _ in range(3000):
+        if started():
+            break
+        threading.Event().wait(0.01)
+    assert started()
+    waiting = next(cid for cid, sql, _ in world["sql"] if sql == "WAIT a")
+    w.close()
+    assert f"KILL QUERY {waiting}" in [sql for _, sql, _ in world["sql"]]
+    assert not read(world, w, "b", ())  # closed: nothing more is taken
+    finish(world, notified, "a")  # the killed read ends (here: the test lets it)
+    assert [name for name, _ in w.done()] == ["a"]
