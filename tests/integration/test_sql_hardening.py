@@ -125,3 +125,22 @@ def test_pipelined_jobs_pooled_for_a_dropped_server_are_kept(private_mariadb, fr
     assert s.one("SELECT gman_do_background(%s, 'x')", (fn,)) is not None
     alive(db)
     s.close()
+
+
+def test_servers_set_with_a_null_function_name_changes_no_list(sql, fresh_gearmand):
+    """gman_servers_set(list, NULL) -- a name computed per row that came out NULL -- used to
+    replace the default list (every trigger's jobs went to `list`); now it is refused like
+    every other function's NULL name. So is a name no job could use (over 512 bytes)."""
+    default, other = fresh_gearmand(), fresh_gearmand()
+    sql.servers_set(default)
+    fn = fname("nullfn")
+    rows = sql.rows("SELECT gman_servers_set(%s, IF(seq = 1, NULL, %s)) FROM seq_1_to_2", (other.address, fn))
+    assert [r[0] for r in rows] == [None, other.address.encode()], rows
+    assert sql.rows("SELECT gman_servers_set(%s, NULL), gman_last_error()", (other.address,))[0] == \
+        (None, b"gman_servers_set: the function name is NULL")
+    assert sql.one("SELECT gman_servers_set(%s, REPEAT('f', 513))", (other.address,)) is None
+    assert sql.last_error() == "gman_servers_set: bad function name"
+    unlisted = fname("unlisted")
+    assert sql.one("SELECT gman_do_background(%s, 'x')", (unlisted,)) is not None
+    wait_until(lambda: queued(default, unlisted) == 1, what="the job on the default list's server")
+    assert queued(other, unlisted) == 0
