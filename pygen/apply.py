@@ -203,11 +203,13 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
 
 
 def admit(change: Change, tables: Optional[Mapping[str, Optional[Collection[str]]]],
-          latest: Optional[int] = None) -> None:
+          latest: Optional[int] = None, whole: bool = False) -> None:
     """PlanError unless this worker may write the change: its table is one of `tables`
     ({schema.table: the columns it may carry, None: any}; tables None: every table, bare rows
     too) with no other column, and its version is not above `latest` (microseconds; None: no
-    limit)."""
+    limit). whole (committed mode): an upsert also names every synced column but the key's,
+    as the triggers' jobs do; the worker reads the columns a job names, so one naming fewer
+    would put a cut-down image of the row in Redis."""
     if tables is not None:
         if change.table not in tables:
             what = "a bare row (no table)" if change.table is None else f"table {change.table!r:.80}"
@@ -217,6 +219,10 @@ def admit(change: Change, tables: Optional[Mapping[str, Optional[Collection[str]
             for name in (*change.key, *(change.row or ())):
                 if name not in columns:
                     raise PlanError(f"{change.table}: column {name!r:.80} is not synced")
+            if whole and change.op == "upsert":
+                missing = sorted(set(columns) - set(change.key) - set(change.row or ()))
+                if missing:
+                    raise PlanError(f"{change.table}: the row misses synced column {missing[0]!r:.80}")
     if latest is not None and change.version is not None and change.version > latest:
         raise PlanError(f"version {change.version} is ahead of this worker's clock by more than --max-future-skew")
 

@@ -155,7 +155,8 @@ class Runner:
         if (not self.args.tables and change.table not in self.tables and change.table is not None
                 and time.monotonic() - self.tables_read > TABLES_REREAD):
             self._read_tables()
-        apply.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us)
+        apply.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us,
+                    whole=self.committed)
 
     # payload mode: batch n+1 is grabbed and planned while Redis runs batch n's script
     def step_payload(self) -> None:

@@ -430,7 +430,7 @@ def test_committed_forged_jobs_do_not_change_redis(mysql, gm, rds, redis_server,
         forged = [
             {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now, "row": {"id": 1, "val": "evil", "n": 1, "b": None}},
             {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now * 10, "row": {"id": 1, "val": "truth", "n": 1, "b": None}},
-            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 9}, "v": now, "row": {"id": 9, "val": "ghost"}},
+            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 9}, "v": now, "row": {"id": 9, "val": "ghost", "n": 1, "b": None}},
             {"op": "delete", "table": f"{DB}.t", "key": {"id": 1}, "v": now},
             {"op": "upsert", "table": f"{DB}.nosuch", "key": {"id": 1}, "v": now, "row": {"id": 1}},
             {"id": 1, "val": "seeds shape"},
@@ -519,6 +519,22 @@ def test_bad_jobs_in_committed_mode(mysql, gm, rds, redis_server, schema, tmp_pa
     text = log.read_text()
     assert text.count(" refused: ") == len(bad_jobs(f"{DB}.t")) and "partition" not in text
     assert "jobs wait" not in text and "Traceback" not in text
+
+
+def test_committed_a_forged_job_naming_fewer_columns_is_refused(mysql, gm, rds, redis_server, schema, tmp_path):
+    """The worker reads the columns a job names: a forged upsert with "row": {"id": 1} used to
+    put {"id": 1} in Redis over the whole row, with a current version (until its next change)."""
+    mysql.execute("INSERT INTO t VALUES (1, 'whole', 1, NULL)")
+    log = tmp_path / "worker.log"
+    with committed_worker(gm, redis_server, schema, log=log):
+        wait_for(lambda: value_of(rds) == "whole", what="the committed INSERT")
+        mysql.execute("SELECT gman_stamp()")
+        now = mysql.fetchone()[0]
+        forged = {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now, "row": {"id": 1}}
+        mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(forged)))
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+    assert "the row misses synced column" in log.read_text()
 
 
 def test_committed_mode_reads_only_synced_tables(mysql, gm, rds, redis_server, schema, tmp_path):
