@@ -178,3 +178,10 @@ def test_last_error_is_per_connection_under_a_thread_pool(private_mariadb):
     wrong = {fn: e for fn, e in got.items() if not e.startswith("gman_do_background: gearmand 127.0.0.1:1: ")}
     assert not wrong, f"{len(wrong)} of 320: {list(wrong.items())[:3]}"
     setup.close()
+
+
+def test_json_nested_past_128_is_embedded_as_a_string(sql):
+    """The README's limit: a json_* argument nested 128 deep is embedded, deeper is a string."""
+    deep = "CONCAT(REPEAT('[', {0}), REPEAT(']', {0}))"
+    assert sql.one(f"SELECT udf_json_object({deep.format(128)} AS json_a)") == b'{"json_a":' + b"[" * 128 + b"]" * 128 + b"}"
+    assert sql.one(f"SELECT udf_json_object({deep.format(129)} AS json_a)") == b'{"json_a":"' + b"[" * 129 + b"]" * 129 + b'"}'
