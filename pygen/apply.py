@@ -52,6 +52,7 @@ class Options:
     key_template: Optional[str] = None        # None: DEFAULT_TEMPLATE, BARE_TEMPLATE for bare rows
     ttl: Optional[float] = None               # seconds; None: keys do not expire
     tombstone_ttl: float = 86400.0            # seconds a delete's version outlives the row
+    cluster: bool = False                     # Redis Cluster: a key must share its version key's slot
 
     def __post_init__(self):
         if self.mode not in ("json", "hash"):
@@ -139,6 +140,12 @@ def render_key(change: Change, template: Optional[str] = None) -> str:
     return "".join(out)
 
 
+def _has_tag(key: str) -> bool:
+    """The key has a Redis Cluster hash tag: a non-empty {...}, the first '{' to the next '}'."""
+    start = key.find("{")
+    return start >= 0 and key.find("}", start + 1) > start + 1
+
+
 def version_key(key: str) -> str:
     """The companion key holding the version of `key`, in the same Redis Cluster slot: a key
     with a hash tag keeps it ('{u7}:x' -> '{u7}:x#v'), any other key becomes the tag
@@ -198,6 +205,11 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
     if key.endswith("#v"):  # it could be another key's version key (version_key()), which verify skips
         raise PlanError(f"key {key!r:.80} ends in '#v', the mark of version keys")
     vkey = version_key(key)
+    if options.cluster and "}" in key and not _has_tag(key):
+        # A stray '}' and no tag: no other key is sure to share its slot, and the cluster
+        # refuses the write for good (a retry would wedge the worker on this job).
+        raise PlanError(f"key {key!r:.80} has a '}}' and no hash tag: it cannot share a Redis Cluster "
+                        "slot with its version key")
     if change.op == "delete":
         return [Write("del", key, vkey, change.version, round(options.tombstone_ttl * 1000))]
     ttl_ms = round(options.ttl * 1000) if options.ttl else 0
@@ -220,11 +232,13 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
 
 
 def admit(change: Change, tables: Optional[Mapping[str, Optional[Collection[str]]]],
-          latest: Optional[int] = None) -> None:
+          latest: Optional[int] = None, whole: bool = False) -> None:
     """PlanError unless this worker may write the change: its table is one of `tables`
     ({schema.table: the columns it may carry, None: any}; tables None: every table, bare rows
     too) with no other column, and its version is not above `latest` (microseconds; None: no
-    limit)."""
+    limit). whole (committed mode): an upsert also names every synced column but the key's,
+    as the triggers' jobs do; the worker reads the columns a job names, so one naming fewer
+    would put a cut-down image of the row in Redis."""
     if tables is not None:
         if change.table not in tables:
             what = "a bare row (no table)" if change.table is None else f"table {change.table!r:.80}"
@@ -234,6 +248,10 @@ def admit(change: Change, tables: Optional[Mapping[str, Optional[Collection[str]
             for name in (*change.key, *(change.row or ())):
                 if name not in columns:
                     raise PlanError(f"{change.table}: column {name!r:.80} is not synced")
+            if whole and change.op == "upsert":
+                missing = sorted(set(columns) - set(change.key) - set(change.row or ()))
+                if missing:
+                    raise PlanError(f"{change.table}: the row misses synced column {missing[0]!r:.80}")
     if latest is not None and change.version is not None and change.version > latest:
         raise PlanError(f"version {change.version} is ahead of this worker's clock by more than --max-future-skew")
 

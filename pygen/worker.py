@@ -165,7 +165,8 @@ class Runner(CommittedLoop):
         if (not self.args.tables and change.table not in self.tables and change.table is not None
                 and time.monotonic() - self.tables_read > TABLES_REREAD):
             self._read_tables()
-        apply.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us)
+        apply.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us,
+                    whole=self.committed)
 
     # payload mode: batch n+1 is grabbed and planned while Redis runs batch n's script
     def step_payload(self) -> None:
@@ -265,7 +266,8 @@ def tables_from_args(text: Optional[str]):
 def options_from_args(args) -> apply.Options:
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
     return apply.Options(mode=args.mode, fields=fields, key_template=args.key_template, ttl=args.ttl,
-                         tombstone_ttl=args.tombstone_ttl)
+                         tombstone_ttl=args.tombstone_ttl,
+                         cluster=apply.redis_target(args.redis, args.redis_cluster)[0])
 
 
 MYSQL_ENV, REDIS_ENV = "GMAN_UDF_MYSQL", "GMAN_UDF_REDIS"

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #define GM_UNIQUE_MAX 63     /* GEARMAN_MAX_UNIQUE_SIZE is 64 with the NUL: gearmand keeps 63 bytes */
-#define GM_FUNCTION_MAX 512  /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
 /* Unanswered jobs of a stream: adapted between these, so that a burst takes a quarter of
  * io_timeout_ms at most (a durable queue takes ~1 ms per job, more on a busy disk). */
 #define GM_STREAM_WINDOW_MIN 8

@@ -381,7 +381,8 @@ int gm_servers_set(const char *list, size_t len, const char *function, size_t fl
         snprintf(err, GM_ERRLEN, "the server list is locked by the configuration (%s: lock = 1)", cfg->source);
         return GM_ERR;
     }
-    if (function && (flen == 0 || memchr(function, '\0', flen))) {
+    /* A list for a name no job can carry would only take a slot. */
+    if (function && (flen == 0 || flen > GM_FUNCTION_MAX || memchr(function, '\0', flen))) {
         snprintf(err, GM_ERRLEN, "bad function name");
         return GM_ERR;
     }

@@ -29,6 +29,7 @@
 #define GM_LIST_MAX 16     /* servers in one list */
 #define GM_REGISTRY_MAX 64 /* distinct servers in use at once */
 #define GM_POOL_MAX 64     /* idle connections kept per server */
+#define GM_FUNCTION_MAX 512 /* gearmand's GEARMAN_FUNCTION_MAX_SIZE */
 
 typedef struct gm_server {
     unsigned refs;  /* guarded by the registry's lock (gm_servers.c) */

@@ -1,8 +1,8 @@
 /*
- * udf_error.h -- the plugin's last error, per server thread, read by gman_last_error().
+ * udf_error.h -- the plugin's last error, per connection, read by gman_last_error().
  *
- * A UDF that fails returns NULL; the server has no channel for the reason. We keep it in a
- * thread-local buffer, tagged with the connection (where the server tells it), so that a
+ * A UDF that fails returns NULL; the server has no channel for the reason. We keep it per
+ * connection (where the server tells which; else per thread), so that a
  * trigger can read it with gman_last_error() and SIGNAL it.
  */
 #ifndef GMAN_UDF_ERROR_H

@@ -119,6 +119,9 @@ UDF_EXPORT char *gman_servers_set(UDF_INIT *initid, UDF_ARGS *args, char *result
     (void)error;
     if (args->args[0] == NULL)
         return gman_fail("gman_servers_set", "the server list is NULL", is_null);
+    /* A NULL name is no name: taken for "the default list" it would redirect every job. */
+    if (args->arg_count > 1 && args->args[1] == NULL)
+        return gman_fail("gman_servers_set", "the function name is NULL", is_null);
     const char *fn = args->arg_count > 1 ? args->args[1] : NULL;
     size_t flen = fn ? args->lengths[1] : 0;
     if (gm_servers_set(args->args[0], args->lengths[0], fn, flen, initid->ptr, GMAN_LIST_TEXT_MAX, err) != GM_OK)

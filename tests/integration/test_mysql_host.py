@@ -164,18 +164,19 @@ def test_last_error_is_per_connection_on_one_thread(host_bin, built_library):
     only its own failure. MySQL has no _current_thd: the connection comes from
     thd_get_current_thd() + thd_get_thread_id()."""
     fail = ("gman_do_background", C("s", "f"), C("s", None))
+    fail2 = ("gman_do_background", C("s", None), C("s", "w"))
     answers = (Host(host_bin, built_library)
                .conn(1).call(*fail).call("gman_last_error")
                .conn(2).call("gman_last_error")
-               .call(*fail).call("gman_last_error")
+               .call(*fail2).call("gman_last_error")
                .conn(1).call("gman_last_error")
                .run())
     failed, own, other, _, own2, after = answers
     assert failed["value"] is None and failed["is_null"] == "1", failed
     assert own["value"] == b"gman_do_background: the workload is NULL (nothing sent)", own
     assert other["value"] == b"", other  # connection 2 on the same thread: not 1's error
-    assert own2["value"] == own["value"], own2
-    assert after["value"] == b"", after  # 2's error is not 1's either
+    assert own2["value"] == b"gman_do_background: the function name is NULL", own2
+    assert after["value"] == own["value"], after  # 1 keeps its own error, not 2's
 
 
 def test_without_the_metadata_service_json_stays_binary_and_works(host_bin, built_library, tmp_path_factory):

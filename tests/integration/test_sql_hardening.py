@@ -3,6 +3,8 @@
 Tests that fill or exhaust process-wide state (route table, server registry) run on a private
 mariadbd each, so that the session server and the other tests keep theirs.
 """
+import threading
+
 import MySQLdb
 import pytest
 
@@ -125,3 +127,61 @@ def test_pipelined_jobs_pooled_for_a_dropped_server_are_kept(private_mariadb, fr
     assert s.one("SELECT gman_do_background(%s, 'x')", (fn,)) is not None
     alive(db)
     s.close()
+
+
+def test_servers_set_with_a_null_function_name_changes_no_list(sql, fresh_gearmand):
+    """gman_servers_set(list, NULL) -- a name computed per row that came out NULL -- used to
+    replace the default list (every trigger's jobs went to `list`); now it is refused like
+    every other function's NULL name. So is a name no job could use (over 512 bytes)."""
+    default, other = fresh_gearmand(), fresh_gearmand()
+    sql.servers_set(default)
+    fn = fname("nullfn")
+    rows = sql.rows("SELECT gman_servers_set(%s, IF(seq = 1, NULL, %s)) FROM seq_1_to_2", (other.address, fn))
+    assert [r[0] for r in rows] == [None, other.address.encode()], rows
+    assert sql.rows("SELECT gman_servers_set(%s, NULL), gman_last_error()", (other.address,))[0] == \
+        (None, b"gman_servers_set: the function name is NULL")
+    assert sql.one("SELECT gman_servers_set(%s, REPEAT('f', 513))", (other.address,)) is None
+    assert sql.last_error() == "gman_servers_set: bad function name"
+    unlisted = fname("unlisted")
+    assert sql.one("SELECT gman_do_background(%s, 'x')", (unlisted,)) is not None
+    wait_until(lambda: queued(default, unlisted) == 1, what="the job on the default list's server")
+    assert queued(other, unlisted) == 0
+
+
+def test_last_error_is_per_connection_under_a_thread_pool(private_mariadb):
+    """thread_handling = pool-of-threads runs a connection's statements on any thread of the
+    pool: the error of one statement, read by the next, used to be gone 4 times in 5
+    (it was kept per thread)."""
+    db = private_mariadb(extra_args=["--thread-handling=pool-of-threads", "--thread-pool-size=4"])
+    setup = connect(db, DB)
+    assert setup.one("SELECT @@thread_handling") == "pool-of-threads"
+    setup.run("SELECT gman_servers_set('127.0.0.1:1')")  # nothing listens: every call fails
+    got = {}
+
+    def session(i):
+        s = connect(db, DB)
+        try:
+            for k in range(40):
+                fn = f"pool_{i}_{k}"
+                assert s.one("SELECT gman_do_background(%s, 'x')", (fn,)) is None
+                s.one("SELECT SLEEP(0.001)")  # let the pool move this connection to another thread
+                got[fn] = s.last_error()
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(got) == 320
+    wrong = {fn: e for fn, e in got.items() if not e.startswith("gman_do_background: gearmand 127.0.0.1:1: ")}
+    assert not wrong, f"{len(wrong)} of 320: {list(wrong.items())[:3]}"
+    setup.close()
+
+
+def test_json_nested_past_128_is_embedded_as_a_string(sql):
+    """The README's limit: a json_* argument nested 128 deep is embedded, deeper is a string."""
+    deep = "CONCAT(REPEAT('[', {0}), REPEAT(']', {0}))"
+    assert sql.one(f"SELECT udf_json_object({deep.format(128)} AS json_a)") == b'{"json_a":' + b"[" * 128 + b"]" * 128 + b"}"
+    assert sql.one(f"SELECT udf_json_object({deep.format(129)} AS json_a)") == b'{"json_a":"' + b"[" * 129 + b"]" * 129 + b'"}'

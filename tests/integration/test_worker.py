@@ -572,7 +572,7 @@ def test_committed_forged_jobs_do_not_change_redis(mysql, gm, rds, redis_server,
         forged = [
             {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now, "row": {"id": 1, "val": "evil", "n": 1, "b": None}},
             {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now * 10, "row": {"id": 1, "val": "truth", "n": 1, "b": None}},
-            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 9}, "v": now, "row": {"id": 9, "val": "ghost"}},
+            {"op": "upsert", "table": f"{DB}.t", "key": {"id": 9}, "v": now, "row": {"id": 9, "val": "ghost", "n": 1, "b": None}},
             {"op": "delete", "table": f"{DB}.t", "key": {"id": 1}, "v": now},
             {"op": "upsert", "table": f"{DB}.nosuch", "key": {"id": 1}, "v": now, "row": {"id": 1}},
             {"id": 1, "val": "seeds shape"},
@@ -661,6 +661,22 @@ def test_bad_jobs_in_committed_mode(mysql, gm, rds, redis_server, schema, tmp_pa
     text = log.read_text()
     assert text.count(" refused: ") == len(bad_jobs(f"{DB}.t")) and "partition" not in text
     assert "jobs wait" not in text and "Traceback" not in text
+
+
+def test_committed_a_forged_job_naming_fewer_columns_is_refused(mysql, gm, rds, redis_server, schema, tmp_path):
+    """The worker reads the columns a job names: a forged upsert with "row": {"id": 1} used to
+    put {"id": 1} in Redis over the whole row, with a current version (until its next change)."""
+    mysql.execute("INSERT INTO t VALUES (1, 'whole', 1, NULL)")
+    log = tmp_path / "worker.log"
+    with committed_worker(gm, redis_server, schema, log=log):
+        wait_for(lambda: value_of(rds) == "whole", what="the committed INSERT")
+        mysql.execute("SELECT gman_stamp()")
+        now = mysql.fetchone()[0]
+        forged = {"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": now, "row": {"id": 1}}
+        mysql.execute("SELECT gman_do_background(%s, %s)", (FN, json.dumps(forged)))
+        drained(gm)
+        assert redis_rows(rds) == mysql_rows(mysql)
+    assert "the row misses synced column" in log.read_text()
 
 
 def test_committed_mode_reads_only_synced_tables(mysql, gm, rds, redis_server, schema, tmp_path):
@@ -793,3 +809,25 @@ def test_committed_a_forged_copy_does_not_hide_an_open_change(mysql, gm, rds, re
             assert redis_rows(rds) == mysql_rows(mysql)
     finally:
         other.close()
+
+
+def test_cluster_a_key_with_a_stray_brace_is_refused_not_retried(mysql, gm, tmp_path):
+    """Redis Cluster (one node holding every slot): a row keyed "1}x" has no key of its slot
+    for its version; the cluster refuses the write for good. It used to be retried as an
+    outage forever, and every job behind it waited."""
+    node = Redis(extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]).start()
+    try:
+        admin = node.client()
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_for(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"), what="the cluster")
+        log = tmp_path / "worker.log"
+        url = f"redis+cluster://{node.host}:{node.port}"
+        with worker(gm, url, log=log):
+            mysql.execute("INSERT INTO c VALUES (1, '1}x', 0.5)")
+            mysql.execute("INSERT INTO c SELECT seq, 'ok', seq FROM seq_2_to_6")
+            drained(gm, timeout=10)
+        assert sorted(k for k in admin.keys(f"{DB}.c:*")) == [f"{DB}.c:{i}:ok".encode() for i in range(2, 7)]
+        text = log.read_text()
+        assert "cannot share a Redis Cluster slot" in text and "retrying" not in text, text[-2000:]
+    finally:
+        node.close()

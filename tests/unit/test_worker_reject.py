@@ -291,6 +291,25 @@ def test_admit():
         apply.admit(parse(b'{"id": 1}'), {TABLE: None})
 
 
+def test_admit_whole_rows_in_committed_mode():
+    """Committed mode reads the columns a job names: a forged upsert naming fewer than the
+    triggers send used to write a cut-down row ({"id": 1}) over the whole one."""
+    synced = {TABLE: frozenset({"id", "name", "volume"})}
+    whole = parse(json.dumps({"op": "upsert", "table": TABLE, "key": {"id": 1}, "v": 1,
+                              "row": {"id": 1, "name": "a", "volume": 2}}).encode())
+    apply.admit(whole, synced, whole=True)
+    without_key = parse(json.dumps({"op": "upsert", "table": TABLE, "key": {"id": 1}, "v": 1,
+                                    "row": {"name": "a", "volume": 2}}).encode())
+    apply.admit(without_key, synced, whole=True)  # a trigger of --columns name,volume
+    cut = parse(json.dumps({"op": "upsert", "table": TABLE, "key": {"id": 1}, "v": 1, "row": {"id": 1}}).encode())
+    with pytest.raises(PlanError, match="the row misses synced column 'name'"):
+        apply.admit(cut, synced, whole=True)
+    apply.admit(cut, synced)  # payload mode: the job's image is the image anyway
+    apply.admit(cut, {TABLE: None}, whole=True)  # --tables t: any of its columns
+    delete = parse(json.dumps({"op": "delete", "table": TABLE, "key": {"id": 1}, "v": 1}).encode())
+    apply.admit(delete, synced, whole=True)
+
+
 def test_tables_from_args():
     assert worker.tables_from_args("*") is None and worker.tables_from_args(None) is None
     assert worker.tables_from_args("a.b, c.d") == {"a.b": None, "c.d": None}
