@@ -52,7 +52,6 @@ class Options:
     key_template: Optional[str] = None        # None: DEFAULT_TEMPLATE, BARE_TEMPLATE for bare rows
     ttl: Optional[float] = None               # seconds; None: keys do not expire
     tombstone_ttl: float = 86400.0            # seconds a delete's version outlives the row
-    cluster: bool = False                     # Redis Cluster: a key must share its version key's slot
 
     def __post_init__(self):
         if self.mode not in ("json", "hash"):
@@ -140,12 +139,6 @@ def render_key(change: Change, template: Optional[str] = None) -> str:
     return "".join(out)
 
 
-def _has_tag(key: str) -> bool:
-    """The key has a Redis Cluster hash tag: a non-empty {...}, the first '{' to the next '}'."""
-    start = key.find("{")
-    return start >= 0 and key.find("}", start + 1) > start + 1
-
-
 def version_key(key: str) -> str:
     """The companion key holding the version of `key`, in the same Redis Cluster slot: a key
     with a hash tag keeps it ('{u7}:x' -> '{u7}:x#v'), any other key becomes the tag
@@ -205,11 +198,6 @@ def plan(change: Change, options: Options = Options()) -> List[Write]:
     if key.endswith("#v"):  # it could be another key's version key (version_key()), which verify skips
         raise PlanError(f"key {key!r:.80} ends in '#v', the mark of version keys")
     vkey = version_key(key)
-    if options.cluster and "}" in key and not _has_tag(key):
-        # A stray '}' and no tag: no other key is sure to share its slot, and the cluster
-        # refuses the write for good (a retry would wedge the worker on this job).
-        raise PlanError(f"key {key!r:.80} has a '}}' and no hash tag: it cannot share a Redis Cluster "
-                        "slot with its version key")
     if change.op == "delete":
         return [Write("del", key, vkey, change.version, round(options.tombstone_ttl * 1000))]
     ttl_ms = round(options.ttl * 1000) if options.ttl else 0

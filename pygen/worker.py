@@ -266,8 +266,7 @@ def tables_from_args(text: Optional[str]):
 def options_from_args(args) -> apply.Options:
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
     return apply.Options(mode=args.mode, fields=fields, key_template=args.key_template, ttl=args.ttl,
-                         tombstone_ttl=args.tombstone_ttl,
-                         cluster=apply.redis_target(args.redis, args.redis_cluster)[0])
+                         tombstone_ttl=args.tombstone_ttl)
 
 
 MYSQL_ENV, REDIS_ENV = "GMAN_UDF_MYSQL", "GMAN_UDF_REDIS"

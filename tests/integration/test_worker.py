@@ -809,25 +809,3 @@ def test_committed_a_forged_copy_does_not_hide_an_open_change(mysql, gm, rds, re
             assert redis_rows(rds) == mysql_rows(mysql)
     finally:
         other.close()
-
-
-def test_cluster_a_key_with_a_stray_brace_is_refused_not_retried(mysql, gm, tmp_path):
-    """Redis Cluster (one node holding every slot): a row keyed "1}x" has no key of its slot
-    for its version; the cluster refuses the write for good. It used to be retried as an
-    outage forever, and every job behind it waited."""
-    node = Redis(extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]).start()
-    try:
-        admin = node.client()
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        wait_for(lambda: b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"), what="the cluster")
-        log = tmp_path / "worker.log"
-        url = f"redis+cluster://{node.host}:{node.port}"
-        with worker(gm, url, log=log):
-            mysql.execute("INSERT INTO c VALUES (1, '1}x', 0.5)")
-            mysql.execute("INSERT INTO c SELECT seq, 'ok', seq FROM seq_2_to_6")
-            drained(gm, timeout=10)
-        assert sorted(k for k in admin.keys(f"{DB}.c:*")) == [f"{DB}.c:{i}:ok".encode() for i in range(2, 7)]
-        text = log.read_text()
-        assert "cannot share a Redis Cluster slot" in text and "retrying" not in text, text[-2000:]
-    finally:
-        node.close()

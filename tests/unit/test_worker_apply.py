@@ -154,19 +154,6 @@ def test_version_key_slot_tags_cover_every_slot():
     assert all("}" not in t for t in tags)
 
 
-@pytest.mark.parametrize("key", ["a}b", "x{}y", "{}", "x{}y{z}"])
-def test_cluster_mode_refuses_a_key_that_cannot_share_its_version_keys_slot(key):
-    """The cluster refuses such a write for good ("all keys must map to the same key slot"):
-    retried as an outage, one job (a VARCHAR key "1}x") used to wedge the worker."""
-    change = parse(json.dumps({"op": "upsert", "key": {"id": key}, "v": 1, "row": {"id": key}}).encode())
-    with pytest.raises(PlanError, match="cannot share a Redis Cluster slot"):
-        apply.plan(change, Options(key_template="{id}", cluster=True))
-    assert apply.plan(change, Options(key_template="{id}"))[0].key == key  # one Redis: fine
-    tagged = parse(json.dumps({"op": "upsert", "key": {"id": "{u7}" + key}, "v": 1, "row": {}}).encode())
-    w = apply.plan(tagged, Options(key_template="{id}", cluster=True))[0]
-    assert key_slot(w.key.encode()) == key_slot(w.version_key.encode())
-
-
 # ---- batches ---------------------------------------------------------------------------------
 
 def w(key, version, tag=""):
