@@ -125,8 +125,15 @@ def checks(conn, opts, args, rd):
     cur = conn.cursor()
     _, version, plugin_dir = install.server_identity(cur)
     local = opts.is_local()
-    shipped = Path(args.library) if args.library else library_path()
-    yield dc.check_library(cur, plugin_dir, local, shipped)
+    try:
+        shipped = Path(args.library) if args.library else library_path()
+        if not shipped.is_file():
+            raise FileNotFoundError(f"{shipped}: no such file")
+    except FileNotFoundError as e:
+        yield Check("library", FAIL, f"nothing to compare plugin_dir's library with: {e}",
+                    "give --library PATH (the gman_udf.so of the wheel you installed)")
+    else:
+        yield dc.check_library(cur, plugin_dir, local, shipped)
     yield dc.check_functions(cur, version)
     environ = dc.process_environ(dc.server_pid(cur)) if local else None
     config, servers = dc.check_config(plugin_dir, local, environ)

@@ -143,6 +143,18 @@ def test_stale_trigger_fails(setup):
     assert rc == 0, checks
 
 
+def test_trigger_of_a_dropped_column_fails(setup):
+    cur = setup.db.connect().cursor()
+    cur.execute(f"ALTER TABLE {TABLE} DROP COLUMN name")  # every write of the table now fails
+    try:
+        rc, checks = setup.doctor("--no-canary")
+        assert rc == 1 and _failed(checks) == [f"triggers {TABLE}"], checks
+        assert "the table changed" in checks[f"triggers {TABLE}"]["detail"], checks
+    finally:
+        cur.execute(f"ALTER TABLE {TABLE} ADD COLUMN name VARCHAR(100)")
+        run_cli("trigger", *setup.conn_args, "--table", TABLE, "--apply")
+
+
 def test_a_column_subset_is_named_with_the_table(setup):
     run_cli("trigger", *setup.conn_args, "--table", TABLE, "--columns", "id,name", "--apply")
     try:
