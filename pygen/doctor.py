@@ -89,8 +89,12 @@ def canary(conn, redis_client, function: str, canary_id: str, timeout: float) ->
         # Sent again every few seconds: a worker that has not read the canary's triggers yet
         # refuses the first job, and reads them again when another arrives 10 s later.
         token = uuid.uuid4().hex
-        cur.execute("INSERT INTO gman_doctor.canary (id, token) VALUES (%s, %s) "
-                    "ON DUPLICATE KEY UPDATE token = VALUES(token)", (canary_id, token))
+        try:
+            cur.execute("INSERT INTO gman_doctor.canary (id, token) VALUES (%s, %s) "
+                        "ON DUPLICATE KEY UPDATE token = VALUES(token)", (canary_id, token))
+        except Exception as e:  # MySQLdb errors: a strict trigger that could not queue, privileges
+            return Check("canary", FAIL, f"writing the canary row: {e}",
+                         "grant INSERT, UPDATE on gman_doctor.canary; SELECT gman_last_error() after a failed send")
         committed = time.monotonic()
         sends += 1
         resend = min(deadline, committed + 5.5)
@@ -136,7 +140,7 @@ def checks(conn, opts, args, rd):
         yield dc.check_library(cur, plugin_dir, local, shipped)
     yield dc.check_functions(cur, version)
     environ = dc.process_environ(dc.server_pid(cur)) if local else None
-    config, servers = dc.check_config(plugin_dir, local, environ)
+    config, servers = dc.check_config(plugin_dir, local, environ, args.function)
     yield config
     addresses = _gearmands(args, servers)
     if not addresses:

@@ -115,12 +115,17 @@ def parse_config(text: str) -> Dict[str, str]:
         if not s or s[0] in "#;[" or "=" not in s:
             continue
         key, value = s.split("=", 1)
-        out[key.strip().lower()] = value.strip()
+        key = key.strip()
+        # keys are case-insensitive, the function of a servers.<function> route is not
+        key = "servers." + key[8:] if key.lower().startswith("servers.") else key.lower()
+        out[key] = value.strip()
     return out
 
 
-def check_config(plugin_dir: str, local: bool, environ: Optional[Dict[str, str]]) -> Tuple[Check, List[str]]:
-    """The plugin's configuration as the server reads it, and the job servers it names."""
+def check_config(plugin_dir: str, local: bool, environ: Optional[Dict[str, str]],
+                 function: str = triggers.DEFAULT_FUNCTION) -> Tuple[Check, List[str]]:
+    """The plugin's configuration as the server reads it, and the job servers it names for
+    function (its `servers.<function>` route, else `servers`)."""
     if not local:
         return Check("config", WARN, "the server is on another machine: cannot read its gman_udf.cnf",
                      f"on the database host, {plugin_dir}/{CONFIG} should hold `servers = ...` and `lock = 1`"), []
@@ -135,7 +140,8 @@ def check_config(plugin_dir: str, local: bool, environ: Optional[Dict[str, str]]
         if key.startswith("GMAN_UDF_") and key != "GMAN_UDF_CONFIG":
             settings[key[len("GMAN_UDF_"):].lower()] = value
             where = where or "mysqld's environment"
-    servers = [s.strip() for s in settings.get("servers", "").split(",") if s.strip()]
+    route = settings.get(f"servers.{function}") or settings.get("servers", "")
+    servers = [s.strip() for s in route.split(",") if s.strip()]
     if not where:
         seen = "" if environ is not None else " (mysqld's environment not readable here)"
         return Check("config", WARN, f"no {path} and no GMAN_UDF_* in mysqld's environment{seen}: servers only "

@@ -56,3 +56,9 @@ def test_config_lock_from_mysqld_environment(tmp_path):
     assert check.status == dc.OK and servers == ["b:2"] and "environment" in check.detail
     check, _ = dc.check_config(str(tmp_path / "none"), True, {})
     assert check.status == dc.WARN and "no " in check.detail
+
+
+def test_config_route_of_the_function(tmp_path):
+    (tmp_path / "gman_udf.cnf").write_text("servers = a:1\nservers.syncToRedis = c:3, d:4\nlock = 1\n")
+    assert dc.check_config(str(tmp_path), True, None, "syncToRedis")[1] == ["c:3", "d:4"]
+    assert dc.check_config(str(tmp_path), True, None, "other")[1] == ["a:1"]
