@@ -177,6 +177,18 @@ def test_missing_trigger_fails(setup):
     assert "gman_data_ad" in checks[f"triggers {TABLE}"]["detail"]
 
 
+def test_the_first_run_creates_the_canary_table(setup):
+    """As on a fresh installation: no gman_doctor yet, a worker that read its tables before."""
+    setup.db.connect().cursor().execute("DROP DATABASE gman_doctor")
+    rc, checks = setup.doctor("--canary-timeout", "15")
+    assert rc == 0 and checks["canary"]["status"] == "ok", checks
+    cur = setup.db.connect().cursor()
+    cur.execute("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'gman_doctor'")
+    assert cur.fetchone()[0] == 3
+    cur.execute(f"SELECT COUNT(*) FROM {TABLE}")
+    assert cur.fetchone()[0] == 1  # the user's table untouched
+
+
 def test_no_worker_fails(setup):
     setup.stop_worker()
     rc, checks = setup.doctor()
