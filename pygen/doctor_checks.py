@@ -19,6 +19,7 @@ CONFIG = "gman_udf.cnf"
 # gearmand's default hash table (991 buckets) makes submits ~five-fold slower past this depth.
 DEEP_QUEUE = 100_000
 DEFAULT_BUCKETS = 991
+JOBS_PER_BUCKET = 100
 
 
 @dataclass
@@ -220,10 +221,12 @@ def check_gearmand(address: str, function: str) -> List[Check]:
     out = [Check(f"gearmand {address}", OK, f"reachable; {function}: {queued} queued, {running} running")]
     buckets = hashtable_buckets(address)
     fix = "install the drop-in of `gman-udf systemd --gearmand` (--hashtable-buckets=100003) and restart gearmand"
-    if queued > DEEP_QUEUE and (buckets is None or buckets <= DEFAULT_BUCKETS):
-        known = "the default 991" if buckets else "an unknown number of (not on this machine)"
+    # ~100 jobs a bucket is where the default table (991 buckets, ~100,000 jobs) turned slow
+    if queued > DEEP_QUEUE and (buckets is None or buckets * JOBS_PER_BUCKET < queued):
+        known = {None: "an unknown number of (not on this machine)", DEFAULT_BUCKETS: "the default 991"}.get(
+            buckets, str(buckets))
         out.append(Check(f"hashtable {address}", WARN, f"{queued} jobs queued with {known} hash buckets: submits are "
-                                                       "about five-fold slower past ~100,000", fix))
+                                                       "about five-fold slower past ~100 jobs a bucket", fix))
     else:
         size = f"{buckets} buckets" if buckets else "bucket count unknown (not on this machine)"
         out.append(Check(f"hashtable {address}", OK, f"{size} for {queued} queued jobs"))

@@ -30,6 +30,7 @@ def test_redis_password_is_not_printed():
     (150_000, dc.DEFAULT_BUCKETS, dc.WARN),   # the five-fold slowdown
     (150_000, None, dc.WARN),                 # cannot tell: say so
     (150_000, 100003, dc.OK),
+    (1_000_000, 2003, dc.WARN),               # sized, but not for this depth
     (99_000, dc.DEFAULT_BUCKETS, dc.OK),
 ])
 def test_hash_table_verdict(monkeypatch, queued, buckets, status):
