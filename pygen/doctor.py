@@ -166,8 +166,17 @@ def run(args) -> int:
             out.write(f"{c.status.upper():4}  {c.name}: {c.detail}{fix}\n")
             out.flush()
 
+    import MySQLdb
     opts = connmod.from_args(args)
-    conn = connmod.connect(opts)  # a refused login is the caller's error (exit 2), not a check
+    try:
+        conn = connmod.connect(opts)  # a refused login is the caller's error (exit 2), not a check
+    except MySQLdb.MySQLError as e:
+        if not args.json:
+            raise
+        detail = e.args[1] if len(e.args) == 2 and isinstance(e.args[0], int) else str(e)
+        json.dump({"ok": False, "error": f"mysql: {detail}", "checks": []}, out)
+        out.write("\n")
+        return 2
     rd = redis_client(args.redis)
     try:
         for c in checks(conn, opts, args, rd):

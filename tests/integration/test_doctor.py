@@ -1,6 +1,6 @@
 """`gman-udf doctor` against the sandbox, set up as the demo is (pygen/demo.py): a MariaDB whose
 plugin_dir holds a locked gman_udf.cnf, the library from `gman-udf install`, a table with the
-triggers of `gman-udf trigger --apply`, a worker reading its tables from those triggers. It
+triggers of `gman-udf trigger --apply`, a committed-mode worker reading its tables from those triggers. It
 passes there, and each broken state fails (or warns) naming the broken part.
 
 The tests run in file order on one setup: each breaks one thing and mends it, except the last
@@ -50,7 +50,8 @@ class Setup:
         dsn = f"mysql://root@localhost/doc?socket={self.db.socket}"
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.worker = subprocess.Popen([sys.executable, "-m", "pygen.worker", "--gearman", self.gm.address,
-                                        "--redis", self.rd.url, "--mysql", dsn, "--log-level", "WARNING"], env=env)
+                                        "--redis", self.rd.url, "--mysql", dsn, "--consistency", "committed",
+                                        "--log-level", "WARNING"], env=env)
         for _ in range(200):
             if self.gm.status().get("syncToRedis", (0, 0, 0))[2] >= 1:
                 return
@@ -108,6 +109,11 @@ def test_passes_on_a_good_setup(setup):
                    env={"GMAN_UDF_LIBRARY": str(setup.library)})
     lines = proc.stdout.splitlines()
     assert len(lines) == len(checks) + 1 and lines[-1].startswith("ok: "), proc.stdout
+
+
+def test_a_refused_login_is_exit_2_with_json(setup):
+    proc = run_cli("doctor", "-S", setup.db.socket, "-u", "nobody_here", "--json", check=False)
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"].startswith("mysql: "), proc.stdout + proc.stderr
 
 
 def test_another_build_of_the_library_fails(setup, tmp_path):
