@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     # Pipeline commands: each module owns its options (add_arguments) and its run(args).
-    from . import reconcile_cli, triggers, verify, worker
+    from . import doctor, reconcile_cli, triggers, verify, worker
     for name, text, add, run in (
             ("worker", "carry syncToRedis jobs from gearmand into Redis", worker.add_arguments, worker.run),
             ("trigger", "render (or --apply) the AFTER INSERT/UPDATE/DELETE triggers of a table",
@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("load", "bulk-load a table into Redis (directly or through gearmand)", verify.add_load_arguments,
              verify.run_load),
             ("reconcile", "walk tables at a bounded rate forever, repairing what differs in Redis",
-             reconcile_cli.add_arguments, reconcile_cli.run)):
+             reconcile_cli.add_arguments, reconcile_cli.run),
+            ("doctor", "check a live setup end to end: library, functions, config, gearmand, workers, Redis, "
+             "triggers, a canary", doctor.add_arguments, doctor.run)):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("--help", action="help", help="show this help and exit")
         add(p)
