@@ -233,8 +233,7 @@ class Runner(CommittedLoop):
         self.stats.add("stale", skipped)
         now_us = time.time_ns() // 1000  # Redis has acknowledged: the end of each job's commit -> Redis lag
         lags = [lag for lag in (apply.lag_us(v, now_us) for v in versions) if lag is not None]
-        for lag in lags:
-            self.stats.observe_lag(lag / 1e6)
+        self.stats.observe_lags([lag / 1e6 for lag in lags])
         if lags:
             self.stats.set("lag_us", max(lags))
 

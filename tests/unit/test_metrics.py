@@ -23,10 +23,10 @@ def two_processes():
     a.set("parked", 3)
     b.set("parked", 4)
     a.set("lag_us", 2500)
-    for s in (0.0004, 0.0005, 0.003, 0.003, 7.0):
-        a.observe_lag(s)
-    for s in (0.0009, 61.0, -0.2):  # past the last bound; a stamp ahead of the clock counts as 0
-        b.observe_lag(s)
+    a.observe_lags([0.0004, 0.0005, 0.003])
+    a.observe_lags([0.003, 7.0])
+    b.observe_lags([0.0009, 61.0, -0.2])  # past the last bound; a stamp ahead of the clock counts as 0
+    b.observe_lags([])
     return array
 
 
