@@ -26,14 +26,13 @@ from functools import lru_cache
 from urllib.parse import parse_qs, unquote, urlsplit
 from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from pygen.metrics import FIELDS, prometheus_text, totals  # re-exported: they used to live here
 from pygen.payload import Change, PayloadError, decode_value
 from pygen.payload import dumps as payload_dumps
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
            "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
            "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
-           "redis_target", "parse_dsn", "FIELDS", "totals", "prometheus_text"]
+           "redis_target", "parse_dsn"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>

@@ -83,7 +83,7 @@ from pygen.apply import parse_dsn, redis_target
 from pygen.committed import CommittedReader, Gone, Pending
 from pygen.committed_loop import CommittedLoop
 from pygen.gearman_worker import Worker as GearmanWorker
-from pygen.metrics import FIELDS, Stats, log_stats, prometheus_text, serve_metrics, totals
+from pygen.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
 from pygen.payload import PayloadError, parse
 from pygen.redis_writer import RedisWriter
 from pygen.reconcile_cli import add_worker_arguments, start_in_worker
@@ -232,8 +232,9 @@ class Runner(CommittedLoop):
     def _count(self, writes, skipped: int, versions) -> None:
         self.stats.add("writes", len(writes) - skipped)
         self.stats.add("stale", skipped)
-        now_us = time.time_ns() // 1000
+        now_us = time.time_ns() // 1000  # Redis has acknowledged: the end of each job's commit -> Redis lag
         lags = [lag for lag in (apply.lag_us(v, now_us) for v in versions) if lag is not None]
+        self.stats.observe_lags([lag / 1e6 for lag in lags])
         if lags:
             self.stats.set("lag_us", max(lags))
 
@@ -365,10 +366,10 @@ def run(args) -> int:
         print(f"gman-udf worker: {e}", file=sys.stderr)
         return 2
     if args.processes == 1:
-        array, slots = [0.0] * len(FIELDS), 1
+        array, slots = [0.0] * SLOT, 1
     else:
         from multiprocessing.sharedctypes import RawArray
-        array, slots = RawArray("d", args.processes * len(FIELDS)), args.processes
+        array, slots = RawArray("d", args.processes * SLOT), args.processes
     stop = threading.Event()
     if args.processes == 1:
         runner = Runner(args, Stats(array))
@@ -385,8 +386,10 @@ def run(args) -> int:
 def _start_reporting(args, array, slots, stop) -> None:
     reconciling = start_in_worker(args, options_from_args(args), stop)  # --reconcile: a thread, ends with stop
     if args.metrics_port is not None:
-        render = None if reconciling is None else lambda: prometheus_text(totals(array, slots)) + reconciling.render()
-        serve_metrics(args.metrics_host, args.metrics_port, array, slots, render)
+        def render():
+            text = prometheus_text(totals(array, slots), args.consistency)
+            return text if reconciling is None else text + reconciling.render()
+        serve_metrics(args.metrics_host, args.metrics_port, render)
     if args.stats_interval > 0:
         threading.Thread(target=log_stats, args=(array, slots, args.stats_interval, stop),
                          name="stats", daemon=True).start()

@@ -253,7 +253,7 @@ def test_worker_reconcile_runs_inside_the_worker(server, redis_server, fresh_gea
                  f"{DB}.{table}", "--reconcile-rate", "max", "--reconcile-interval", 0.2, "--metrics-port", port) as proc:
         wait_for(lambda: passes(port) >= 1, 30, "a pass of the worker's reconciler")
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert "gman_worker_jobs_total 0" in text and f'gman_reconcile_rows_checked_total{{table="{DB}.{table}"}}' in text
+        assert 'gman_worker_jobs_total{mode="payload"} 0' in text and f'gman_reconcile_rows_checked_total{{table="{DB}.{table}"}}' in text
         assert differences(server, redis, table) == 0
         assert proc.poll() is None
     redis.close()

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pygen.apply import version_key
 from pygen.gearman import Client
@@ -495,6 +496,8 @@ def test_committed_open_transaction_is_waited_on_not_polled(mysql, gm, rds, redi
         assert metric(port, "gman_worker_waits_total") == 2
         assert metric(port, "gman_worker_retries_total") == 0  # the old rule polled with back-off: 5+ here
         assert metric(port, "gman_worker_waiting") == 0
+        buckets, count, total = lag_histogram(port)  # measured from the triggers' stamps: the 2 s open are in it
+        assert count == 3 and count - buckets[1.0] >= 2 and total >= 4.0
 
 
 def test_committed_fifty_open_transactions_land_after_commit_or_never(mysql, gm, rds, redis_server, schema):
@@ -596,8 +599,19 @@ def test_committed_forged_jobs_do_not_change_redis(mysql, gm, rds, redis_server,
 # ---- bad jobs and forged ones (issue 7, sections 3 and 4) ------------------------------------
 
 def metric(port, name):
+    """A worker's sample `name` (any labels: each worker series has only its mode's)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return int(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+    return int(next(line.split()[1] for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name))
+
+
+def lag_histogram(port):
+    """The worker's gman_worker_lag_seconds as prometheus_client parses it: ({le: count}, count, sum)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "gman_worker_lag_seconds")
+    assert family.type == "histogram"
+    get = {s.name.rsplit("_", 1)[1]: s.value for s in family.samples if s.name != family.name + "_bucket"}
+    return ({float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")},
+            get["count"], get["sum"])
 
 
 def bad_jobs(table):
@@ -635,11 +649,14 @@ def test_bad_jobs_between_good_ones_are_refused_and_the_good_land(gm, rds, redis
         c.submit_many_background(jobs)
     port = free_port()
     log = tmp_path / "worker.log"
-    with worker(gm, redis_server, "--metrics-port", port, "--batch", 16, log=log) as proc:
+    # two processes: the metrics are their slots of the shared array, summed
+    with worker(gm, redis_server, "--metrics-port", port, "--batch", 16, "--processes", 2, log=log) as proc:
         drained(gm)
         assert redis_rows(rds) == {str(i): {"id": i, "val": f"v{i}"} for i in range(300)}
         assert metric(port, "gman_worker_refused_total") == n_bad
         assert metric(port, "gman_worker_writes_total") == 300
+        buckets, count, total = lag_histogram(port)
+        assert count == buckets[float("inf")] == 300 and total > 0  # each good job once; the refused never
         assert proc.poll() is None
     lines = log.read_text().splitlines()
     refusals = [line for line in lines if " refused: " in line]

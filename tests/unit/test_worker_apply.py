@@ -7,7 +7,7 @@ from redis.crc import key_slot
 from pygen import apply
 from pygen.apply import DROP, RETRY, Options, PlanError, Write, plan
 from pygen.payload import Change, parse
-from pygen.apply import parse_dsn, prometheus_text, redis_target, totals
+from pygen.apply import parse_dsn, redis_target
 
 V = 1732345678123456
 
@@ -304,14 +304,3 @@ def test_parse_dsn():
         parse_dsn("postgres://x@y/z")
     with pytest.raises(ValueError):
         parse_dsn("mysql://x@y/z?sslmode=1")
-
-
-def test_prometheus_text():
-    from pygen.apply import FIELDS
-    array = [0.0] * (2 * len(FIELDS))
-    array[FIELDS.index("jobs")] = 10
-    array[len(FIELDS) + FIELDS.index("jobs")] = 5
-    array[FIELDS.index("lag_us")] = 2500
-    text = prometheus_text(totals(array, 2))
-    assert "gman_worker_jobs_total 15\n" in text and "gman_worker_lag_seconds 0.002500\n" in text
-    assert text.count("# TYPE") == 10 and "gman_worker_waits_total 0\n" in text

@@ -398,3 +398,18 @@ def test_decoder_skips_an_oversize_job_and_hands_out_its_handle():
     d = Decoder(RES, max_data=1024)
     with pytest.raises(Exception, match="limit"):  # other packets over the limit: out of sync
         d.feed(encode(RES, Type.WORK_COMPLETE, b"H:x:1", b"z" * 2000)[:12])
+
+
+def test_the_lag_of_each_written_job_with_a_stamp_is_observed():
+    """The commit -> Redis lag histogram counts each job Redis acknowledged whose v is a
+    gman_stamp(); a refused job, a bare row and a table's own version counter are not observed."""
+    from pygen.metrics import LAG_BUCKETS, totals
+    now = time.time_ns() // 1000
+    jobs, runner = run_jobs([good(1, v=now - 3 * 10**6), good(2, v=now - 20 * 10**6), KILLERS["deep nesting"],
+                             b'{"id": 5, "x": 1}', good(3, v=42)], "--tables", "*")
+    assert [j.outcome for j in jobs] == ["complete", "complete", "fail", "complete", "complete"]
+    t = totals(runner.stats.array, 1)
+    assert t["lag_count"] == 2
+    seen = dict(zip(LAG_BUCKETS + (float("inf"),), t["lag_buckets"]))
+    assert seen[5.0] == 1 and seen[30.0] == 1  # 3 s is in (2.5, 5]; 20 s in (10, 30]
+    assert 23 <= t["lag_sum"] < 23 + 60  # the fakes take well under a minute
