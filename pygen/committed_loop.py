@@ -30,7 +30,7 @@ log = logging.getLogger("gman-udf.worker")
 class CommittedLoop:
     """The committed-mode half of pygen/worker.py's Runner (a mixin): it uses the Runner's
     args, options, batch, gearman, redis, reader, stats, parked, and its _admit, _refuse,
-    _write_retrying and _count."""
+    _write_retrying, _acknowledged and _count."""
 
     def _start_committed(self) -> None:
         self.wakeup = threading.Event()  # a waiter is done (with gearman.wake(), which ends a grab)
@@ -186,17 +186,9 @@ class CommittedLoop:
         if self.writing is None:
             return
         (writes, pairs, versions, jobs, token), self.writing = self.writing, None
-        skipped = None
-        if token is not None:
-            try:
-                skipped = self.redis.finish(token)
-            except Exception as e:  # noqa: BLE001
-                self.stats.add("errors")
-                log.warning("redis: %s; retrying %d writes", e, len(writes))
+        skipped = self._acknowledged(writes, token)
         if skipped is None:
-            skipped = self._write_retrying(writes)
-            if skipped is None:
-                return  # stopped while Redis was away: the jobs go back to gearmand
+            return  # stopped while Redis was away: the jobs go back to gearmand
         if skipped:
             self._recheck(pairs)
         self._count(writes, skipped, versions)

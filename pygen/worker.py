@@ -202,19 +202,22 @@ class Runner(CommittedLoop):
     def _settle(self, batch, token) -> None:
         """Complete a batch once Redis has acknowledged it (retrying its writes if need be)."""
         jobs, writes, versions = batch
-        skipped = None
-        if token is not None:
-            try:
-                skipped = self.redis.finish(token)
-            except Exception as e:  # noqa: BLE001
-                self.stats.add("errors")
-                log.warning("redis: %s; retrying %d writes", e, len(writes))
+        skipped = self._acknowledged(writes, token)
         if skipped is None:
-            skipped = self._write_retrying(writes)
-            if skipped is None:
-                return  # stopped while Redis was away: the jobs go back to gearmand
+            return  # stopped while Redis was away: the jobs go back to gearmand
         self._count(writes, skipped, versions)
         self.gearman.complete_many(jobs)
+
+    def _acknowledged(self, writes: List[apply.Write], token) -> Optional[int]:
+        """The number of writes skipped as stale once Redis acknowledged the batch sent with
+        `token` (None: not sent yet), writing it again until it does; None if stopped first."""
+        if token is not None:
+            try:
+                return self.redis.finish(token)
+            except Exception as e:  # noqa: BLE001 - as in _write_retrying
+                self.stats.add("errors")
+                log.warning("redis: %s; retrying %d writes", e, len(writes))
+        return self._write_retrying(writes)
 
     def _write_retrying(self, writes: List[apply.Write]) -> Optional[int]:
         """Write until Redis acknowledges: the number skipped as stale; None if stopped first."""
