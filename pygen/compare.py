@@ -8,11 +8,11 @@ from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import apply as plan_mod
-from . import triggers
-from .payload import Change
-from .payload import loads as payload_loads
-from .redis_scripts import APPLY, RESET
+from pygen import apply as plan_mod
+from pygen import triggers
+from pygen.payload import Change
+from pygen.payload import loads as payload_loads
+from pygen.redis_scripts import APPLY, RESET
 
 DEFAULT_TEMPLATE = plan_mod.DEFAULT_TEMPLATE
 BATCH = 1000

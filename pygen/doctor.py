@@ -28,10 +28,10 @@ import uuid
 from pathlib import Path
 from typing import List
 
-from . import connect as connmod
-from . import doctor_checks as dc
-from . import triggers
-from .doctor_checks import FAIL, OK, SKIP, WARN, Check
+from pygen import connect as connmod
+from pygen import doctor_checks as dc
+from pygen import triggers
+from pygen.doctor_checks import FAIL, OK, SKIP, WARN, Check
 
 CANARY_TABLE = "gman_doctor.canary"
 CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRIMARY KEY, token CHAR(32) NOT NULL)"
@@ -39,7 +39,7 @@ CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRI
 
 
 def add_arguments(ap) -> None:
-    from .worker import REDIS_ENV
+    from pygen.worker import REDIS_ENV
     ap.add_argument("--gearman", metavar="HOST:PORT[,HOST:PORT...]",
                     help="the job servers (default: the servers of the plugin's gman_udf.cnf)")
     ap.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
@@ -123,8 +123,8 @@ def _gearmands(args, servers_from_config: List[str]) -> List[str]:
 
 def checks(conn, opts, args, rd):
     """The checks before the canary, in order, each yielded as soon as it is known."""
-    from . import install
-    from .library import library_path
+    from pygen.plugin import install
+    from pygen.plugin.library import library_path
 
     cur = conn.cursor()
     _, version, plugin_dir = install.server_identity(cur)
@@ -154,7 +154,7 @@ def checks(conn, opts, args, rd):
 
 
 def run(args) -> int:
-    from .verify import redis_client
+    from pygen.verify import redis_client
 
     results: List[Check] = []
     out = sys.stdout

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import catalog, install, sqlgen, triggers
+from pygen.plugin import catalog, install, sqlgen
+from pygen import triggers
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CONFIG = "gman_udf.cnf"

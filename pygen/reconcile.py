@@ -38,9 +38,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from . import apply as plan_mod
-from . import triggers
-from .compare import Repairer, Report, compare_extras, compare_rows, decode_rows, select_rows_sql
+from pygen import apply as plan_mod
+from pygen import triggers
+from pygen.compare import Repairer, Report, compare_extras, compare_rows, decode_rows, select_rows_sql
 
 log = logging.getLogger("gman-udf.reconcile")
 

@@ -40,10 +40,10 @@ This module is the two commands; the engine (comparison, repair, loads) is pygen
 import sys
 import time
 
-from . import apply as plan_mod
-from . import connect as connmod
-from . import triggers
-from .compare import (BATCH, DEFAULT_TEMPLATE, GLOB_SPECIAL, Repairer, Report, bulk_sql, compare, estimate_rows,
+from pygen import apply as plan_mod
+from pygen import connect as connmod
+from pygen import triggers
+from pygen.compare import (BATCH, DEFAULT_TEMPLATE, GLOB_SPECIAL, Repairer, Report, bulk_sql, compare, estimate_rows,
                       expected_write, format_report, is_missing, is_version_key, key_condition, load_into_redis,
                       load_via_gearman, reread_sql, scan_pattern, select_rows_sql, stored_matches, stream_rows)
 

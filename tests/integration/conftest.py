@@ -16,7 +16,7 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from pygen import sqlgen
+from pygen.plugin import sqlgen
 from pygen.gearman import Worker
 from pygen.sandbox import Gearmand, MariaDB
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DB, Sql, connect, fname, grab_all, queued, wait_until
-from pygen import catalog
+from pygen.plugin import catalog
 from pygen.gearman import Client
 from pygen.sandbox import _die_with_parent
 
