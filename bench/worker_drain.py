@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pygen.gearman import Client  # noqa: E402
+from pygen.gearman.client import Client  # noqa: E402
 from pygen.sandbox import Gearmand, Redis, RedisCluster  # noqa: E402
 
 FUNCTION = "syncToRedis"

@@ -82,7 +82,7 @@ from pygen import apply
 from pygen.apply import parse_dsn, redis_target
 from pygen.committed import CommittedReader, Gone, Pending
 from pygen.committed_loop import CommittedLoop
-from pygen.gearman_worker import Worker as GearmanWorker
+from pygen.gearman.worker import Worker as GearmanWorker
 from pygen.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
 from pygen.payload import PayloadError, parse
 from pygen.redis_writer import RedisWriter

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import DB, Sql, connect, fname, grab_all, queued, wait_until
 from pygen.plugin import catalog
-from pygen.gearman import Client
+from pygen.gearman.client import Client
 from pygen.sandbox import _die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import uuid
 import MySQLdb
 import pytest
 
-from pygen.gearman import Worker
+from pygen.gearman.worker import Worker
 
 from conftest import fname, queued  # noqa: E402
 

@@ -3,7 +3,7 @@ pygen/payload.py into a real gearmand.
 
 Each test has its own Gearman function name, routed to its gearmand with
 gman_servers_set(servers, function), so tests never see each other's jobs nor change the
-server's default route. The jobs are taken back with pygen.gearman.Worker.grab.
+server's default route. The jobs are taken back with pygen.gearman.worker.Worker.grab.
 """
 import subprocess
 import uuid
@@ -12,7 +12,7 @@ import MySQLdb
 import pytest
 
 from pygen import triggers
-from pygen.gearman import Worker
+from pygen.gearman.worker import Worker
 from pygen.payload import Number, parse
 from pygen.sandbox import free_port
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from pygen import apply, triggers, verify
-from pygen.gearman import Worker
+from pygen.gearman.worker import Worker
 from pygen.payload import parse
 from pygen.redis_scripts import APPLY
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pygen.apply import version_key
-from pygen.gearman import Client
+from pygen.gearman.client import Client
 from pygen.redis_scripts import APPLY
 from pygen.sandbox import Redis, free_port
 
@@ -772,7 +772,7 @@ def test_a_key_that_is_another_keys_version_key_does_not_wedge_the_worker(gm, rd
 def test_a_job_over_the_size_limit_is_failed_not_taken_forever(gm, rds, redis_server, tmp_path):
     """A job over the worker's 64 MiB limit dropped the connection; gearmand handed it out
     again on the next one, forever, and the jobs behind it waited."""
-    from pygen.gearman_proto import DEFAULT_MAX_DATA
+    from pygen.gearman.protocol import DEFAULT_MAX_DATA
     good = json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": time.time_ns() // 1000,
                        "row": {"id": 1, "val": "after"}}).encode()
     with Client(gm.address) as c:

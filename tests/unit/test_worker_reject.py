@@ -384,7 +384,7 @@ def test_default_tables_are_read_again_for_a_table_not_on_the_list():
 # ---- a job too big to take -------------------------------------------------------------------
 
 def test_decoder_skips_an_oversize_job_and_hands_out_its_handle():
-    from pygen.gearman_proto import OVERSIZE, RES, Decoder, Type, encode
+    from pygen.gearman.protocol import OVERSIZE, RES, Decoder, Type, encode
     big = encode(RES, Type.JOB_ASSIGN_UNIQ, b"H:x:1", b"fn", b"u", b"z" * 5000)
     after = encode(RES, Type.JOB_ASSIGN_UNIQ, b"H:x:2", b"fn", b"u", b"ok") + encode(RES, Type.NO_JOB)
     for step in (1, 7, 4096, len(big) + len(after)):  # however the bytes arrive
