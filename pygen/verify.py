@@ -41,7 +41,7 @@ import sys
 import time
 
 from pygen import apply as plan_mod
-from pygen import connect as connmod
+from pygen import mysql
 from pygen import triggers
 from pygen.compare import (BATCH, DEFAULT_TEMPLATE, GLOB_SPECIAL, Repairer, Report, bulk_sql, compare, estimate_rows,
                       expected_write, format_report, is_missing, is_version_key, key_condition, load_into_redis,
@@ -125,7 +125,7 @@ def add_arguments(ap) -> None:
                     help="with --via-gearman: compare again until the worker has applied the jobs, at most S "
                          "seconds (exit 1 if differences remain); default: exit 0 once they are queued")
     ap.add_argument("--show", type=int, default=10, metavar="N", help="example keys shown per kind (default: 10)")
-    connmod.add_arguments(ap)
+    mysql.add_arguments(ap)
 
 
 def _check_template(t: triggers.TableSchema, options: plan_mod.Options) -> None:
@@ -141,12 +141,12 @@ def run(args) -> int:
     try:
         options = _options(args)
         redis = redis_client(args.redis)
-        conn = connmod.connect(connmod.from_args(args))
+        conn = mysql.connect(mysql.from_args(args))
         spare = None
         try:
             t = triggers.schema_from_args(conn, args)
             _check_template(t, options)
-            spare = connmod.connect(connmod.from_args(args))  # the stream holds the first
+            spare = mysql.connect(mysql.from_args(args))  # the stream holds the first
             repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
             progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
             try:
@@ -191,14 +191,14 @@ def add_load_arguments(ap) -> None:
     _add_redis_arguments(ap, required=False)
     ap.add_argument("--function", default=triggers.DEFAULT_FUNCTION,
                     help="with --via-gearman: the Gearman function (default: %(default)s)")
-    connmod.add_arguments(ap)
+    mysql.add_arguments(ap)
 
 
 def run_load(args) -> int:
     import MySQLdb
     import redis as redislib
     try:
-        conn = connmod.connect(connmod.from_args(args))
+        conn = mysql.connect(mysql.from_args(args))
         spare = None
         try:
             t = triggers.schema_from_args(conn, args)
@@ -209,7 +209,7 @@ def run_load(args) -> int:
             options = _options(args)
             _check_template(t, options)
             redis = redis_client(args.redis)
-            spare = connmod.connect(connmod.from_args(args))
+            spare = mysql.connect(mysql.from_args(args))
             progress = Progress(f"load {t.qualified}", estimate_rows(conn, t))
             try:
                 report = load_into_redis(conn, spare, t, redis, options, progress)

@@ -277,7 +277,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gearman", required=True, metavar="HOST:PORT[,HOST:PORT...]",
                    help="job servers; jobs are taken from all of them")
     # The DSN and the Redis URL carry passwords: they may come from the environment (a systemd
-    # EnvironmentFile, see pygen/systemd.py) rather than a command line every user can read.
+    # EnvironmentFile, see pygen/ops/systemd.py) rather than a command line every user can read.
     p.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
                    help="redis://[user:pass@]host:port/db, rediss:// (TLS), unix://; "
                         f"redis+cluster:// or rediss+cluster:// for Redis Cluster (default: ${REDIS_ENV}, "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from pygen import doctor
+from pygen.ops import doctor
 from pygen.sandbox import Gearmand, MariaDB, Redis
 
 ROOT = Path(__file__).resolve().parents[2]

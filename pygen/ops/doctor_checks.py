@@ -1,4 +1,4 @@
-"""The checks of `gman-udf doctor` (pygen/doctor.py): each looks at one part of a live setup and
+"""The checks of `gman-udf doctor` (pygen/ops/doctor.py): each looks at one part of a live setup and
 returns Check(s) saying what it found and, when it is not right, what to do.
 
 Each takes what it looks at (a cursor, an address, a URL) and never raises for the state it

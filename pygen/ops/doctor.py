@@ -1,5 +1,5 @@
 """`gman-udf doctor`: check a live setup step by step, one line per check with what to do when
-it fails (the checks: pygen/doctor_checks.py).
+it fails (the checks: pygen/ops/doctor_checks.py).
 
 In order: the library in plugin_dir is this package's build; every catalog function is
 registered from it; the plugin's configuration (gman_udf.cnf next to the library, or mysqld's
@@ -28,10 +28,10 @@ import uuid
 from pathlib import Path
 from typing import List
 
-from pygen import connect as connmod
-from pygen import doctor_checks as dc
+from pygen import mysql
+from pygen.ops import doctor_checks as dc
 from pygen import triggers
-from pygen.doctor_checks import FAIL, OK, SKIP, WARN, Check
+from pygen.ops.doctor_checks import FAIL, OK, SKIP, WARN, Check
 
 CANARY_TABLE = "gman_doctor.canary"
 CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRIMARY KEY, token CHAR(32) NOT NULL)"
@@ -55,7 +55,7 @@ def add_arguments(ap) -> None:
                     help="how long to wait for the canary in Redis (default: %(default)s)")
     ap.add_argument("--no-canary", action="store_true", help="skip the canary (nothing is written)")
     ap.add_argument("--json", action="store_true", help="print the checks as one JSON document")
-    connmod.add_arguments(ap)
+    mysql.add_arguments(ap)
 
 
 def _redacted(url: str) -> str:
@@ -167,9 +167,9 @@ def run(args) -> int:
             out.flush()
 
     import MySQLdb
-    opts = connmod.from_args(args)
+    opts = mysql.from_args(args)
     try:
-        conn = connmod.connect(opts)  # a refused login is the caller's error (exit 2), not a check
+        conn = mysql.connect(opts)  # a refused login is the caller's error (exit 2), not a check
     except MySQLdb.MySQLError as e:
         if not args.json:
             raise
