@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     # Pipeline commands: each module owns its options (add_arguments) and its run(args).
-    from pygen import reconcile_cli, triggers, verify, worker
     from pygen.ops import doctor
+    from pygen.sync import reconcile_cli, triggers, verify, worker
     for name, text, add, run in (
             ("worker", "carry syncToRedis jobs from gearmand into Redis", worker.add_arguments, worker.run),
             ("trigger", "render (or --apply) the AFTER INSERT/UPDATE/DELETE triggers of a table",

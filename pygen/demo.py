@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from pygen.plugin import install
-from pygen import triggers
 from pygen.plugin.library import library_path
 from pygen.sandbox import Gearmand, MariaDB, Redis
+from pygen.sync import triggers
 
 TABLE = "demo.data"
 

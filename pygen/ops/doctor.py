@@ -30,8 +30,8 @@ from typing import List
 
 from pygen import mysql
 from pygen.ops import doctor_checks as dc
-from pygen import triggers
 from pygen.ops.doctor_checks import FAIL, OK, SKIP, WARN, Check
+from pygen.sync import triggers
 
 CANARY_TABLE = "gman_doctor.canary"
 CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRIMARY KEY, token CHAR(32) NOT NULL)"
@@ -39,7 +39,7 @@ CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRI
 
 
 def add_arguments(ap) -> None:
-    from pygen.worker import REDIS_ENV
+    from pygen.sync.worker import REDIS_ENV
     ap.add_argument("--gearman", metavar="HOST:PORT[,HOST:PORT...]",
                     help="the job servers (default: the servers of the plugin's gman_udf.cnf)")
     ap.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
@@ -154,7 +154,7 @@ def checks(conn, opts, args, rd):
 
 
 def run(args) -> int:
-    from pygen.verify import redis_client
+    from pygen.sync.verify import redis_client
 
     results: List[Check] = []
     out = sys.stdout

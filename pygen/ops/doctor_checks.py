@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from pygen.plugin import catalog, install, sqlgen
-from pygen import triggers
+from pygen.sync import triggers
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CONFIG = "gman_udf.cnf"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pygen.plugin import catalog, sqlgen
-from pygen import triggers
+from pygen.sync import triggers
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_BEGIN = "<!-- function table: generated from pygen/plugin/catalog.py -->"

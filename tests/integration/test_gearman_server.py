@@ -14,8 +14,8 @@ import pytest
 
 from pygen.gearman.client import Client
 from pygen.gearman.connection import Connection, JobServerError
-from pygen.gearman.worker import Worker
 from pygen.gearman.protocol import REQ, Type, encode
+from pygen.gearman.worker import Worker
 
 
 def fname(tag="f"):

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from pygen.plugin import catalog, sqlgen
 from pygen import cli
+from pygen.plugin import catalog, sqlgen
 from pygen.plugin.sqlgen import Server
 
 NATIVE_JSON = {"json_object", "json_array"}
