@@ -421,6 +421,3 @@ def main(argv=None) -> int:
     add_arguments(ap)
     return run(ap.parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -231,6 +231,3 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv[1:] if is_load else argv)
     return (run_load if is_load else run)(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

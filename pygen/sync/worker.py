@@ -456,6 +456,3 @@ def main(argv=None) -> int:
     add_arguments(p)
     return run(p.parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())
