@@ -21,8 +21,8 @@ import time
 
 from common import ROOT, Gearmand, mariadb
 
-from pygen import triggers
 from pygen.sandbox import Redis, free_port
+from pygen.sync import triggers
 
 TABLE = "bench.t"
 
@@ -126,7 +126,7 @@ def main():
 
         port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "pygen.worker", "--gearman", gm.address, "--redis", rd.url,
+        cmd = [sys.executable, "-m", "pygen.cli", "worker", "--gearman", gm.address, "--redis", rd.url,
                "--consistency", "committed", "--mysql", f"mysql://root@localhost/bench?socket={db.socket}",
                "--log-level", "WARNING", "--metrics-port", str(port), *args.worker_args]
         worker = subprocess.Popen(cmd, env=env)

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pygen import sqlgen  # noqa: E402
+from pygen.plugin import sqlgen  # noqa: E402
 from pygen.sandbox import Gearmand, MariaDB  # noqa: E402,F401  (Gearmand: for the scripts)
 
 
@@ -20,7 +20,7 @@ def library() -> Path:
     if os.environ.get("GMAN_UDF_LIBRARY"):
         return Path(os.environ["GMAN_UDF_LIBRARY"])
     try:
-        from pygen.library import library_path
+        from pygen.plugin.library import library_path
         return library_path()
     except FileNotFoundError:
         pass

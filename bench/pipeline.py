@@ -20,8 +20,8 @@ import time
 
 from common import ROOT, Gearmand, mariadb
 
-from pygen import triggers
 from pygen.sandbox import Redis
+from pygen.sync import triggers
 
 TABLE = "bench.data"
 

@@ -23,9 +23,9 @@ import urllib.request
 
 from common import ROOT, Gearmand, mariadb  # noqa: E402
 
-from pygen import apply, reconcile, triggers  # noqa: E402
-from pygen.compare import compare  # noqa: E402
 from pygen.sandbox import Redis, free_port  # noqa: E402
+from pygen.sync import plan, reconcile, triggers  # noqa: E402
+from pygen.sync.compare import compare  # noqa: E402
 
 DB, FN = "bench_rec", "syncToRedis"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -59,7 +59,7 @@ def cpu_seconds(pid):
 def one_pass(db, redis, rate):
     """(pass seconds, rows, mariadbd CPU seconds, this process's CPU seconds) of one pass."""
     import MySQLdb
-    kw = apply.parse_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
+    kw = plan.parse_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
     rec = reconcile.Reconciler([f"{DB}.t"], lambda: MySQLdb.connect(**kw), redis, rate=rate, interval=0)
     mysql_cpu, own_cpu = cpu_seconds(db.pid), time.process_time()
     rec.run(1)
@@ -94,10 +94,10 @@ def main():
 
         port = free_port()
         dsn = f"mysql://root@localhost/{DB}?socket={db.socket}"
-        rec = subprocess.Popen([sys.executable, "-m", "pygen.reconcile_cli", "--table", f"{DB}.t", "--redis", rs.url,
+        rec = subprocess.Popen([sys.executable, "-m", "pygen.cli", "reconcile", "--table", f"{DB}.t", "--redis", rs.url,
                                 "--mysql", dsn, "--rate", str(args.rate), "--interval", "0",
                                 "--metrics-port", str(port), "--log-level", "WARNING"], env=ENV)
-        worker_cmd = [sys.executable, "-m", "pygen.worker", "--gearman", gm.address, "--redis", rs.url,
+        worker_cmd = [sys.executable, "-m", "pygen.cli", "worker", "--gearman", gm.address, "--redis", rs.url,
                       "--tables", f"{DB}.t", "--log-level", "WARNING"]
         try:
             time.sleep(5)  # the reconciler is mid-pass when the jobs are lost

@@ -1,6 +1,6 @@
 """Benchmark: UPDATE of 100,000 rows with the seeds' trigger, confirmed and pipelined, against
 the bare UPDATE, gman_bulk_background and the raw ceiling of one persistent connection doing
-SUBMIT_JOB_BG + wait (pygen.gearman.Client), all measured in this run.
+SUBMIT_JOB_BG + wait (pygen.gearman.client.Client), all measured in this run.
 
     python bench/trigger.py [--rows N] [--window W]
 """
@@ -9,7 +9,7 @@ import time
 
 from common import Gearmand, mariadb
 
-from pygen.gearman import Client
+from pygen.gearman.client import Client
 
 TRIGGER = ("CREATE TRIGGER datatoredis AFTER UPDATE ON data FOR EACH ROW "
            "SET @ret = gman_do_background('syncToRedis', udf_json_object(NEW.id AS id, NEW.volume AS volume))")

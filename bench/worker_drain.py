@@ -1,7 +1,7 @@
 """Benchmark: how fast `gman-udf worker` drains queued syncToRedis jobs into Redis.
 
-Queues N payload-shaped jobs (pygen/payload.py: op/table/key/v/row) in a throwaway gearmand,
-then starts the worker (python -m pygen.worker) and times it until the queue is empty and
+Queues N payload-shaped jobs (pygen/sync/payload.py: op/table/key/v/row) in a throwaway gearmand,
+then starts the worker (python -m pygen.cli worker) and times it until the queue is empty and
 nothing runs; checks that Redis holds every key. Prints jobs/s, counted from the worker's
 start (its start-up included) and from its first completed job. --target cluster drains into
 a local 3-master Redis Cluster (pygen.sandbox.RedisCluster); --target both runs standalone
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pygen.gearman import Client  # noqa: E402
+from pygen.gearman.client import Client  # noqa: E402
 from pygen.sandbox import Gearmand, Redis, RedisCluster  # noqa: E402
 
 FUNCTION = "syncToRedis"
@@ -49,7 +49,7 @@ def queued(gm):
 def sql_setup(rows, gm):
     """A MariaDB with shop.data of `rows` rows; returns (server, a function queueing one job per row)."""
     from common import mariadb
-    from pygen import triggers
+    from pygen.sync import triggers
     db = mariadb()
     cur = db.connect().cursor()
     cur.execute("CREATE DATABASE shop")
@@ -90,7 +90,7 @@ def flush(redis):
 def drain(args, gms, redis, consistency, db):
     """Start a worker, time it until the queue is empty; returns jobs/s from its first job."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in gms),
+    cmd = [sys.executable, "-m", "pygen.cli", "worker", "--gearman", ",".join(g.address for g in gms),
            "--redis", redis.url, "--tables", TABLE, "--batch", str(args.batch), "--processes", str(args.processes),
            "--mode", args.mode, "--log-level", "WARNING", "--consistency", consistency]
     if db is not None:

@@ -4,11 +4,11 @@ import dataclasses
 import getpass
 import sys
 
-from . import connect as connmod
+from pygen import mysql
 
 
 def _conn_opts(args):
-    return connmod.from_args(args)
+    return mysql.from_args(args)
 
 
 def _registration_opts(args):
@@ -19,7 +19,7 @@ def _registration_opts(args):
 
 
 def cmd_sql(args) -> int:
-    from . import sqlgen
+    from pygen.plugin import sqlgen
     server = sqlgen.Server.parse(args.server_version) if args.server_version else sqlgen.PORTABLE
     sys.stdout.write(sqlgen.uninstall_sql(server) if args.uninstall else sqlgen.install_sql(server))
     return 0
@@ -28,13 +28,13 @@ def cmd_sql(args) -> int:
 def cmd_install(args) -> int:
     from pathlib import Path
 
-    from . import install
-    from .library import library_path
+    from pygen.plugin import install
+    from pygen.plugin.library import library_path
     library = Path(args.library) if args.library else library_path()
     if not library.is_file():
         raise FileNotFoundError(f"{library}: no such file")
     opts = _registration_opts(args)
-    conn = connmod.connect(opts)
+    conn = mysql.connect(opts)
     try:
         rep = install.install(conn, library, opts.is_local())
     except install.InstallError as e:
@@ -56,8 +56,8 @@ def cmd_install(args) -> int:
 
 
 def cmd_uninstall(args) -> int:
-    from . import install
-    conn = connmod.connect(_registration_opts(args))
+    from pygen.plugin import install
+    conn = mysql.connect(_registration_opts(args))
     try:
         rep = install.uninstall(conn)
     finally:
@@ -68,7 +68,7 @@ def cmd_uninstall(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from . import demo
+    from pygen import demo
     return demo.run(args)
 
 
@@ -86,13 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
                              ("uninstall", cmd_uninstall, "drop the functions")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("--help", action="help", help="show this help and exit")
-        connmod.add_arguments(p)
+        mysql.add_arguments(p)
         if name == "install":
             p.add_argument("--library", help="the gman_udf.so to install (default: the one in this package)")
         p.set_defaults(func=func)
 
     # Pipeline commands: each module owns its options (add_arguments) and its run(args).
-    from . import doctor, reconcile_cli, triggers, verify, worker
+    from pygen.ops import doctor
+    from pygen.sync import reconcile_cli, triggers, verify, worker
     for name, text, add, run in (
             ("worker", "carry syncToRedis jobs from gearmand into Redis", worker.add_arguments, worker.run),
             ("trigger", "render (or --apply) the AFTER INSERT/UPDATE/DELETE triggers of a table",
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(p)
         p.set_defaults(func=run)
 
-    from . import systemd
+    from pygen.ops import systemd
     p = sub.add_parser("systemd", help="print a hardened systemd unit for the worker, or a drop-in for gearmand",
                        description="Options before --worker; everything after it is the worker's.")
     systemd.add_arguments(p)

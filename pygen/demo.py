@@ -18,9 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from . import install, triggers
-from .library import library_path
-from .sandbox import Gearmand, MariaDB, Redis
+from pygen.plugin import install
+from pygen.plugin.library import library_path
+from pygen.sandbox import Gearmand, MariaDB, Redis
+from pygen.sync import triggers
 
 TABLE = "demo.data"
 

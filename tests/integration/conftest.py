@@ -16,8 +16,8 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from pygen import sqlgen
-from pygen.gearman import Worker
+from pygen.gearman.worker import Worker
+from pygen.plugin import sqlgen
 from pygen.sandbox import Gearmand, MariaDB
 
 # pytest drops the module name "conftest" before importing each conftest that is not in a

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from pygen import catalog
+from pygen.plugin import catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_wheel_name(wheel):
 
 def test_wheel_content(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    sources = {f"pygen/{p.name}" for p in (ROOT / "pygen").glob("*.py")}
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pygen").rglob("*.py")}
     assert sources and sources <= set(names), sorted(sources - set(names))
     libraries = [n for n in names if re.search(r"\.so(\.|$)", n)]
     assert libraries == ["pygen/gman_udf.so"]
@@ -91,7 +91,7 @@ def test_library_loads_on_glibc_2_17(built_library):
 
 
 def test_generated_files_are_not_stale():
-    proc = subprocess.run([sys.executable, "-m", "pygen.generate", "--check"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pygen.plugin.generate", "--check"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
 

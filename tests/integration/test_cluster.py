@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from pygen import apply, verify
-from pygen.payload import Change
-from pygen.redis_writer import RedisWriter
 from pygen.sandbox import RedisCluster
+from pygen.sync import plan, verify
+from pygen.sync.payload import Change
+from pygen.sync.redis_writer import RedisWriter
 
 from test_worker import (DB, bulk_insert, committed_worker, drained, fn_status, gm, hammer, mysql,  # noqa: F401
                          mysql_rows, schema, wait_for, worker)
@@ -62,7 +62,7 @@ def move_slot(cluster, slot, source, target, finish=True):
 
 
 def upsert(key, version, value):
-    return apply.plan(Change("upsert", "s.t", {"id": key}, version, {"id": key, "v": value}))
+    return plan.plan(Change("upsert", "s.t", {"id": key}, version, {"id": key, "v": value}))
 
 
 # ---- the writer on its own -------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_writer_follows_moved_and_ask_and_keeps_the_guard(cluster, crd):
         assert writer.write(writes) == 0
         assert len(masters_holding(crd, [w.key for w in writes])) == 3
         for w in writes:  # the version key lives in its key's slot, so with it on one master
-            assert apply.version_key(w.key) == w.version_key and crd.keyslot(w.key) == crd.keyslot(w.version_key)
+            assert plan.version_key(w.key) == w.version_key and crd.keyslot(w.key) == crd.keyslot(w.version_key)
         key = "s.t:7"
         slot = crd.keyslot(key)
         source = cluster.node_of(key)
@@ -121,10 +121,10 @@ def test_insert_update_delete_reach_the_cluster(mysql, gm, crd, cluster):
         assert rows == mysql_rows(mysql) and len(rows) == 252
         assert rows["1"] == {"id": 1, "val": "uno", "n": 11, "b": {"$base64": "AP8="}}
         assert len(masters_holding(crd, [f"{DB}.t:{k}" for k in rows])) == 3
-        assert crd.get(f"{DB}.t:2") is None and 0 < crd.ttl(apply.version_key(f"{DB}.t:2")) <= 86400  # tombstone
+        assert crd.get(f"{DB}.t:2") is None and 0 < crd.ttl(plan.version_key(f"{DB}.t:2")) <= 86400  # tombstone
         assert json.loads(crd.get(f"{DB}.c:1:x")) == {"a": 1, "b": "x", "x": 1.5} and crd.get(f"{DB}.c:1:y") is None
         assert json.loads(crd.get(f"{DB}.c:5:a}}b")) == {"a": 5, "b": "a}b", "x": 2.5}
-        assert crd.get(apply.version_key(f"{DB}.c:5:a}}b"))
+        assert crd.get(plan.version_key(f"{DB}.c:5:a}}b"))
 
 
 def test_two_workers_racing_on_the_cluster(mysql, gm, crd, cluster, schema):
@@ -199,8 +199,8 @@ def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, s
     assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
     future = str(10**17)  # a forged version ahead of gman_stamp(): the RESET script, then the guarded write
     crd.set(prefix + "8", '{"id": 8}')
-    crd.set(apply.version_key(prefix + "8"), future)
-    crd.set(apply.version_key(prefix + "9"), future)
+    crd.set(plan.version_key(prefix + "8"), future)
+    crd.set(plan.version_key(prefix + "9"), future)
     assert verify.main([*args, "--repair"]) == 0
     out = capsys.readouterr().out
     assert "1 stale" in out and "2 versions ahead of gman_stamp() reset" in out, out

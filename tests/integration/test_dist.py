@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pygen import catalog
+from pygen.plugin import catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
@@ -81,7 +81,7 @@ def run(*argv):
 def test_wheel_content(library):
     _, wheel, _ = library
     names = zipfile.ZipFile(wheel).namelist()
-    assert {f"pygen/{p.name}" for p in (ROOT / "pygen").glob("*.py")} <= set(names)
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "pygen").rglob("*.py")} <= set(names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
     arch = library[0]
     assert f"Tag: py3-none-manylinux_2_17_{arch}" in meta and "Root-Is-Purelib: false" in meta, meta

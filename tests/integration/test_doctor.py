@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from pygen import doctor
+from pygen.ops import doctor
 from pygen.sandbox import Gearmand, MariaDB, Redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ class Setup:
     def start_worker(self):
         dsn = f"mysql://root@localhost/doc?socket={self.db.socket}"
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.worker = subprocess.Popen([sys.executable, "-m", "pygen.worker", "--gearman", self.gm.address,
+        self.worker = subprocess.Popen([sys.executable, "-m", "pygen.cli", "worker", "--gearman", self.gm.address,
                                         "--redis", self.rd.url, "--mysql", dsn, "--consistency", "committed",
                                         "--log-level", "WARNING"], env=env)
         for _ in range(200):

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import DB, Sql, connect, fname, grab_all, queued, wait_until
-from pygen import catalog
-from pygen.gearman import Client
+from pygen.gearman.client import Client
+from pygen.plugin import catalog
 from pygen.sandbox import _die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ def rds(redis_server):
 
 @contextmanager
 def gman_worker(server, redis_server, function, log, tables):
-    cmd = [sys.executable, "-m", "pygen.worker", "--gearman", server.address,
+    cmd = [sys.executable, "-m", "pygen.cli", "worker", "--gearman", server.address,
            "--redis", f"redis://{redis_server.host}:{redis_server.port}/{REDIS_DB}",
            "--function", function, "--tables", ",".join(tables), "--log-level", "INFO"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

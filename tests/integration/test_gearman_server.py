@@ -1,4 +1,4 @@
-"""pygen/gearman.py against a real gearmand (sandbox, in-memory queue).
+"""pygen/gearman/client.py against a real gearmand (sandbox, in-memory queue).
 
 Tests sharing the session gearmand each use their own function name, so queues never mix.
 """
@@ -12,8 +12,10 @@ import uuid
 
 import pytest
 
-from pygen.gearman import Client, Connection, JobServerError, Worker
-from pygen.gearman_proto import REQ, Type, encode
+from pygen.gearman.client import Client
+from pygen.gearman.connection import Connection, JobServerError
+from pygen.gearman.protocol import REQ, Type, encode
+from pygen.gearman.worker import Worker
 
 
 def fname(tag="f"):

@@ -15,7 +15,7 @@ import MySQLdb
 import pytest
 
 from conftest import DB, ROOT, connect, fname, queued, running_worker, start_private_mariadb
-from pygen import catalog, sqlgen
+from pygen.plugin import catalog, sqlgen
 from pygen.sandbox import Gearmand
 
 DO_TIMEOUT_MS = 2000  # bounds any gman_do left waiting in the fault paths (default 30 s)

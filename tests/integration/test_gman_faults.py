@@ -45,7 +45,7 @@ def make_table(sql, table, rows, trigger=None):
 def drain(servers, fn, want, timeout=30.0):
     """Complete jobs of fn from all servers until every payload in `want` was seen and the
     queues are empty. Returns {payload: [server, ...]} of everything received."""
-    from pygen.gearman import Worker
+    from pygen.gearman.worker import Worker
     worker = Worker([g.address for g in servers], [fn], poll_interval=0.05)
     seen = {}
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import MySQLdb
 import pytest
 
 from conftest import run_cli, start_private_mariadb
-from pygen import catalog, sqlgen
+from pygen.plugin import catalog, sqlgen
 
 RET = {"STRING": 0, "REAL": 1, "INTEGER": 2}  # mysql.func.ret
 USER, PASSWORD = "gman_installer", "s3cret pw'\""

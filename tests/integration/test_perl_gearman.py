@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 
-from pygen.gearman import Client, JobServerError, Worker
+from pygen.gearman.client import Client
+from pygen.gearman.connection import JobServerError
+from pygen.gearman.worker import Worker
 
 
 def fname(tag="f"):

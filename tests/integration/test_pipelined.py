@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from pygen import sqlgen
+from pygen.plugin import sqlgen
 from pygen.sandbox import Gearmand, MariaDB
 
 WINDOW = 64

@@ -1,4 +1,4 @@
-"""`gman-udf reconcile` (python -m pygen.reconcile) against real servers: after an in-memory
+"""`gman-udf reconcile` (python -m pygen.cli reconcile) against real servers: after an in-memory
 gearmand holding 10,000 queued jobs is SIGKILLed and restarted, Redis equals MySQL again
 after one full pass that started after the loss, with no operator action, while the worker
 stream goes on; its MySQL load follows --rate; MySQL and Redis outages are retried, never
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pygen import apply, triggers
-from pygen.compare import compare
 from pygen.sandbox import Redis, free_port
+from pygen.sync import plan, triggers
+from pygen.sync.compare import compare
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = "gman_rec"
@@ -71,10 +71,10 @@ def wait_for(predicate, timeout, what):
 
 
 @contextmanager
-def process(module, *args, log=None):
-    """A pygen.<module> subprocess, stopped by SIGTERM at the end (which must exit 0)."""
+def process(command, *args, log=None):
+    """A `gman-udf <command>` subprocess, stopped by SIGTERM at the end (which must exit 0)."""
     out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", f"pygen.{module}", *map(str, args)], env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "pygen.cli", command, *map(str, args)], env=ENV,
                             stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
@@ -86,8 +86,8 @@ def process(module, *args, log=None):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                raise AssertionError(f"{module} did not stop within 20 s of SIGTERM")
-            assert rc == 0, f"{module} exited with {rc} after SIGTERM"
+                raise AssertionError(f"{command} did not stop within 20 s of SIGTERM")
+            assert rc == 0, f"{command} exited with {rc} after SIGTERM"
         if log:
             out.close()
 
@@ -95,7 +95,7 @@ def process(module, *args, log=None):
 @contextmanager
 def reconciler(db, redis_url, table, *args, log=None):
     port = free_port()
-    with process("reconcile_cli", "--table", f"{DB}.{table}", "--redis", redis_url, "--mysql", dsn(db),
+    with process("reconcile", "--table", f"{DB}.{table}", "--redis", redis_url, "--mysql", dsn(db),
                  "--function", FN, "--metrics-port", port, *args, log=log) as proc:
         yield proc, port
 
@@ -117,11 +117,11 @@ def passes(port):
 
 
 def differences(db, redis, table):
-    """verify's comparison (pygen/compare.py), nothing repaired: the number of differences."""
+    """verify's comparison (pygen/sync/compare.py), nothing repaired: the number of differences."""
     conn = db.connect()
     try:
         t = triggers.read_schema(conn, f"{DB}.{table}")
-        return compare(conn, t, redis, apply.Options()).differences
+        return compare(conn, t, redis, plan.Options()).differences
     finally:
         conn.close()
 
@@ -274,7 +274,7 @@ def test_text_binary_and_datetime_keys_are_walked_in_order(server, redis_server)
     url = f"redis://{redis_server.host}:{redis_server.port}/6"
     redis = redis_server.client(db=6)
     redis.flushdb()
-    proc = subprocess.run([sys.executable, "-m", "pygen.reconcile_cli", "--table", f"{DB}.{name}", "--redis", url,
+    proc = subprocess.run([sys.executable, "-m", "pygen.cli", "reconcile", "--table", f"{DB}.{name}", "--redis", url,
                            "--mysql", dsn(server), "--rate", "40", "--once"], env=ENV, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -288,7 +288,7 @@ def test_a_chunk_reads_only_its_rows(server):
     """The keyset condition is a range of the primary key: a chunk in the middle of a table with a
     composite key reads about `limit` rows (the row constructor (g, id) > (3, 10000) would read
     every row before it: an index scan from the start on MariaDB 10.11)."""
-    from pygen import reconcile
+    from pygen.sync import reconcile
     table = make_table(server, 20000)
     conn = server.connect(database=DB)
     cur = conn.cursor()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pygen import sandbox
-from pygen.gearman_proto import REQ, Type, encode
+from pygen.gearman.protocol import REQ, Type, encode
 from pygen.sandbox import Gearmand, MariaDB, PerlGearmand, Redis, ServerError
 
 ROOT = Path(__file__).resolve().parents[2]

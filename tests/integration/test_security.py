@@ -6,7 +6,7 @@ import uuid
 import MySQLdb
 import pytest
 
-from pygen.gearman import Worker
+from pygen.gearman.worker import Worker
 
 from conftest import fname, queued  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_a_user_without_privileges_cannot_register_or_drop_functions(nobody):
 
 def test_the_worker_sees_the_triggers_of_tables_it_has_the_trigger_privilege_on(nobody, installed):
     """The default --tables: what information_schema.TRIGGERS shows the worker's user."""
-    from pygen import triggers
+    from pygen.sync import triggers
     with installed.connect() as root:
         cur = root.cursor()
         cur.execute("CREATE DATABASE IF NOT EXISTS gman_security")

@@ -17,7 +17,7 @@ import MySQLdb
 import pytest
 
 from conftest import DB, running_worker, start_private_mariadb
-from pygen import catalog
+from pygen.plugin import catalog
 from pygen.sandbox import Gearmand
 from test_gman_asan import build_sanitized, ours, sanitizer_reports
 

@@ -1,9 +1,9 @@
 """`gman-udf trigger` against the session MariaDB: the generated triggers queue the payloads of
-pygen/payload.py into a real gearmand.
+pygen/sync/payload.py into a real gearmand.
 
 Each test has its own Gearman function name, routed to its gearmand with
 gman_servers_set(servers, function), so tests never see each other's jobs nor change the
-server's default route. The jobs are taken back with pygen.gearman.Worker.grab.
+server's default route. The jobs are taken back with pygen.gearman.worker.Worker.grab.
 """
 import subprocess
 import uuid
@@ -11,10 +11,10 @@ import uuid
 import MySQLdb
 import pytest
 
-from pygen import triggers
-from pygen.gearman import Worker
-from pygen.payload import Number, parse
+from pygen.gearman.worker import Worker
 from pygen.sandbox import free_port
+from pygen.sync import triggers
+from pygen.sync.payload import Number, parse
 
 from conftest import database_fixtures  # noqa: E402
 
@@ -50,7 +50,7 @@ def drain(address, fn, expect=None, timeout=5.0):
 
 
 def summary(changes):
-    """(op, key, row) with exact numbers (DECIMAL text, pygen.payload.Number) compared by value."""
+    """(op, key, row) with exact numbers (DECIMAL text, pygen.sync.payload.Number) compared by value."""
     def value(v):
         return float(v) if isinstance(v, Number) else v
     return [(c.op, c.key, c.row and {k: value(v) for k, v in c.row.items()}) for c in changes]

@@ -1,7 +1,7 @@
 """`gman-udf verify` / `load` against the session MariaDB, Redis and gearmand.
 
 Each test has its own table (so its own Redis key prefix) and Gearman function. Where a
-worker is needed, `work` plays it with the worker's pure part (pygen/apply.py plan + the
+worker is needed, `work` plays it with the worker's pure part (pygen/sync/plan.py plan + the
 redis_scripts APPLY script), so verify is checked against what the worker writes.
 """
 import json
@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from pygen import apply, triggers, verify
-from pygen.gearman import Worker
-from pygen.payload import parse
-from pygen.redis_scripts import APPLY
+from pygen.gearman.worker import Worker
+from pygen.sync import compare, plan, triggers, verify
+from pygen.sync.payload import parse
+from pygen.sync.redis_scripts import APPLY
 
 from conftest import database_fixtures  # noqa: E402
 
@@ -70,7 +70,7 @@ def work(redis, address, fn, expect, timeout=5.0, template=None):
             if not jobs:
                 break
             for job in jobs:
-                keys, args = apply.script_args(apply.plan(parse(job.workload), apply.Options(key_template=template)))
+                keys, args = plan.script_args(plan.plan(parse(job.workload), plan.Options(key_template=template)))
                 script(keys=keys, args=args)
             w.complete_many(jobs)
             done += jobs
@@ -188,10 +188,10 @@ def test_batches_stream_through_the_table(server, redis_server, redis, items, cu
     conn, spare = server.connect(database=DB), server.connect(database=DB)
     try:
         t = triggers.read_schema(conn, items)
-        options = apply.Options()
-        report = verify.compare(conn, t, redis, options, verify.Repairer(t, redis, spare, options), batch=7)
+        options = plan.Options()
+        report = compare.compare(conn, t, redis, options, compare.Repairer(t, redis, spare, options), batch=7)
         assert (report.rows, report.counts["missing"], report.repaired["written"]) == (50, 50, 50)
-        report = verify.compare(conn, t, redis, options, batch=7)
+        report = compare.compare(conn, t, redis, options, batch=7)
         assert report.differences == 0
     finally:
         conn.close()
@@ -221,7 +221,7 @@ def test_a_forged_future_version_is_found_and_repaired(server, redis_server, red
     good = redis.get(prefix + "4")
 
     def forge(key, op, *values):
-        assert script(keys=[key, apply.version_key(key)], args=[op, FORGED, 0, len(values), *values]) == 0
+        assert script(keys=[key, plan.version_key(key)], args=[op, FORGED, 0, len(values), *values]) == 0
     forge(prefix + "3", "s", '{"id": 3, "name": "forged"}')  # stale and frozen
     forge(prefix + "4", "s", good)                              # right value, frozen
     forge(prefix + "5", "d")                                    # a forged delete: missing, frozen tombstone
@@ -237,11 +237,11 @@ def test_a_forged_future_version_is_found_and_repaired(server, redis_server, red
     assert "repaired: 3 written, 0 queued as jobs, 1 deleted, 4 versions ahead of gman_stamp() reset, 0 left alone" in out
     assert verify_cli(server, redis_server, "--table", items) == 0, capsys.readouterr().out
     assert json.loads(redis.get(prefix + "3"))["name"] == "name 3"
-    version = int(redis.get(apply.version_key(prefix + "3")))
+    version = int(redis.get(plan.version_key(prefix + "3")))
     assert 10**15 < version < FORGED
     change = parse(json.dumps({"op": "upsert", "table": f"{DB}.{items}", "key": {"id": 3}, "v": version + 1,
                                "row": {"id": 3, "name": "later"}}))
-    keys, args = apply.script_args(apply.plan(change))
+    keys, args = plan.script_args(plan.plan(change))
     assert script(keys=keys, args=args) == 0 and json.loads(redis.get(prefix + "3"))["name"] == "later"
 
 
@@ -251,7 +251,7 @@ def test_a_forged_future_version_is_repaired_via_gearman(server, redis_server, r
     prefix = f"{DB}.{items}:"
     script = redis.register_script(APPLY)
     key = prefix + "6"
-    assert script(keys=[key, apply.version_key(key)], args=["s", FORGED, 0, 1, '{"id": 6}']) == 0
+    assert script(keys=[key, plan.version_key(key)], args=["s", FORGED, 0, 1, '{"id": 6}']) == 0
     capsys.readouterr()
     assert verify_cli(server, redis_server, "--table", items, "--repair", "--via-gearman", "--function", fn) == 0
     assert "1 queued as jobs, 0 deleted, 1 versions ahead of gman_stamp() reset" in capsys.readouterr().out

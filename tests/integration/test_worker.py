@@ -1,4 +1,4 @@
-"""`gman-udf worker` (python -m pygen.worker) between a real MariaDB with triggers, gearmand
+"""`gman-udf worker` (python -m pygen.cli worker) between a real MariaDB with triggers, gearmand
 and Redis: changes arrive with the right key and value, racing workers never leave an older
 row, a SIGKILLed worker or a restarted Redis loses nothing, and committed mode never shows
 what MySQL has not committed."""
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pygen.apply import version_key
-from pygen.gearman import Client
-from pygen.redis_scripts import APPLY
+from pygen.gearman.client import Client
 from pygen.sandbox import Redis, free_port
+from pygen.sync.plan import version_key
+from pygen.sync.redis_scripts import APPLY
 
 ROOT = Path(__file__).resolve().parents[2]
 FN = "gmanWkSync"
@@ -30,7 +30,7 @@ REDIS_DB = 9
 # ---- servers and helpers ---------------------------------------------------------------------
 
 def trigger_sql(table, key, cols):
-    """AFTER INSERT/UPDATE/DELETE triggers sending pygen/payload.py's shape, as generated ones do."""
+    """AFTER INSERT/UPDATE/DELETE triggers sending pygen/sync/payload.py's shape, as generated ones do."""
     def obj(prefix, names, alias):
         return "udf_json_object(" + ", ".join(f"{prefix}.`{c}` AS `{c}`" for c in names) + f") AS {alias}"
 
@@ -42,7 +42,7 @@ def trigger_sql(table, key, cols):
         return f"SET @gman_r = gman_do_background('{FN}', udf_json_members({', '.join(members)}))"
 
     same_key = " AND ".join(f"NEW.`{c}` <=> OLD.`{c}`" for c in key)
-    # named as pygen/triggers.py names them: a committed-mode worker syncs the tables it finds so
+    # named as pygen/sync/triggers.py names them: a committed-mode worker syncs the tables it finds so
     return [
         f"CREATE TRIGGER gman_{table}_ai AFTER INSERT ON {table} FOR EACH ROW {call('upsert', 'NEW')}",
         f"CREATE TRIGGER gman_{table}_au AFTER UPDATE ON {table} FOR EACH ROW BEGIN "
@@ -124,7 +124,7 @@ def worker(servers, redis, *args, expect_exit=0, log=None, env_extra=None):
         args = ("--tables", f"{DB}.t,{DB}.c", *args)  # payload mode: this module's two tables
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
     redis_arg = [] if "GMAN_UDF_REDIS" in (env_extra or {}) else ["--redis", url]
-    cmd = [sys.executable, "-m", "pygen.worker", "--gearman", ",".join(g.address for g in servers),
+    cmd = [sys.executable, "-m", "pygen.cli", "worker", "--gearman", ",".join(g.address for g in servers),
            *redis_arg, "--function", FN, "--log-level", "INFO", *map(str, args)]
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -772,7 +772,7 @@ def test_a_key_that_is_another_keys_version_key_does_not_wedge_the_worker(gm, rd
 def test_a_job_over_the_size_limit_is_failed_not_taken_forever(gm, rds, redis_server, tmp_path):
     """A job over the worker's 64 MiB limit dropped the connection; gearmand handed it out
     again on the next one, forever, and the jobs behind it waited."""
-    from pygen.gearman_proto import DEFAULT_MAX_DATA
+    from pygen.gearman.protocol import DEFAULT_MAX_DATA
     good = json.dumps({"op": "upsert", "table": f"{DB}.t", "key": {"id": 1}, "v": time.time_ns() // 1000,
                        "row": {"id": 1, "val": "after"}}).encode()
     with Client(gm.address) as c:

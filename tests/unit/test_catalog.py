@@ -3,8 +3,9 @@ import re
 
 import pytest
 
-from pygen import catalog, cli, sqlgen
-from pygen.sqlgen import Server
+from pygen import cli
+from pygen.plugin import catalog, sqlgen
+from pygen.plugin.sqlgen import Server
 
 NATIVE_JSON = {"json_object", "json_array"}
 AVAILABLE = {f.name for f in catalog.available()}

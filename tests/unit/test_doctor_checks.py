@@ -1,8 +1,8 @@
-"""pygen/doctor_checks.py without servers: parsing, and the verdicts of the gearmand checks on
+"""pygen/ops/doctor_checks.py without servers: parsing, and the verdicts of the gearmand checks on
 given admin replies (a deep queue with the default hash table warns)."""
 import pytest
 
-from pygen import doctor, doctor_checks as dc
+from pygen.ops import doctor, doctor_checks as dc
 
 
 def test_parse_status_and_config():

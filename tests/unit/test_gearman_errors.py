@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from pygen.gearman import Client, JobServerError, Worker
-from pygen.gearman_proto import REQ, RES, Decoder, Type, encode
+from pygen.gearman.client import Client
+from pygen.gearman.connection import JobServerError
+from pygen.gearman.protocol import REQ, RES, Decoder, Type, encode
+from pygen.gearman.worker import Worker
 
 ERR_UNKNOWN = encode(RES, Type.ERROR, "server_error", "Can't locate object method \"CMD_\"\n")
 

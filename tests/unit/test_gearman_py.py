@@ -1,4 +1,4 @@
-"""The Python Gearman codec (pygen/gearman_proto.py), with no server.
+"""The Python Gearman codec (pygen/gearman/protocol.py), with no server.
 
 Expected bytes are built with struct.pack, independently of the encoder; type numbers and
 argument counts are copied from gearman/gearmand PROTOCOL.
@@ -9,8 +9,9 @@ import uuid
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pygen.gearman import _handle, parse_server, uuid4_hex
-from pygen.gearman_proto import (ARG_COUNT, HEADER_SIZE, REQ, RES, Decoder, ProtocolError, Type,
+from pygen.gearman.client import _handle, uuid4_hex
+from pygen.gearman.connection import parse_server
+from pygen.gearman.protocol import (ARG_COUNT, HEADER_SIZE, REQ, RES, Decoder, ProtocolError, Type,
                                  encode, split_args)
 
 PROTOCOL_TYPES = {

@@ -1,4 +1,4 @@
-"""The statements `gman-udf install` runs (pygen/install.py, sqlgen.install_plan), checked
+"""The statements `gman-udf install` runs (pygen/plugin/install.py, sqlgen.install_plan), checked
 against a fake server for MySQL and MariaDB version strings: no MySQL server can run here.
 
 What the plan must respect on a real server:
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pygen import catalog, install, sqlgen
+from pygen.plugin import catalog, install, sqlgen
 
 VERSIONS = ["5.7.44-log", "8.0.18", "8.0.28", "8.0.29", "8.4.3", "9.1.0", "10.11.6-MariaDB-0+deb12u1"]
 SEEDS_LIBRARY = "libgearman_mysql_udf.so"  # gearman-mysql-udf 0.6 registers gman_do & co. from it

@@ -1,4 +1,4 @@
-"""pygen/metrics.py: the worker's Prometheus text from the per-process slots (counters, gauges,
+"""pygen/sync/metrics.py: the worker's Prometheus text from the per-process slots (counters, gauges,
 the commit -> Redis lag histogram), checked by hand and by prometheus_client's own parser,
 together with gman-udf reconcile's text (appended to the worker's with --reconcile)."""
 import math
@@ -6,8 +6,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pygen import reconcile
-from pygen.metrics import COUNTERS, GAUGES, LAG_BUCKETS, SLOT, Stats, prometheus_text, totals
+from pygen.sync import reconcile
+from pygen.sync.metrics import COUNTERS, GAUGES, LAG_BUCKETS, SLOT, Stats, prometheus_text, totals
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(\{[^}]*\})? (\S+)$')

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted((ROOT / "pygen").glob("*.py"))
+SOURCES = sorted((ROOT / "pygen").rglob("*.py"))
 # typing names that do not exist before Python 3.10
 TYPING_AFTER_39 = {"TypeAlias", "ParamSpec", "Concatenate", "TypeGuard", "Self", "LiteralString", "Never",
                    "Required", "NotRequired", "Unpack", "TypeVarTuple", "assert_never", "assert_type",
@@ -76,7 +76,7 @@ def test_floor_is_declared():
     assert floor() >= (3, 9)
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_module_runs_on_the_declared_floor(path):
     source = path.read_text()
     tree = ast.parse(source, filename=str(path), feature_version=floor())  # the floor's grammar

@@ -1,10 +1,10 @@
-"""pygen/reconcile.py's pure parts: the token bucket (fake clock), the keyset SQL, the
+"""pygen/sync/reconcile.py's pure parts: the token bucket (fake clock), the keyset SQL, the
 merging of chunk reports, the Prometheus text and the pass log line."""
 import math
 
-from pygen import reconcile, reconcile_cli
-from pygen.compare import Report
-from pygen.triggers import Column, TableSchema
+from pygen.sync import reconcile, reconcile_cli
+from pygen.sync.compare import Report
+from pygen.sync.triggers import Column, TableSchema
 
 
 class Clock:

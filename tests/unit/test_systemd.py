@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pygen import cli, systemd
+from pygen import cli
+from pygen.ops import systemd
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_GEARMAND_UNIT = Path("/lib/systemd/system/gearman-job-server.service")

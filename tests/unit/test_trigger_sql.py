@@ -1,12 +1,12 @@
-"""Trigger SQL rendering (pygen/triggers.py) and verify's pure parts (pygen/verify.py): no server."""
+"""Trigger SQL rendering (pygen/sync/triggers.py) and verify's pure parts (pygen/sync/verify.py): no server."""
 import io
 import re
 from pathlib import Path
 
 import pytest
 
-from pygen import triggers, verify
-from pygen.triggers import Column, SchemaError, TableSchema
+from pygen.sync import compare, triggers, verify
+from pygen.sync.triggers import Column, SchemaError, TableSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -260,9 +260,9 @@ def test_split_table_errors():
 
 def test_expected_write_is_the_workers():
     t = table()
-    w = verify.expected_write(t, {"id": 7}, {"id": 7, "name": "é"}, verify.plan_mod.Options())
+    w = compare.expected_write(t, {"id": 7}, {"id": 7, "name": "é"}, verify.plan_mod.Options())
     assert (w.op, w.key, w.values) == ("set", "shop.data:7", ('{"id":7,"name":"é"}'.encode(),))
-    w = verify.expected_write(t, {"id": 7}, {"id": 7, "name": None}, verify.plan_mod.Options(mode="hash", key_template="d:{id}"))
+    w = compare.expected_write(t, {"id": 7}, {"id": 7, "name": None}, verify.plan_mod.Options(mode="hash", key_template="d:{id}"))
     assert (w.op, w.key, w.values) == ("hash", "d:7", (b"id", b"7"))
 
 
@@ -276,52 +276,52 @@ def test_expected_write_is_the_workers():
     ("{key}", "s.t", "*"),
 ])
 def test_scan_pattern(template, table, pattern):
-    assert verify.scan_pattern(template, table) == pattern
+    assert compare.scan_pattern(template, table) == pattern
 
 
 def test_stored_matches_compares_parsed_json_and_hashes():
     w = verify.plan_mod.Write("set", "k", "{k}#v", None, 0, (b'{"id":1,"v":2.5}',))
-    assert verify.stored_matches(w, b'{"v": 2.5000, "id": 1}')
-    assert not verify.stored_matches(w, b'{"id":2,"v":2.5}')
-    assert not verify.stored_matches(w, None) and verify.is_missing(w, None)
-    assert not verify.stored_matches(w, b"not json") and not verify.stored_matches(w, b"\xff")
-    assert not verify.stored_matches(w, Exception("WRONGTYPE"))
+    assert compare.stored_matches(w, b'{"v": 2.5000, "id": 1}')
+    assert not compare.stored_matches(w, b'{"id":2,"v":2.5}')
+    assert not compare.stored_matches(w, None) and compare.is_missing(w, None)
+    assert not compare.stored_matches(w, b"not json") and not compare.stored_matches(w, b"\xff")
+    assert not compare.stored_matches(w, Exception("WRONGTYPE"))
     h = verify.plan_mod.Write("hash", "k", "{k}#v", None, 0, (b"id", b"1", b"n", b"x"))
-    assert verify.stored_matches(h, {b"id": b"1", b"n": b"x"})
-    assert not verify.stored_matches(h, {b"id": b"1"})
-    assert verify.is_missing(h, {}) and not verify.is_missing(h, {b"id": b"1"})
+    assert compare.stored_matches(h, {b"id": b"1", b"n": b"x"})
+    assert not compare.stored_matches(h, {b"id": b"1"})
+    assert compare.is_missing(h, {}) and not compare.is_missing(h, {b"id": b"1"})
     empty = verify.plan_mod.Write("hash", "k", "{k}#v", None, 0, ())
-    assert verify.stored_matches(empty, {}) and not verify.is_missing(empty, {})
+    assert compare.stored_matches(empty, {}) and not compare.is_missing(empty, {})
 
 
 def test_version_keys_are_not_data():
-    assert verify.is_version_key(b"{shop.data:7}#v")
-    assert not verify.is_version_key(b"shop.data:7")
+    assert compare.is_version_key(b"{shop.data:7}#v")
+    assert not compare.is_version_key(b"shop.data:7")
 
 
 def test_reread_sql_locks_and_stamps():
-    sql = verify.reread_sql(table(), 2)
+    sql = compare.reread_sql(table(), 2)
     assert sql == ("SELECT udf_json_object(`id` AS `id`), udf_json_object(`id` AS `id`, `volume` AS `volume`, "
                    "`name` AS `name`), gman_stamp() FROM `shop`.`data` WHERE (`id`) IN ((%s), (%s)) LOCK IN SHARE MODE")
 
 
 def test_bulk_sql():
     t = table()
-    whole = verify.bulk_sql(t, "syncToRedis")
+    whole = compare.bulk_sql(t, "syncToRedis")
     assert whole.startswith("SELECT gman_bulk_background('syncToRedis', udf_json_members(")
     assert whole.endswith("FROM `shop`.`data` LOCK IN SHARE MODE")
     assert "'row', udf_json_object(`id` AS `id`, `volume` AS `volume`, `name` AS `name`) AS json_row" in whole
-    some = verify.bulk_sql(t, "f", 2)
+    some = compare.bulk_sql(t, "f", 2)
     assert some.endswith("WHERE (`id`) IN ((%s), (%s)) LOCK IN SHARE MODE")
     # with parameters every literal % is doubled, so mysqlclient's formatting leaves it alone
     pct = table(name="100%", key=(Column("p%"),), columns=(Column("p%"),))
-    assert "'shop.100%%'" in verify.bulk_sql(pct, "f", 1) and "(`p%%`) IN ((%s))" in verify.bulk_sql(pct, "f", 1)
-    assert "'shop.100%'" in verify.bulk_sql(pct, "f")
+    assert "'shop.100%%'" in compare.bulk_sql(pct, "f", 1) and "(`p%%`) IN ((%s))" in compare.bulk_sql(pct, "f", 1)
+    assert "'shop.100%'" in compare.bulk_sql(pct, "f")
 
 
 def test_select_rows_sql_matches_the_trigger_payload():
     t = table(key=(ID, Column("l", "varchar", "latin1")), columns=(ID, Column("l", "varchar", "latin1"), VOLUME))
-    sql = verify.select_rows_sql(t)
+    sql = compare.select_rows_sql(t)
     assert sql == ("SELECT udf_json_object(`id` AS `id`, CONVERT(`l` USING utf8mb4) AS `l`), "
                    "udf_json_object(`id` AS `id`, CONVERT(`l` USING utf8mb4) AS `l`, `volume` AS `volume`), "
                    "`id`, `l` FROM `shop`.`data`")
@@ -355,12 +355,12 @@ def test_progress_only_on_a_terminal():
 
 
 def test_report_format():
-    r = verify.Report(keep=2)
+    r = compare.Report(keep=2)
     r.rows = 5
     for k in ("a", "b", "c"):
         r.add("missing", k)
     r.add("extra", "z")
-    text = verify.format_report(table(), r, repaired=False)
+    text = compare.format_report(table(), r, repaired=False)
     assert text.splitlines()[0] == "shop.data: 5 rows; 3 missing, 0 stale, 1 extra"
     assert "  missing: a, b (and 1 more)" in text and "  extra: z" in text
     assert r.differences == 4

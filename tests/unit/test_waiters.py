@@ -1,4 +1,4 @@
-"""pygen/waiters.py with fake MySQL connections: the pool is bounded, a read's outcome (rows,
+"""pygen/sync/waiters.py with fake MySQL connections: the pool is bounded, a read's outcome (rows,
 lock wait timeout, error) reaches done() and notify(), a broken connection is replaced, and
 close() ends the reads still waiting (KILL QUERY)."""
 import threading
@@ -6,7 +6,7 @@ import threading
 import MySQLdb
 import pytest
 
-from pygen.waiters import TIMEOUT, Waiters
+from pygen.sync.waiters import TIMEOUT, Waiters
 
 
 class FakeConn:

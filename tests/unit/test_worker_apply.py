@@ -1,13 +1,13 @@
-"""What the worker writes for a payload (pygen/apply.py) and its pure helpers, with no server."""
+"""What the worker writes for a payload (pygen/plan_mod.py) and its pure helpers, with no server."""
 import json
 
 import pytest
 from redis.crc import key_slot
 
-from pygen import apply
-from pygen.apply import DROP, RETRY, Options, PlanError, Write, plan
-from pygen.payload import Change, parse
-from pygen.apply import parse_dsn, redis_target
+from pygen.sync import plan as plan_mod
+from pygen.sync.payload import Change, parse
+from pygen.sync.plan import DROP, RETRY, Options, PlanError, Write, plan
+from pygen.sync.plan import parse_dsn, redis_target
 
 V = 1732345678123456
 
@@ -134,7 +134,7 @@ def test_options_validated():
 
 @pytest.mark.parametrize("key", ["shop.data:7", "{u7}:x", "a{b", "x{y}{z}", "plain", "a:{b}:c", "é"])
 def test_version_key_shares_the_slot(key):
-    vkey = apply.version_key(key)
+    vkey = plan_mod.version_key(key)
     assert vkey != key and vkey.endswith("#v")
     assert key_slot(vkey.encode()) == key_slot(key.encode())
 
@@ -143,13 +143,13 @@ def test_version_key_shares_the_slot(key):
 def test_version_key_stray_brace(key):
     # no hash tag, and a '}' that cannot go inside one: a tag of the key's slot goes in front
     # (it was key + '#v', in another slot: a cluster refused the script, the batch forever)
-    vkey = apply.version_key(key)
+    vkey = plan_mod.version_key(key)
     assert vkey.startswith("{#v") and vkey.endswith("}" + key + "#v")
     assert key_slot(vkey.encode()) == key_slot(key.encode())
 
 
 def test_version_key_slot_tags_cover_every_slot():
-    tags = apply._slot_tags()
+    tags = plan_mod._slot_tags()
     assert [key_slot(("{" + t + "}x").encode()) for t in tags] == list(range(16384))
     assert all("}" not in t for t in tags)
 
@@ -157,68 +157,68 @@ def test_version_key_slot_tags_cover_every_slot():
 # ---- batches ---------------------------------------------------------------------------------
 
 def w(key, version, tag=""):
-    return Write("set", key, apply.version_key(key), version, 0, (tag.encode(),))
+    return Write("set", key, plan_mod.version_key(key), version, 0, (tag.encode(),))
 
 
 def test_collapse_keeps_the_largest_version_per_key():
     batch = [w("a", 5, "a5"), w("b", 1), w("a", 9, "a9"), w("a", 7, "a7"), w("a", 9, "a9bis")]
-    assert [x.values[0] for x in apply.collapse(batch)] == [b"", b"a9bis"]
+    assert [x.values[0] for x in plan_mod.collapse(batch)] == [b"", b"a9bis"]
 
 
 def test_collapse_unguarded_keeps_last_and_mixed_keeps_all():
-    assert apply.collapse([w("a", None, "1"), w("a", None, "2")]) == [w("a", None, "2")]
+    assert plan_mod.collapse([w("a", None, "1"), w("a", None, "2")]) == [w("a", None, "2")]
     mixed = [w("a", None, "1"), w("a", 3, "2"), w("a", None, "3")]
-    assert apply.collapse(mixed) == mixed
+    assert plan_mod.collapse(mixed) == mixed
 
 
 def test_script_args_layout():
     writes = [Write("set", "k1", "{k1}#v", 12, 500, (b"{}",)),
               Write("hash", "k2", "{k2}#v", None, 0, (b"f", b"v", b"g", b"w")),
               Write("del", "k3", "{k3}#v", 99999999999999999999, 86400000)]
-    keys, args = apply.script_args(writes)
+    keys, args = plan_mod.script_args(writes)
     assert keys == ["k1", "{k1}#v", "k2", "{k2}#v", "k3", "{k3}#v"]
     assert args == [b"s", b"12", b"500", b"1", b"{}",
                     b"h", b"", b"0", b"4", b"f", b"v", b"g", b"w",
                     b"d", b"99999999999999999999", b"86400000", b"0"]
     with pytest.raises(PlanError):
-        apply.script_args([Write("del", "k", "{k}#v", -1, 0)])
+        plan_mod.script_args([Write("del", "k", "{k}#v", -1, 0)])
 
 
 def test_lag_only_for_microsecond_stamps():
-    assert apply.lag_us(V, V + 1500) == 1500
-    assert apply.lag_us(None, V) is None
-    assert apply.lag_us(42, V) is None  # a table's own version counter
+    assert plan_mod.lag_us(V, V + 1500) == 1500
+    assert plan_mod.lag_us(None, V) is None
+    assert plan_mod.lag_us(42, V) is None  # a table's own version counter
 
 
 # ---- committed mode --------------------------------------------------------------------------
 
 def test_read_statement_quotes_identifiers():
-    sql, names = apply.read_statement("my`db.t%1", ["id", "we`ird"], ["id", "val"], 2)
+    sql, names = plan_mod.read_statement("my`db.t%1", ["id", "we`ird"], ["id", "val"], 2)
     assert sql == ("SELECT udf_json_members(%s, `id`, %s, `we``ird`), udf_json_members(%s, `id`, %s, `val`) "
                    "FROM `my``db`.`t%%1` WHERE (`id`, `we``ird`) IN ((%s, %s), (%s, %s))")
     assert names == ["id", "we`ird", "id", "val"]
-    sql, names = apply.read_statement("t", ["id"], [], 1, "udf_json_members")
+    sql, names = plan_mod.read_statement("t", ["id"], [], 1, "udf_json_members")
     assert sql == "SELECT udf_json_members(%s, `id`) FROM `t` WHERE (`id`) IN ((%s))"  # a delete reads its key
     assert names == ["id"]
-    sql, names = apply.read_statement("t", ["id"], ["val", "id"], 1)  # the key is read from the row
+    sql, names = plan_mod.read_statement("t", ["id"], ["val", "id"], 1)  # the key is read from the row
     assert sql == "SELECT udf_json_members(%s, `val`, %s, `id`) FROM `t` WHERE (`id`) IN ((%s))"
     assert names == ["val", "id"]
 
 
 def test_key_matching_and_params():
     key = {"id": 1, "b": {"$base64": "/wA="}}
-    assert apply.key_params(key, ["id", "b"]) == [1, b"\xff\x00"]
-    assert apply.key_id(key, ["id", "b"]) == apply.key_id(json.loads(json.dumps(key)), ["id", "b"])
-    assert apply.key_id({"id": 1}, ["id"]) != apply.key_id({"id": "1"}, ["id"])
+    assert plan_mod.key_params(key, ["id", "b"]) == [1, b"\xff\x00"]
+    assert plan_mod.key_id(key, ["id", "b"]) == plan_mod.key_id(json.loads(json.dumps(key)), ["id", "b"])
+    assert plan_mod.key_id({"id": 1}, ["id"]) != plan_mod.key_id({"id": "1"}, ["id"])
 
 
 def test_lock_statement_by_server():
-    sql = apply.lock_statement("s.t", ["a", "b"], "10.11.6-MariaDB-0+deb12u1")
+    sql = plan_mod.lock_statement("s.t", ["a", "b"], "10.11.6-MariaDB-0+deb12u1")
     assert sql == "SELECT 1 FROM `s`.`t` WHERE (`a`, `b`) = (%s, %s) LOCK IN SHARE MODE NOWAIT"
-    assert apply.lock_statement("s.t", ["a"], "8.0.36").endswith("FOR SHARE NOWAIT")
-    assert apply.lock_statement("s.t", ["a"], "5.7.44") is None
-    assert apply.lock_statement("s.t", ["a"], "10.2.44-MariaDB") is None
-    sql = apply.lock_statement("s.t", ["a"], "10.11.6-MariaDB", ["a", "v"], convert={"v"})
+    assert plan_mod.lock_statement("s.t", ["a"], "8.0.36").endswith("FOR SHARE NOWAIT")
+    assert plan_mod.lock_statement("s.t", ["a"], "5.7.44") is None
+    assert plan_mod.lock_statement("s.t", ["a"], "10.2.44-MariaDB") is None
+    sql = plan_mod.lock_statement("s.t", ["a"], "10.11.6-MariaDB", ["a", "v"], convert={"v"})
     assert sql == ("SELECT udf_json_members(%s, `a`, %s, CONVERT(`v` USING utf8mb4)), gman_stamp() FROM `s`.`t` "
                    "WHERE (`a`) = (%s) LOCK IN SHARE MODE NOWAIT")
 
@@ -226,9 +226,9 @@ def test_lock_statement_by_server():
 def test_waiting_lock_statement_by_server():
     """The waiters' read waits for the lock (innodb_lock_wait_timeout bounds it): every server."""
     for version in ("10.11.6-MariaDB-0+deb12u1", "10.2.44-MariaDB", "5.7.44"):
-        assert apply.lock_statement("s.t", ["a"], version, wait=True) == \
+        assert plan_mod.lock_statement("s.t", ["a"], version, wait=True) == \
             "SELECT 1 FROM `s`.`t` WHERE (`a`) = (%s) LOCK IN SHARE MODE"
-    assert apply.lock_statement("s.t", ["a"], "8.0.36", ["a"], wait=True) == \
+    assert plan_mod.lock_statement("s.t", ["a"], "8.0.36", ["a"], wait=True) == \
         "SELECT udf_json_members(%s, `a`), gman_stamp() FROM `s`.`t` WHERE (`a`) = (%s) FOR SHARE"
 
 
@@ -248,7 +248,7 @@ ROW = {"id": 1, "val": "new"}
 ])
 def test_decide(op, committed, expired, expected):
     change = Change(op, "s.t", {"id": 1}, V, ROW if op == "upsert" else None)
-    got = apply.decide(change, committed, expired)
+    got = plan_mod.decide(change, committed, expired)
     if expected == "same":
         assert got is change
     elif expected == "committed":
@@ -260,11 +260,11 @@ def test_decide(op, committed, expired, expected):
 
 
 def test_retry_delay_grows_and_caps():
-    assert apply.retry_delay(0) < apply.retry_delay(1) < apply.retry_delay(3)
-    assert apply.retry_delay(50) == 1.0
+    assert plan_mod.retry_delay(0) < plan_mod.retry_delay(1) < plan_mod.retry_delay(3)
+    assert plan_mod.retry_delay(50) == 1.0
 
 
-# ---- command-line helpers (pygen/worker.py, pure) ---------------------------------------------
+# ---- command-line helpers (pygen/sync/worker.py, pure) ---------------------------------------------
 
 @pytest.mark.parametrize("url, flag, expected", [
     ("redis://h:6379/0", False, (False, "redis://h:6379/0")),

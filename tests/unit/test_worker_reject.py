@@ -1,7 +1,7 @@
 """Bad jobs never stop the worker (issue 7, sections 3 and 4): the parse and plan path refuses
 them (WORK_FAIL, counted as refused) and the loop goes on; and the allow-list of tables and
-the future-version limit. The loop (pygen/worker.py Runner) runs against fakes of gearmand
-and Redis here; the fake Redis takes its arguments through apply.script_args, as the real
+the future-version limit. The loop (pygen/sync/worker.py Runner) runs against fakes of gearmand
+and Redis here; the fake Redis takes its arguments through plan.script_args, as the real
 writer does, so a write the real one would choke on fails here too."""
 import argparse
 import base64
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pygen import apply, triggers, worker
-from pygen.apply import PlanError
-from pygen.metrics import Stats
-from pygen.payload import MAX_VERSION, PayloadError, parse
+from pygen.sync import plan, triggers, worker
+from pygen.sync.metrics import Stats
+from pygen.sync.payload import MAX_VERSION, PayloadError, parse
+from pygen.sync.plan import PlanError
 
 NOW_US = time.time_ns() // 1000
 TABLE = "shop.data"
@@ -119,7 +119,7 @@ class FakeGearman:
 
 
 class FakeRedis:
-    """Takes writes through apply.script_args; a failure counts as an outage (as a real
+    """Takes writes through plan.script_args; a failure counts as an outage (as a real
     RedisError would): after 3 the runner is stopped, so a job that wedges it shows up."""
 
     def __init__(self, runner):
@@ -133,7 +133,7 @@ class FakeRedis:
 
     def write(self, writes):
         try:
-            keys, args = apply.script_args(writes)
+            keys, args = plan.script_args(writes)
             for k in keys:
                 k.encode("utf-8")
         except Exception:
@@ -273,22 +273,22 @@ def test_property_refused_or_written(workloads, mode):
 def test_parse_or_plan_refuses_with_a_payload_error(name):
     with pytest.raises(PayloadError):
         for mode in ("json", "hash"):
-            apply.plan(parse(KILLERS[name]), apply.Options(mode=mode))
+            plan.plan(parse(KILLERS[name]), plan.Options(mode=mode))
 
 
 def test_admit():
     change = parse(good(1))
-    apply.admit(change, None)
-    apply.admit(change, {TABLE: None})
-    apply.admit(change, {TABLE: frozenset({"id", "name"})}, NOW_US + 10)
+    plan.admit(change, None)
+    plan.admit(change, {TABLE: None})
+    plan.admit(change, {TABLE: frozenset({"id", "name"})}, NOW_US + 10)
     with pytest.raises(PlanError, match="not synced"):
-        apply.admit(change, {"shop.other": None})
+        plan.admit(change, {"shop.other": None})
     with pytest.raises(PlanError, match="column 'name' is not synced"):
-        apply.admit(change, {TABLE: frozenset({"id"})})
+        plan.admit(change, {TABLE: frozenset({"id"})})
     with pytest.raises(PlanError, match="ahead of this worker's clock"):
-        apply.admit(change, None, NOW_US)
+        plan.admit(change, None, NOW_US)
     with pytest.raises(PlanError, match="a bare row"):
-        apply.admit(parse(b'{"id": 1}'), {TABLE: None})
+        plan.admit(parse(b'{"id": 1}'), {TABLE: None})
 
 
 def test_admit_whole_rows_in_committed_mode():
@@ -297,17 +297,17 @@ def test_admit_whole_rows_in_committed_mode():
     synced = {TABLE: frozenset({"id", "name", "volume"})}
     whole = parse(json.dumps({"op": "upsert", "table": TABLE, "key": {"id": 1}, "v": 1,
                               "row": {"id": 1, "name": "a", "volume": 2}}).encode())
-    apply.admit(whole, synced, whole=True)
+    plan.admit(whole, synced, whole=True)
     without_key = parse(json.dumps({"op": "upsert", "table": TABLE, "key": {"id": 1}, "v": 1,
                                     "row": {"name": "a", "volume": 2}}).encode())
-    apply.admit(without_key, synced, whole=True)  # a trigger of --columns name,volume
+    plan.admit(without_key, synced, whole=True)  # a trigger of --columns name,volume
     cut = parse(json.dumps({"op": "upsert", "table": TABLE, "key": {"id": 1}, "v": 1, "row": {"id": 1}}).encode())
     with pytest.raises(PlanError, match="the row misses synced column 'name'"):
-        apply.admit(cut, synced, whole=True)
-    apply.admit(cut, synced)  # payload mode: the job's image is the image anyway
-    apply.admit(cut, {TABLE: None}, whole=True)  # --tables t: any of its columns
+        plan.admit(cut, synced, whole=True)
+    plan.admit(cut, synced)  # payload mode: the job's image is the image anyway
+    plan.admit(cut, {TABLE: None}, whole=True)  # --tables t: any of its columns
     delete = parse(json.dumps({"op": "delete", "table": TABLE, "key": {"id": 1}, "v": 1}).encode())
-    apply.admit(delete, synced, whole=True)
+    plan.admit(delete, synced, whole=True)
 
 
 def test_tables_from_args():
@@ -384,7 +384,7 @@ def test_default_tables_are_read_again_for_a_table_not_on_the_list():
 # ---- a job too big to take -------------------------------------------------------------------
 
 def test_decoder_skips_an_oversize_job_and_hands_out_its_handle():
-    from pygen.gearman_proto import OVERSIZE, RES, Decoder, Type, encode
+    from pygen.gearman.protocol import OVERSIZE, RES, Decoder, Type, encode
     big = encode(RES, Type.JOB_ASSIGN_UNIQ, b"H:x:1", b"fn", b"u", b"z" * 5000)
     after = encode(RES, Type.JOB_ASSIGN_UNIQ, b"H:x:2", b"fn", b"u", b"ok") + encode(RES, Type.NO_JOB)
     for step in (1, 7, 4096, len(big) + len(after)):  # however the bytes arrive
@@ -403,7 +403,7 @@ def test_decoder_skips_an_oversize_job_and_hands_out_its_handle():
 def test_the_lag_of_each_written_job_with_a_stamp_is_observed():
     """The commit -> Redis lag histogram counts each job Redis acknowledged whose v is a
     gman_stamp(); a refused job, a bare row and a table's own version counter are not observed."""
-    from pygen.metrics import LAG_BUCKETS, totals
+    from pygen.sync.metrics import LAG_BUCKETS, totals
     now = time.time_ns() // 1000
     jobs, runner = run_jobs([good(1, v=now - 3 * 10**6), good(2, v=now - 20 * 10**6), KILLERS["deep nesting"],
                              b'{"id": 5, "x": 1}', good(3, v=42)], "--tables", "*")

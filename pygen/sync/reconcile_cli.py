@@ -1,4 +1,4 @@
-"""The command line of pygen/reconcile.py: `gman-udf reconcile` and `gman-udf worker --reconcile`."""
+"""The command line of pygen/sync/reconcile.py: `gman-udf reconcile` and `gman-udf worker --reconcile`."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,9 @@ import sys
 import threading
 from typing import Optional
 
-from . import apply as plan_mod
-from . import triggers
-from .reconcile import DEFAULT_INTERVAL, DEFAULT_RATE, LOCK_WAIT, Metrics, Reconciler, log
+from pygen.sync import plan as plan_mod
+from pygen.sync import triggers
+from pygen.sync.reconcile import DEFAULT_INTERVAL, DEFAULT_RATE, LOCK_WAIT, Metrics, Reconciler, log
 
 def redis_client(url: str, cluster: bool = False, timeout: float = 10.0):
     """The client for --redis (a '+cluster' scheme or cluster=True: Redis Cluster)."""
@@ -99,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .metrics import serve_metrics
+    from pygen.sync.metrics import serve_metrics
     if not logging.getLogger().handlers:
         logging.basicConfig(level=getattr(logging, args.log_level),
                             format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
@@ -129,11 +129,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from . import reconcile
+    from pygen.sync import reconcile
     p = argparse.ArgumentParser(prog="gman-udf reconcile", description=reconcile.__doc__.split("\n")[0])
     add_arguments(p)
     return run(p.parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import catalog, sqlgen
+from pygen.plugin import catalog, sqlgen
 
 
 class InstallError(RuntimeError):

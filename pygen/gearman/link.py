@@ -1,12 +1,12 @@
-"""The Gearman worker's connection to one server (pygen/gearman_worker.py drives it): its
+"""The Gearman worker's connection to one server (pygen/gearman/worker.py drives it): its
 state and the accounting of what the server may still answer, which pairs every reply, an ERROR
 included, with the request it answers."""
 from __future__ import annotations
 
 import collections
 
-from pygen.gearman_conn import Connection
-from pygen.gearman_proto import REQ, Type, encode
+from pygen.gearman.connection import Connection
+from pygen.gearman.protocol import REQ, Type, encode
 
 
 class Link:

@@ -1,6 +1,6 @@
-"""The Gearman worker (pygen/gearman.py re-exports it): takes jobs from every server of a list,
+"""The Gearman worker: takes jobs from every server of a list,
 reconnecting each with back-off, and answers them; a batching API (grab/complete_many) and a
-callable one (run). Built on pygen/gearman_conn.py's Connection.
+callable one (run). Built on pygen/gearman/connection.py's Connection.
 
     w = Worker(["127.0.0.1:4730", "10.0.0.2:4730"], {"reverse": lambda job: job.workload[::-1]})
     w.run(stop_event)                     # or, batching: jobs = w.grab(500, 1.0); ...; w.complete_many(jobs)
@@ -18,12 +18,12 @@ import selectors
 import socket
 import time
 
-from pygen.gearman_conn import Connection, GearmanError
-from pygen.gearman_link import FENCE, GRAB, SILENT, Link
-from pygen.gearman_proto import (DEFAULT_MAX_DATA, OVERSIZE, REQ, ProtocolError, Type, encode, from_bytes,
+from pygen.gearman.connection import Connection, GearmanError
+from pygen.gearman.link import FENCE, GRAB, SILENT, Link
+from pygen.gearman.protocol import (DEFAULT_MAX_DATA, OVERSIZE, REQ, ProtocolError, Type, encode, from_bytes,
                                   to_bytes)
 
-log = logging.getLogger("pygen.gearman")  # the name it had before the split: log filters keep working
+log = logging.getLogger("pygen.gearman")  # the package's logger, one name for log filters
 
 
 class Job:

@@ -1,5 +1,5 @@
 """`gman-udf doctor`: check a live setup step by step, one line per check with what to do when
-it fails (the checks: pygen/doctor_checks.py).
+it fails (the checks: pygen/ops/doctor_checks.py).
 
 In order: the library in plugin_dir is this package's build; every catalog function is
 registered from it; the plugin's configuration (gman_udf.cnf next to the library, or mysqld's
@@ -28,10 +28,10 @@ import uuid
 from pathlib import Path
 from typing import List
 
-from . import connect as connmod
-from . import doctor_checks as dc
-from . import triggers
-from .doctor_checks import FAIL, OK, SKIP, WARN, Check
+from pygen import mysql
+from pygen.ops import doctor_checks as dc
+from pygen.ops.doctor_checks import FAIL, OK, SKIP, WARN, Check
+from pygen.sync import triggers
 
 CANARY_TABLE = "gman_doctor.canary"
 CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRIMARY KEY, token CHAR(32) NOT NULL)"
@@ -39,7 +39,7 @@ CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRI
 
 
 def add_arguments(ap) -> None:
-    from .worker import REDIS_ENV
+    from pygen.sync.worker import REDIS_ENV
     ap.add_argument("--gearman", metavar="HOST:PORT[,HOST:PORT...]",
                     help="the job servers (default: the servers of the plugin's gman_udf.cnf)")
     ap.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
@@ -55,7 +55,7 @@ def add_arguments(ap) -> None:
                     help="how long to wait for the canary in Redis (default: %(default)s)")
     ap.add_argument("--no-canary", action="store_true", help="skip the canary (nothing is written)")
     ap.add_argument("--json", action="store_true", help="print the checks as one JSON document")
-    connmod.add_arguments(ap)
+    mysql.add_arguments(ap)
 
 
 def _redacted(url: str) -> str:
@@ -123,8 +123,8 @@ def _gearmands(args, servers_from_config: List[str]) -> List[str]:
 
 def checks(conn, opts, args, rd):
     """The checks before the canary, in order, each yielded as soon as it is known."""
-    from . import install
-    from .library import library_path
+    from pygen.plugin import install
+    from pygen.plugin.library import library_path
 
     cur = conn.cursor()
     _, version, plugin_dir = install.server_identity(cur)
@@ -154,7 +154,7 @@ def checks(conn, opts, args, rd):
 
 
 def run(args) -> int:
-    from .verify import redis_client
+    from pygen.sync.verify import redis_client
 
     results: List[Check] = []
     out = sys.stdout
@@ -167,9 +167,9 @@ def run(args) -> int:
             out.flush()
 
     import MySQLdb
-    opts = connmod.from_args(args)
+    opts = mysql.from_args(args)
     try:
-        conn = connmod.connect(opts)  # a refused login is the caller's error (exit 2), not a check
+        conn = mysql.connect(opts)  # a refused login is the caller's error (exit 2), not a check
     except MySQLdb.MySQLError as e:
         if not args.json:
             raise

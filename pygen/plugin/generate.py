@@ -1,4 +1,4 @@
-"""Write the files generated from the catalog: `python -m pygen.generate` (or --check).
+"""Write the files generated from the catalog: `python -m pygen.plugin.generate` (or --check).
 
 sql/install.sql, sql/uninstall.sql  portable registration scripts (any MariaDB/MySQL)
 sql/example_trigger.sql              the triggers `gman-udf trigger` renders for an example table
@@ -9,10 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import catalog, sqlgen, triggers
+from pygen.plugin import catalog, sqlgen
+from pygen.sync import triggers
 
-ROOT = Path(__file__).resolve().parent.parent
-TABLE_BEGIN = "<!-- function table: generated from pygen/catalog.py -->"
+ROOT = Path(__file__).resolve().parents[2]
+TABLE_BEGIN = "<!-- function table: generated from pygen/plugin/catalog.py -->"
 TABLE_END = "<!-- end of function table -->"
 
 
@@ -43,7 +44,7 @@ def stale(root: Path = ROOT):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pygen.generate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pygen.plugin.generate", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
     args = ap.parse_args(argv)
     if args.check:

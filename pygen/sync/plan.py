@@ -1,13 +1,12 @@
 """What the worker writes for a change (pure: no sockets, no clock, no I/O).
 
-    plan(change, options) -> [Write]        the Redis write of one payload (pygen/payload.py)
+    plan(change, options) -> [Write]        the Redis write of one payload (pygen/sync/payload.py)
     collapse(writes)                        one write per key where the result is the same
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
 and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
 it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing.
-pygen/worker.py does the I/O; the metrics text moved to pygen/metrics.py (still importable
-from here).
+pygen/sync/worker.py does the I/O; the metrics text is pygen/sync/metrics.py.
 
 Redis layout (json mode, default key template):
     shop.data:7          '{"id":7,"volume":12.5}'  (hash mode: a HASH of the same members)
@@ -26,8 +25,8 @@ from functools import lru_cache
 from urllib.parse import parse_qs, unquote, urlsplit
 from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from pygen.payload import Change, PayloadError, decode_value
-from pygen.payload import dumps as payload_dumps
+from pygen.sync.payload import Change, PayloadError, decode_value
+from pygen.sync.payload import dumps as payload_dumps
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
            "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
@@ -36,7 +35,7 @@ __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write",
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
-_JSON = payload_dumps  # exact numbers (pygen.payload.Number) survive the round trip
+_JSON = payload_dumps  # exact numbers (pygen.sync.payload.Number) survive the round trip
 
 
 class PlanError(PayloadError):
@@ -309,7 +308,7 @@ def split_table(table: str) -> Tuple[Optional[str], str]:
 
 def _members(fn: str, cols: Sequence[str], convert: Collection[str] = ()) -> str:
     # udf_json_members: the member names are %s parameters, so any column name works. Text in
-    # a charset other than UTF-8 is converted, as the generated triggers do (pygen.triggers).
+    # a charset other than UTF-8 is converted, as the generated triggers do (pygen.sync.triggers).
     def value(c):
         return f"CONVERT({quote_ident(c)} USING utf8mb4)" if c in convert else quote_ident(c)
     return f"{fn}(" + ", ".join(f"%s, {value(c)}" for c in cols) + ")"

@@ -1,4 +1,4 @@
-"""The engine behind `gman-udf verify` and `gman-udf load` (pygen/verify.py, whose docstring
+"""The engine behind `gman-udf verify` and `gman-udf load` (pygen/sync/verify.py, whose docstring
 tells the method): what the worker would have written for each row (pure), the SQL that
 streams, re-reads and queues rows (pure), the comparison loop with its Report, the Repairer
 that fixes differences, and the loads.
@@ -8,11 +8,11 @@ from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import apply as plan_mod
-from . import triggers
-from .payload import Change
-from .payload import loads as payload_loads
-from .redis_scripts import APPLY, RESET
+from pygen.sync import plan as plan_mod
+from pygen.sync import triggers
+from pygen.sync.payload import Change
+from pygen.sync.payload import loads as payload_loads
+from pygen.sync.redis_scripts import APPLY, RESET
 
 DEFAULT_TEMPLATE = plan_mod.DEFAULT_TEMPLATE
 BATCH = 1000
@@ -23,7 +23,7 @@ GLOB_SPECIAL = "\\*?[]"
 
 def expected_write(t: triggers.TableSchema, key: Dict[str, Any], row: Dict[str, Any],
                    options: plan_mod.Options, version: Optional[int] = None) -> plan_mod.Write:
-    """What the worker writes for this row: its key and its value (apply.plan)."""
+    """What the worker writes for this row: its key and its value (plan.plan)."""
     return plan_mod.plan(Change("upsert", t.qualified, key, version, row), options)[0]
 
 

@@ -1,8 +1,8 @@
 """Lua run by the worker inside Redis: version-guarded writes of many keys in one call.
 
-APPLY takes, for each write i (see pygen/apply.py, script_args()):
+APPLY takes, for each write i (see pygen/sync/plan.py, script_args()):
 
-    KEYS[2i-1]  the data key             KEYS[2i]  its version key (apply.version_key())
+    KEYS[2i-1]  the data key             KEYS[2i]  its version key (plan.version_key())
     ARGV        op, version, ttl_ms, n, then n values:
                 op "s": SET key value            (values: the JSON text)
                 op "h": DEL key + HSET key f v.. (values: field, value, ...; n = 0: key absent)

@@ -1,4 +1,4 @@
-"""The checks of `gman-udf doctor` (pygen/doctor.py): each looks at one part of a live setup and
+"""The checks of `gman-udf doctor` (pygen/ops/doctor.py): each looks at one part of a live setup and
 returns Check(s) saying what it found and, when it is not right, what to do.
 
 Each takes what it looks at (a cursor, an address, a URL) and never raises for the state it
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import catalog, install, sqlgen, triggers
+from pygen.plugin import catalog, install, sqlgen
+from pygen.sync import triggers
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CONFIG = "gman_udf.cnf"

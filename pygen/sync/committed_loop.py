@@ -1,8 +1,8 @@
-"""The worker's --consistency committed loop (the rules are in pygen/worker.py's docstring).
+"""The worker's --consistency committed loop (the rules are in pygen/sync/worker.py's docstring).
 
 Each job is parked (committed.Pending) until MySQL settles its change. A batch's rows are
 read in one query (committed.CommittedReader.read); a change committed as sent is written.
-One not committed as sent goes to a waiter (pygen/waiters.py): a locking read that waits
+One not committed as sent goes to a waiter (pygen/sync/waiters.py): a locking read that waits
 for the transaction holding the row's lock and returns as that transaction ends, with the
 row as committed then, which is written. So a change reaches Redis within a round trip of
 its COMMIT however long its transaction was open, and jobs of other rows keep flowing.
@@ -18,17 +18,17 @@ import threading
 import time
 from typing import List
 
-from pygen import apply
-from pygen.committed import Gone, Pending
-from pygen.compare import stored_matches, version_ahead
-from pygen.payload import Change, parse
-from pygen.waiters import TIMEOUT, Waiters
+from pygen.sync import plan
+from pygen.sync.committed import Gone, Pending
+from pygen.sync.compare import stored_matches, version_ahead
+from pygen.sync.payload import Change, parse
+from pygen.sync.waiters import TIMEOUT, Waiters
 
 log = logging.getLogger("gman-udf.worker")
 
 
 class CommittedLoop:
-    """The committed-mode half of pygen/worker.py's Runner (a mixin): it uses the Runner's
+    """The committed-mode half of pygen/sync/worker.py's Runner (a mixin): it uses the Runner's
     args, options, batch, gearman, redis, reader, stats, parked, and its _admit, _refuse,
     _write_retrying, _acknowledged and _count."""
 
@@ -70,7 +70,7 @@ class CommittedLoop:
             try:
                 change = parse(job.workload)
                 if change.table is None or change.version is None:
-                    raise apply.PlanError("committed mode needs a payload with table and v (a generated trigger's)")
+                    raise plan.PlanError("committed mode needs a payload with table and v (a generated trigger's)")
                 self._admit(change, 0)
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 self._refuse(job, e)
@@ -96,7 +96,7 @@ class CommittedLoop:
                 self.stats.add("errors")
                 log.warning("mysql (waiting for %s %s): %s", p.change.table, p.change.key, outcome)
                 p.attempt += 1
-                p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
+                p.due = now + plan.retry_delay(p.attempt, 0.2, 2.0)
             elif outcome is not TIMEOUT:  # timed out: read again, and waited on again if still open
                 p.outcome = outcome
 
@@ -126,7 +126,7 @@ class CommittedLoop:
             log.warning("mysql: %s; %d jobs wait", e, len(due))
             for p in due:
                 p.attempt += 1
-                p.due = now + apply.retry_delay(p.attempt, 0.2, 2.0)
+                p.due = now + plan.retry_delay(p.attempt, 0.2, 2.0)
             self._settle_writes()
             return
         self._settle_writes()  # the previous batch's Redis call ran meanwhile
@@ -144,22 +144,22 @@ class CommittedLoop:
             try:
                 if waited:  # read under the row's lock, free at last: the change's transaction is over
                     row = self.reader.waited(outcome)
-                action = apply.decide(p.change, row, waited)
-                if action is apply.RETRY:
+                action = plan.decide(p.change, row, waited)
+                if action is plan.RETRY:
                     if self._wait_for(p, now):
                         continue
                     action = self.reader.settled(p.change, now - p.first, self.args.commit_window, self.args.max_wait)
-                planned = [] if action in (apply.RETRY, apply.DROP) else apply.plan(action, self.options)
+                planned = [] if action in (plan.RETRY, plan.DROP) else plan.plan(action, self.options)
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 gone.add(id(p))
                 self._refuse(p.job, e)
                 continue
-            if action is apply.RETRY:
+            if action is plan.RETRY:
                 p.attempt += 1
-                p.due = now + apply.retry_delay(p.attempt)
+                p.due = now + plan.retry_delay(p.attempt)
                 self.stats.add("retries")
                 continue
-            if action is not apply.DROP:
+            if action is not plan.DROP:
                 if action is not p.change:
                     log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
                               "committed", p.change.table, p.change.key)
@@ -169,7 +169,7 @@ class CommittedLoop:
             done.append(p)
         gone.update(id(p) for p in done)  # no longer parked: completed once Redis has their writes
         self.parked = [p for p in self.parked if id(p) not in gone]
-        writes = apply.collapse(writes)
+        writes = plan.collapse(writes)
         jobs = [p.job for p in done]
         if not writes:
             self.gearman.complete_many(jobs)
@@ -209,14 +209,14 @@ class CommittedLoop:
                     if value in (None, {}) or self.reader.read([change])[0] is not None:
                         continue  # gone in Redis too, or back in MySQL (its INSERT's job writes it)
                     # a re-INSERT stamped before this stamp gets its write skipped, then re-checked
-                    fixes += apply.plan(Change("delete", change.table, change.key, self.reader.stamp()), self.options)
+                    fixes += plan.plan(Change("delete", change.table, change.key, self.reader.stamp()), self.options)
                     continue
                 if stored_matches(w, value):
                     continue
                 got = self.reader.stamped(change)
                 if got is not None:
                     row, stamp = got
-                    fixes += apply.plan(Change("upsert", change.table, change.key, stamp, row), self.options)
+                    fixes += plan.plan(Change("upsert", change.table, change.key, stamp, row), self.options)
             if fixes:
                 log.warning("%d keys held a newer version than their committed row (a forged job?): rewritten "
                             "with a fresh gman_stamp()", len(fixes))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-from pygen import apply
-from pygen.redis_scripts import APPLY, APPLY_SHA
+from pygen.sync import plan
+from pygen.sync.redis_scripts import APPLY, APPLY_SHA
 
 
 def slot_of(key: str) -> int:
@@ -23,42 +23,42 @@ def slot_of(key: str) -> int:
     return key_slot(key.encode())
 
 
-def _same_slot(w: apply.Write, slot: int) -> bool:
+def _same_slot(w: plan.Write, slot: int) -> bool:
     key = w.key
     if "{" not in key and "}" not in key and w.version_key == "{" + key + "}#v":
         return True  # its tag is the whole key: the key's own slot (the common case, no hashing)
     return slot_of(w.version_key) == slot
 
 
-def slot_groups(writes: Sequence[apply.Write]) -> Dict[int, List[apply.Write]]:
+def slot_groups(writes: Sequence[plan.Write]) -> Dict[int, List[plan.Write]]:
     """{slot: its writes, in batch order}. A write whose version key is in another slot than
-    its key (not one named by apply.version_key()) raises apply.PlanError: no single script
+    its key (not one named by plan.version_key()) raises plan.PlanError: no single script
     could guard it on a cluster."""
-    groups: Dict[int, List[apply.Write]] = {}
+    groups: Dict[int, List[plan.Write]] = {}
     for w in writes:
         slot = slot_of(w.key)
         if w.version is not None and not _same_slot(w, slot):
-            raise apply.PlanError(f"key {w.key!r:.80} and its version key {w.version_key!r:.80} are in "
+            raise plan.PlanError(f"key {w.key!r:.80} and its version key {w.version_key!r:.80} are in "
                                   "different cluster slots")
         groups.setdefault(slot, []).append(w)
     return groups
 
 
-def _command(writes: Sequence[apply.Write]) -> tuple:
-    keys, args = apply.script_args(writes)
+def _command(writes: Sequence[plan.Write]) -> tuple:
+    keys, args = plan.script_args(writes)
     return ("EVALSHA", APPLY_SHA, len(keys), *keys, *args)
 
 
 _EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n" + APPLY_SHA.encode() + b"\r\n"
 
 
-def pack(calls: Sequence[Sequence[apply.Write]]) -> bytes:
+def pack(calls: Sequence[Sequence[plan.Write]]) -> bytes:
     """The RESP of one APPLY call per list of writes, back to back: what redis-py's
     Connection.pack_commands() makes of _command(), built in one pass (that packer, one
     isinstance() and encode() per argument, was half of the cluster path's time)."""
     out: List[bytes] = []
     for writes in calls:
-        keys, args = apply.script_args(writes)
+        keys, args = plan.script_args(writes)
         n = str(len(keys)).encode()
         out.append(b"*%d\r\n%s$%d\r\n%s\r\n" % (3 + len(keys) + len(args), _EVALSHA, len(n), n))
         for k in keys:
@@ -76,10 +76,10 @@ class ClusterWriter:
         self.client = client
         self.reload = False  # a connection failed: the slot map may be stale (failover)
 
-    def write(self, writes: List[apply.Write]) -> int:
+    def write(self, writes: List[plan.Write]) -> int:
         return self.finish(self.begin(writes))
 
-    def begin(self, writes: List[apply.Write]):
+    def begin(self, writes: List[plan.Write]):
         """Send every master its pipeline; returns what finish() reads."""
         if not writes:
             return []
@@ -141,7 +141,7 @@ class ClusterWriter:
             skipped += self._again(ws)
         return skipped
 
-    def _again(self, writes: List[apply.Write]) -> int:
+    def _again(self, writes: List[plan.Write]) -> int:
         import redis
         try:
             return self._execute(writes)
@@ -150,7 +150,7 @@ class ClusterWriter:
                 raise
         return sum(self._execute([w]) for w in writes)  # each key on its side of a migration
 
-    def _execute(self, writes: List[apply.Write]) -> int:
+    def _execute(self, writes: List[plan.Write]) -> int:
         import redis
         try:
             return self.client.execute_command(*_command(writes))

@@ -1,7 +1,7 @@
 """`gman-udf verify` and `gman-udf load`: compare a table with Redis, repair it, or load it.
 
 verify streams every row (a server-side cursor: the table never sits in memory), works out
-what the worker would have written for it (pygen/apply.py: the key from the key template,
+what the worker would have written for it (pygen/sync/plan.py: the key from the key template,
 the value in json or hash mode, from the row rendered by the server with the triggers'
 own expressions) and compares that with Redis in pipelined batches. It reports:
 - missing: a row whose key is not in Redis;
@@ -15,7 +15,7 @@ locking read (LOCK IN SHARE MODE: it waits for an uncommitted change of the row)
 gman_stamp() taken after it, so on a live table the repair carries each row's latest
 committed image with a version newer than any change already made, and older than any
 change to come. Then, either
-- directly: the worker's own version-guarded write (pygen/redis_scripts.py APPLY), so a
+- directly: the worker's own version-guarded write (pygen/sync/redis_scripts.py APPLY), so a
   newer image a worker wrote meanwhile is kept; or
 - --via-gearman: upsert jobs queued by `SELECT gman_bulk_background(fn, <payload>) FROM T
   WHERE <key> IN (...) LOCK IN SHARE MODE`, written by the worker like any trigger's job.
@@ -35,23 +35,16 @@ Exit code: 0 when Redis matches the table (or every difference was repaired), 1 
 differences remain (a key left alone because Redis holds a newer version counts), 2 on a
 usage or connection error.
 
-This module is the two commands; the engine (comparison, repair, loads) is pygen/compare.py.
+This module is the two commands; the engine (comparison, repair, loads) is pygen/sync/compare.py.
 """
 import sys
 import time
 
-from . import apply as plan_mod
-from . import connect as connmod
-from . import triggers
-from .compare import (BATCH, DEFAULT_TEMPLATE, GLOB_SPECIAL, Repairer, Report, bulk_sql, compare, estimate_rows,
-                      expected_write, format_report, is_missing, is_version_key, key_condition, load_into_redis,
-                      load_via_gearman, reread_sql, scan_pattern, select_rows_sql, stored_matches, stream_rows)
-
-# the engine's names (pygen/compare.py) stay importable from here
-__all__ = ["BATCH", "DEFAULT_TEMPLATE", "GLOB_SPECIAL", "Repairer", "Report", "bulk_sql", "compare", "estimate_rows",
-           "expected_write", "format_report", "is_missing", "is_version_key", "key_condition", "load_into_redis",
-           "load_via_gearman", "reread_sql", "scan_pattern", "select_rows_sql", "stored_matches", "stream_rows",
-           "Progress", "redis_client", "add_arguments", "run", "add_load_arguments", "run_load", "main"]
+from pygen import mysql
+from pygen.sync import plan as plan_mod
+from pygen.sync import triggers
+from pygen.sync.compare import (DEFAULT_TEMPLATE, Repairer, compare, estimate_rows, expected_write, format_report,
+                                load_into_redis, load_via_gearman)
 
 
 class Progress:
@@ -125,7 +118,7 @@ def add_arguments(ap) -> None:
                     help="with --via-gearman: compare again until the worker has applied the jobs, at most S "
                          "seconds (exit 1 if differences remain); default: exit 0 once they are queued")
     ap.add_argument("--show", type=int, default=10, metavar="N", help="example keys shown per kind (default: 10)")
-    connmod.add_arguments(ap)
+    mysql.add_arguments(ap)
 
 
 def _check_template(t: triggers.TableSchema, options: plan_mod.Options) -> None:
@@ -141,12 +134,12 @@ def run(args) -> int:
     try:
         options = _options(args)
         redis = redis_client(args.redis)
-        conn = connmod.connect(connmod.from_args(args))
+        conn = mysql.connect(mysql.from_args(args))
         spare = None
         try:
             t = triggers.schema_from_args(conn, args)
             _check_template(t, options)
-            spare = connmod.connect(connmod.from_args(args))  # the stream holds the first
+            spare = mysql.connect(mysql.from_args(args))  # the stream holds the first
             repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
             progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
             try:
@@ -191,14 +184,14 @@ def add_load_arguments(ap) -> None:
     _add_redis_arguments(ap, required=False)
     ap.add_argument("--function", default=triggers.DEFAULT_FUNCTION,
                     help="with --via-gearman: the Gearman function (default: %(default)s)")
-    connmod.add_arguments(ap)
+    mysql.add_arguments(ap)
 
 
 def run_load(args) -> int:
     import MySQLdb
     import redis as redislib
     try:
-        conn = connmod.connect(connmod.from_args(args))
+        conn = mysql.connect(mysql.from_args(args))
         spare = None
         try:
             t = triggers.schema_from_args(conn, args)
@@ -209,7 +202,7 @@ def run_load(args) -> int:
             options = _options(args)
             _check_template(t, options)
             redis = redis_client(args.redis)
-            spare = connmod.connect(connmod.from_args(args))
+            spare = mysql.connect(mysql.from_args(args))
             progress = Progress(f"load {t.qualified}", estimate_rows(conn, t))
             try:
                 report = load_into_redis(conn, spare, t, redis, options, progress)
@@ -228,7 +221,7 @@ def run_load(args) -> int:
 
 
 def main(argv=None) -> int:
-    """`python -m pygen.verify [load] ...` until the lead wires both into pygen/cli.py."""
+    """verify, or load when argv starts with `load` (the commands of pygen/cli.py, callable in-process)."""
     import argparse
     argv = list(sys.argv[1:] if argv is None else argv)
     is_load = bool(argv) and argv[0] == "load"
@@ -238,6 +231,3 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv[1:] if is_load else argv)
     return (run_load if is_load else run)(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

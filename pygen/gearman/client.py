@@ -1,4 +1,4 @@
-"""Gearman client, and the one import for the package's Gearman API (codec in pygen/gearman_proto.py).
+"""Gearman client (codec in pygen/gearman/protocol.py).
 
     with Client("127.0.0.1:4730") as c:
         c.submit_background("syncToRedis", b'{"id":1}')          # -> job handle
@@ -7,8 +7,8 @@
     w = Worker(["127.0.0.1:4730", "10.0.0.2:4730"], {"reverse": lambda job: job.workload[::-1]})
     w.run(stop_event)                     # or, batching: jobs = w.grab(500, 1.0); ...; w.complete_many(jobs)
 
-Client is here; Worker and Job live in pygen/gearman_worker.py, Connection, the errors and
-parse_server in pygen/gearman_conn.py; all are importable from here.
+Worker and Job live in pygen/gearman/worker.py; Connection, the errors and parse_server in
+pygen/gearman/connection.py.
 
 Every socket operation has a deadline: connect_timeout for connecting, timeout for each
 request/reply; nothing blocks forever. Neither class is thread-safe, except Worker.stop().
@@ -19,12 +19,8 @@ import collections
 import os
 import time
 
-from pygen.gearman_conn import DEFAULT_PORT, RECV_SIZE, Connection, GearmanError, JobServerError, parse_server
-from pygen.gearman_proto import DEFAULT_MAX_DATA, REQ, SUBMIT_TYPES, ProtocolError, Type, encode, from_bytes
-from pygen.gearman_worker import Job, Worker
-
-__all__ = ["Client", "Worker", "Job", "Connection", "GearmanError", "JobServerError", "ProtocolError",
-           "parse_server", "DEFAULT_PORT", "RECV_SIZE"]
+from pygen.gearman.connection import Connection, JobServerError
+from pygen.gearman.protocol import DEFAULT_MAX_DATA, REQ, SUBMIT_TYPES, ProtocolError, Type, encode, from_bytes
 
 
 def uuid4_hex() -> str:

@@ -16,7 +16,7 @@ import shutil
 import sys
 from typing import List
 
-from . import worker
+from pygen.sync import worker
 
 ENV_FILE = "/etc/gman-udf/worker.env"
 # gearmand's default hash table has 991 buckets: its submits slow down five-fold once ~100,000

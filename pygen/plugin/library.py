@@ -3,7 +3,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .catalog import LIBRARY
+from pygen.plugin.catalog import LIBRARY
 
 
 def library_path() -> Path:

@@ -1,19 +1,19 @@
-"""The worker's Redis side: runs pygen/apply.py's Write lists through redis_scripts.APPLY,
+"""The worker's Redis side: runs pygen/sync/plan.py's Write lists through redis_scripts.APPLY,
 one Lua call per batch (standalone Redis) or one call per hash slot, pipelined per master
-(Redis Cluster: pygen/cluster_writer.py).
+(Redis Cluster: pygen/sync/cluster_writer.py).
 """
 from __future__ import annotations
 
 from typing import List
 
-from pygen import apply
-from pygen.apply import redis_target
-from pygen.cluster_writer import ClusterWriter
-from pygen.redis_scripts import APPLY, APPLY_SHA
+from pygen.sync import plan
+from pygen.sync.cluster_writer import ClusterWriter
+from pygen.sync.plan import redis_target
+from pygen.sync.redis_scripts import APPLY, APPLY_SHA
 
 
 class RedisWriter:
-    """Runs apply.Write lists through redis_scripts.APPLY; raises redis.RedisError/OSError."""
+    """Runs plan.Write lists through redis_scripts.APPLY; raises redis.RedisError/OSError."""
 
     def __init__(self, url: str, cluster: bool = False, timeout: float = 5.0):
         import redis
@@ -28,17 +28,17 @@ class RedisWriter:
         else:  # one quick retry covers a pooled connection that died; longer outages are ours
             self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **kw)
 
-    def write(self, writes: List[apply.Write]) -> int:
+    def write(self, writes: List[plan.Write]) -> int:
         """Apply the writes; returns how many were skipped as stale."""
         return self.finish(self.begin(writes))
 
-    def begin(self, writes: List[apply.Write]):
+    def begin(self, writes: List[plan.Write]):
         """Send the writes without waiting for the reply (the caller works meanwhile)."""
         if self.cluster:
             return None, self._cluster.begin(writes)
         if not writes:
             return None, None
-        keys, args = apply.script_args(writes)
+        keys, args = plan.script_args(writes)
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
@@ -69,7 +69,7 @@ class RedisWriter:
         self.client.script_load(APPLY)
         return self.client.evalsha(APPLY_SHA, len(keys), *keys, *args)
 
-    def held(self, writes: List[apply.Write]) -> list:
+    def held(self, writes: List[plan.Write]) -> list:
         """What Redis holds for each write's key: (its version key's value, its value: GET,
         or HGETALL for a hash write); a failed read is the exception."""
         pipe = self.client.pipeline(transaction=False)

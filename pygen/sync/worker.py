@@ -7,16 +7,16 @@ Guarantees
   a worker that dies holding jobs loses nothing, because gearmand re-queues the jobs of a
   closed worker connection. Every write can run twice: they are idempotent.
 - Order: a payload with a version `v` (gman_stamp() in the trigger) is written by a Lua
-  compare-and-set (pygen/redis_scripts.py): Redis never goes back to an older row image, even
+  compare-and-set (pygen/sync/redis_scripts.py): Redis never goes back to an older row image, even
   with many workers, and a delete leaves a version tombstone for --tombstone-ttl so that a
   late, older upsert cannot bring the row back. Payloads without v (the seeds' bare rows)
   are written unguarded, as the seeds' worker did.
-- Bad jobs: a job that cannot be parsed (pygen/payload.py), admitted (apply.admit) or
-  planned (apply.plan) is failed (WORK_FAIL: gearmand drops it) with one log line naming
+- Bad jobs: a job that cannot be parsed (pygen/sync/payload.py), admitted (plan.admit) or
+  planned (plan.plan) is failed (WORK_FAIL: gearmand drops it) with one log line naming
   the reason and its handle, and counted as refused; the others of its batch go on. Only
   Redis, MySQL and gearmand being away is retried.
 - Tables (--tables): only the listed tables' jobs are written; '*' takes every table and
-  the seeds' bare rows. Default: the tables whose generated triggers (pygen/triggers.py
+  the seeds' bare rows. Default: the tables whose generated triggers (pygen/sync/triggers.py
   names them) send to --function, and only the columns those triggers send, read from
   information_schema.TRIGGERS through --mysql (its user needs the TRIGGER privilege to see
   them), again when a job names another table (at most every TABLES_REREAD seconds).
@@ -38,7 +38,7 @@ Guarantees
   after --lock-wait seconds ends and the job is read and waited on again, for up to
   --max-wait. With every waiter busy (or --waiters 0) the worker tries the lock instead (a
   NOWAIT locking read) and looks again with back-off; servers without NOWAIT (MySQL 5.7,
-  MariaDB 10.2) then wait --commit-window. pygen/committed_loop.py runs this.
+  MariaDB 10.2) then wait --commit-window. pygen/sync/committed_loop.py runs this.
   So a rolled-back change never appears in Redis, and a forged job writes only committed
   rows; a job with no table or no version, or a version ahead of the server's gman_stamp()
   (no trigger can have stamped it), is refused; so is a table or column not synced (see
@@ -61,10 +61,10 @@ unix:///path?db=0. Redis Cluster: redis+cluster://host:port (or rediss+cluster:/
 mysql://user:pass@localhost/db?socket=/run/mysqld/mysqld.sock (user and password
 %-encoded; the password may come from MYSQL_PWD instead).
 
-The pure part (what to write for a payload) is pygen/apply.py; the I/O around this loop is in
-pygen/redis_writer.py (Redis), pygen/committed.py (MySQL, committed mode), pygen/waiters.py
-(committed mode's locking reads) and pygen/metrics.py (counters, Prometheus text, the stats
-log line); committed mode's loop is pygen/committed_loop.py.
+The pure part (what to write for a payload) is pygen/sync/plan.py; the I/O around this loop is in
+pygen/sync/redis_writer.py (Redis), pygen/sync/committed.py (MySQL, committed mode), pygen/sync/waiters.py
+(committed mode's locking reads) and pygen/sync/metrics.py (counters, Prometheus text, the stats
+log line); committed mode's loop is pygen/sync/committed_loop.py.
 """
 from __future__ import annotations
 
@@ -78,15 +78,15 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from pygen import apply
-from pygen.apply import parse_dsn, redis_target
-from pygen.committed import CommittedReader, Gone, Pending
-from pygen.committed_loop import CommittedLoop
-from pygen.gearman_worker import Worker as GearmanWorker
-from pygen.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
-from pygen.payload import PayloadError, parse
-from pygen.redis_writer import RedisWriter
-from pygen.reconcile_cli import add_worker_arguments, start_in_worker
+from pygen.gearman.worker import Worker as GearmanWorker
+from pygen.sync import plan
+from pygen.sync.committed import CommittedReader, Gone, Pending
+from pygen.sync.committed_loop import CommittedLoop
+from pygen.sync.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
+from pygen.sync.payload import PayloadError, parse
+from pygen.sync.plan import parse_dsn, redis_target
+from pygen.sync.reconcile_cli import add_worker_arguments, start_in_worker
+from pygen.sync.redis_writer import RedisWriter
 
 log = logging.getLogger("gman-udf.worker")
 
@@ -95,7 +95,7 @@ log = logging.getLogger("gman-udf.worker")
 
 class Runner(CommittedLoop):
     """One worker process: grab a batch, decide, write, complete; until stop(). Committed
-    mode's step() is pygen/committed_loop.py's."""
+    mode's step() is pygen/sync/committed_loop.py's."""
 
     def __init__(self, args, stats: Stats):
         self.args, self.stats = args, stats
@@ -109,7 +109,7 @@ class Runner(CommittedLoop):
         self.reader = CommittedReader(args.mysql, args.json_function, args.timeout) if args.mysql else None
         self.parked: List[Pending] = []
         self.inflight = None  # payload mode: (batch, token) sent to Redis, not yet acknowledged
-        # the allow-list for apply.admit(): None = every table; else {table: its columns, None = any}
+        # the allow-list for plan.admit(): None = every table; else {table: its columns, None = any}
         self.tables = tables_from_args(args.tables) if args.tables else {}
         self.tables_read = -math.inf  # monotonic time of the last read of the triggers (default list)
         self.skew_us = None if self.committed else args.max_future_skew * 1e6
@@ -160,12 +160,12 @@ class Runner(CommittedLoop):
             delay = min(delay * 2, 5.0)
 
     def _admit(self, change, now_us: int) -> None:
-        """apply.admit() against the allow-list; a table not on the default list makes it be
+        """plan.admit() against the allow-list; a table not on the default list makes it be
         read again (at most every TABLES_REREAD s), so a table given triggers meanwhile is synced."""
         if (not self.args.tables and change.table not in self.tables and change.table is not None
                 and time.monotonic() - self.tables_read > TABLES_REREAD):
             self._read_tables()
-        apply.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us,
+        plan.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us,
                     whole=self.committed)
 
     # payload mode: batch n+1 is grabbed and planned while Redis runs batch n's script
@@ -190,14 +190,14 @@ class Runner(CommittedLoop):
             try:
                 change = parse(job.workload)
                 self._admit(change, now_us)
-                planned = apply.plan(change, self.options)
+                planned = plan.plan(change, self.options)
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 self._refuse(job, e)
                 continue
             writes += planned
             good.append(job)
             versions.append(change.version)
-        return good, apply.collapse(writes), versions
+        return good, plan.collapse(writes), versions
 
     def _settle(self, batch, token) -> None:
         """Complete a batch once Redis has acknowledged it (retrying its writes if need be)."""
@@ -208,7 +208,7 @@ class Runner(CommittedLoop):
         self._count(writes, skipped, versions)
         self.gearman.complete_many(jobs)
 
-    def _acknowledged(self, writes: List[apply.Write], token) -> Optional[int]:
+    def _acknowledged(self, writes: List[plan.Write], token) -> Optional[int]:
         """The number of writes skipped as stale once Redis acknowledged the batch sent with
         `token` (None: not sent yet), writing it again until it does; None if stopped first."""
         if token is not None:
@@ -219,7 +219,7 @@ class Runner(CommittedLoop):
                 log.warning("redis: %s; retrying %d writes", e, len(writes))
         return self._write_retrying(writes)
 
-    def _write_retrying(self, writes: List[apply.Write]) -> Optional[int]:
+    def _write_retrying(self, writes: List[plan.Write]) -> Optional[int]:
         """Write until Redis acknowledges: the number skipped as stale; None if stopped first."""
         delay = 0.05
         while True:
@@ -236,7 +236,7 @@ class Runner(CommittedLoop):
         self.stats.add("writes", len(writes) - skipped)
         self.stats.add("stale", skipped)
         now_us = time.time_ns() // 1000  # Redis has acknowledged: the end of each job's commit -> Redis lag
-        lags = [lag for lag in (apply.lag_us(v, now_us) for v in versions) if lag is not None]
+        lags = [lag for lag in (plan.lag_us(v, now_us) for v in versions) if lag is not None]
         self.stats.observe_lags([lag / 1e6 for lag in lags])
         if lags:
             self.stats.set("lag_us", max(lags))
@@ -267,9 +267,9 @@ def tables_from_args(text: Optional[str]):
     return dict.fromkeys(names)
 
 
-def options_from_args(args) -> apply.Options:
+def options_from_args(args) -> plan.Options:
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
-    return apply.Options(mode=args.mode, fields=fields, key_template=args.key_template, ttl=args.ttl,
+    return plan.Options(mode=args.mode, fields=fields, key_template=args.key_template, ttl=args.ttl,
                          tombstone_ttl=args.tombstone_ttl)
 
 
@@ -280,7 +280,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gearman", required=True, metavar="HOST:PORT[,HOST:PORT...]",
                    help="job servers; jobs are taken from all of them")
     # The DSN and the Redis URL carry passwords: they may come from the environment (a systemd
-    # EnvironmentFile, see pygen/systemd.py) rather than a command line every user can read.
+    # EnvironmentFile, see pygen/ops/systemd.py) rather than a command line every user can read.
     p.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
                    help="redis://[user:pass@]host:port/db, rediss:// (TLS), unix://; "
                         f"redis+cluster:// or rediss+cluster:// for Redis Cluster (default: ${REDIS_ENV}, "
@@ -459,6 +459,3 @@ def main(argv=None) -> int:
     add_arguments(p)
     return run(p.parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """--consistency committed: reads rows as MySQL has committed them, rendered by the same UDF
 as the trigger, and works out what to write for a change MySQL does not hold as sent (the
-rules are in pygen/worker.py's docstring; the pure SQL and decisions in pygen/apply.py).
-pygen/committed_loop.py parks the jobs (Pending) and runs the loop; pygen/waiters.py runs
+rules are in pygen/sync/worker.py's docstring; the pure SQL and decisions in pygen/sync/plan.py).
+pygen/sync/committed_loop.py parks the jobs (Pending) and runs the loop; pygen/sync/waiters.py runs
 the locking reads that wait for an open transaction (wait_statement, waited).
 """
 from __future__ import annotations
@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from pygen import apply
-from pygen.apply import parse_dsn
-from pygen.payload import Change
-from pygen.payload import loads as payload_loads
-from pygen.triggers import SYNCED_SQL, Column, _text, synced_tables
+from pygen.sync import plan
+from pygen.sync.payload import Change
+from pygen.sync.payload import loads as payload_loads
+from pygen.sync.plan import parse_dsn
+from pygen.sync.triggers import SYNCED_SQL, Column, _text, synced_tables
 
 log = logging.getLogger("gman-udf.worker")  # the worker's log
 
@@ -78,16 +78,16 @@ class CommittedReader:
         import MySQLdb
         try:
             cur = self._cursor()
-            sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info())
+            sql = plan.lock_statement(change.table, list(change.key), self.conn.get_server_info())
             if sql is None:
                 return None
-            cur.execute(sql, apply.key_params(change.key, list(change.key)))
+            cur.execute(sql, plan.key_params(change.key, list(change.key)))
             cur.fetchall()
         except MySQLdb.OperationalError as e:
             if not (e.args and e.args[0] in (1205, 3572)):  # NOWAIT: MariaDB's lock wait timeout, MySQL's ER_LOCK_NOWAIT
                 self.close()
             return True
-        except (MySQLdb.MySQLError, apply.PlanError):
+        except (MySQLdb.MySQLError, plan.PlanError):
             return False
         return False
 
@@ -102,17 +102,17 @@ class CommittedReader:
         try:
             convert = self._table(change.table, (*change.key, *cols))
             cur = self._cursor()
-            sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+            sql = plan.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
                                        self.json_function, convert)
             if sql is None:
                 return None
-            cur.execute(sql, cols + apply.key_params(change.key, list(change.key)))
+            cur.execute(sql, cols + plan.key_params(change.key, list(change.key)))
             found = cur.fetchall()
         except MySQLdb.OperationalError as e:
             if not (e.args and e.args[0] in (1205, 3572)):
                 self.close()
             return None
-        except (MySQLdb.MySQLError, apply.PlanError):
+        except (MySQLdb.MySQLError, plan.PlanError):
             return None
         if len(found) != 1 or found[0][0] is None:
             return None
@@ -126,16 +126,16 @@ class CommittedReader:
         cols = list(change.row or change.key)  # a delete: the key, read back (row or no row)
         convert = self._table(change.table, (*change.key, *cols))
         self._cursor()
-        sql = apply.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+        sql = plan.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
                                    self.json_function, convert, wait=True)
-        return sql, cols + apply.key_params(change.key, list(change.key))
+        return sql, cols + plan.key_params(change.key, list(change.key))
 
     def waited(self, rows) -> Optional[dict]:
         """The row a wait_statement() read returned (None: no such row)."""
         if not rows:
             return None
         if rows[0][0] is None:
-            raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+            raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
         return payload_loads(rows[0][0])
 
     def read(self, changes: List[Change]) -> list:
@@ -151,7 +151,7 @@ class CommittedReader:
                 try:
                     found = self._read_group(table, key_cols, row_cols, [changes[i] for i in chunk])
                 except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
-                        MySQLdb.NotSupportedError, apply.PlanError) as e:
+                        MySQLdb.NotSupportedError, plan.PlanError) as e:
                     for i in chunk:
                         out[i] = Gone(f"{table}: {e}")
                     continue
@@ -170,7 +170,7 @@ class CommittedReader:
                         out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
                     continue
                 for i in chunk:
-                    out[i] = found.get(apply.key_id(changes[i].key, key_cols))
+                    out[i] = found.get(plan.key_id(changes[i].key, key_cols))
         return out
 
     def settled(self, change: Change, waited: float, commit_window: float, max_wait: float):
@@ -181,17 +181,17 @@ class CommittedReader:
         locked = self.locked(change)
         if locked is None:  # no NOWAIT on this server: wait out the commit window
             if waited < commit_window:
-                return apply.RETRY
+                return plan.RETRY
         elif locked and waited < max_wait:
-            return apply.RETRY
+            return plan.RETRY
         try:
             (row,) = self.read([change])
         except Exception as e:  # noqa: BLE001 - MySQL away: look again later
             log.warning("mysql: %s", e)
-            return apply.RETRY
+            return plan.RETRY
         if isinstance(row, Gone):
-            return apply.RETRY  # it was readable a moment ago
-        return apply.decide(change, row, True)
+            return plan.RETRY  # it was readable a moment ago
+        return plan.decide(change, row, True)
 
     def _table(self, table: str, names) -> FrozenSet[str]:
         """The table's text columns in a non-UTF-8 charset; PlanError when it has no column of
@@ -200,7 +200,7 @@ class CommittedReader:
         now = time.monotonic()
         cached = self._columns.get(table)
         if cached is None or (now - cached[0] > self.REREAD and not {n.lower() for n in names} <= cached[1]):
-            schema, name = apply.split_table(table)
+            schema, name = plan.split_table(table)
             cur = self._cursor()
             cur.execute("SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
                         "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (schema or None, name))
@@ -208,32 +208,32 @@ class CommittedReader:
             cached = (now, frozenset(c.name.lower() for c in cols), frozenset(c.name for c in cols if c.needs_convert))
             self._columns[table] = cached
         if not cached[1]:
-            raise apply.PlanError("no such table (or no column this user may see)")
+            raise plan.PlanError("no such table (or no column this user may see)")
         unknown = [n for n in names if n.lower() not in cached[1]]  # column names are case-insensitive
         if unknown:
-            raise apply.PlanError(f"no column {unknown[0]!r:.80}")
+            raise plan.PlanError(f"no column {unknown[0]!r:.80}")
         return cached[2]
 
     def _read_group(self, table, key_cols, row_cols, changes) -> dict:
         convert = self._table(table, (*key_cols, *row_cols))  # the SQL stays as wide as the table
-        sql, params = apply.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
+        sql, params = plan.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
         for c in changes:
-            params += apply.key_params(c.key, key_cols)
+            params += plan.key_params(c.key, key_cols)
         cur = self._cursor()
         cur.execute(sql, params)
         found = {}
-        if apply.key_in_row(key_cols, row_cols or key_cols):
+        if plan.key_in_row(key_cols, row_cols or key_cols):
             for (row_json,) in cur.fetchall():
                 if row_json is None:
-                    raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+                    raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
                 row = payload_loads(row_json)
-                found[apply.key_id(row, key_cols)] = row
+                found[plan.key_id(row, key_cols)] = row
             return found
         for key_json, row_json in cur.fetchall():
             if key_json is None or row_json is None:
-                raise apply.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+                raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
             row = payload_loads(row_json)
-            found[apply.key_id(payload_loads(key_json), key_cols)] = row
+            found[plan.key_id(payload_loads(key_json), key_cols)] = row
         return found
 
 

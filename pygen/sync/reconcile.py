@@ -1,5 +1,5 @@
 """`gman-udf reconcile`: a long-running process that brings Redis back to MySQL by itself
-(the command line: pygen/reconcile_cli.py).
+(the command line: pygen/sync/reconcile_cli.py).
 
     gman-udf reconcile --table shop.data --table shop.orders --redis redis://cache:6379/0 \\
         --mysql mysql://gman@db/shop [--rate 2000] [--interval 30] [--metrics-port 9101]
@@ -7,7 +7,7 @@
 Over and over, it walks each table in primary-key order, one chunk at a time (keyset
 pagination: `WHERE pk > last ORDER BY pk LIMIT n`, composite keys too, so each chunk is a
 short range read of the primary key, never a table scan held open), and compares each chunk
-with Redis exactly as `gman-udf verify --repair` does (pygen/compare.py: compare_rows and
+with Redis exactly as `gman-udf verify --repair` does (pygen/sync/compare.py: compare_rows and
 compare_extras are verify's own loop): missing and stale rows are read again under a shared
 lock with a fresh gman_stamp() and written with the worker's version-guarded script, so a
 newer image a worker wrote meanwhile is never overwritten; keys of rows gone from MySQL
@@ -38,9 +38,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from . import apply as plan_mod
-from . import triggers
-from .compare import Repairer, Report, compare_extras, compare_rows, decode_rows, select_rows_sql
+from pygen.sync import plan as plan_mod
+from pygen.sync import triggers
+from pygen.sync.compare import Repairer, Report, compare_extras, compare_rows, decode_rows, select_rows_sql
 
 log = logging.getLogger("gman-udf.reconcile")
 

@@ -5,7 +5,7 @@ and data size as big-endian uint32 -- then the data: the arguments joined by one
 Every argument but the last is NUL-free; the last (a workload, a result) may hold any bytes.
 How many arguments a type has comes from ARG_COUNT, so a packet always splits the same way.
 
-The connection layer (pygen/gearman_conn.py) encodes with encode() and feeds what it reads to a
+The connection layer (pygen/gearman/connection.py) encodes with encode() and feeds what it reads to a
 Decoder, which hands out whole packets. The C plugin has its own codec (udf/gm_proto.c) with
 the same table and the same refusals.
 """

@@ -23,7 +23,7 @@ parse() refuses (PayloadError) anything else, whatever the bytes: not UTF-8, not
 (NaN and Infinity included), nested past the decoder's recursion limit, members of the wrong
 type, a table or key text that is not valid Unicode (lone surrogates), key values that are
 objects or arrays (but {"$base64"}), bad base64, a version outside 0..2^63-1 (gman_stamp()
-is a BIGINT). What parse() returns, plan() (pygen/apply.py) can write or refuses in turn.
+is a BIGINT). What parse() returns, plan() (pygen/sync/plan.py) can write or refuses in turn.
 """
 import base64
 import binascii

@@ -1,6 +1,6 @@
-"""One connection speaking Gearman's binary protocol (codec in pygen/gearman_proto.py): the
-errors, server addresses and the Connection that pygen/gearman.py's Client and
-pygen/gearman_worker.py's Worker are built on.
+"""One connection speaking Gearman's binary protocol (codec in pygen/gearman/protocol.py): the
+errors, server addresses and the Connection that pygen/gearman/client.py's Client and
+pygen/gearman/worker.py's Worker are built on.
 
 Every socket operation has a deadline: connect_timeout for connecting, timeout for each
 request/reply; nothing blocks forever.
@@ -11,7 +11,7 @@ import collections
 import socket
 import time
 
-from pygen.gearman_proto import DEFAULT_MAX_DATA, REQ, RES, Decoder, ProtocolError, Type, encode, from_bytes
+from pygen.gearman.protocol import DEFAULT_MAX_DATA, REQ, RES, Decoder, ProtocolError, Type, encode, from_bytes
 
 DEFAULT_PORT = 4730
 RECV_SIZE = 256 * 1024

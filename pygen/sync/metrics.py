@@ -1,7 +1,7 @@
 """The worker's metrics: one slot of doubles per process in a shared array (one writer per
 slot), summed into Prometheus text (served over HTTP with --metrics-port) and a periodic log
-line (--stats-interval). totals() and prometheus_text() are pure; pygen/worker.py and
-pygen/committed_loop.py count.
+line (--stats-interval). totals() and prometheus_text() are pure; pygen/sync/worker.py and
+pygen/sync/committed_loop.py count.
 
 A slot holds FIELDS, then the commit -> Redis lag histogram: one count per bucket of
 LAG_BUCKETS (not cumulative: a job is counted in the first bucket whose bound it does not

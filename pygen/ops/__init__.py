@@ -1,0 +1,1 @@
+"""Operating a setup: `gman-udf doctor` and its checks, `gman-udf systemd`."""
