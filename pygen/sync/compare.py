@@ -86,7 +86,7 @@ def select_rows_sql(t: triggers.TableSchema) -> str:
 
 def key_condition(t: triggers.TableSchema, n: int) -> str:
     """WHERE text for n keys (mysqlclient %s placeholders, values flattened in key order)."""
-    cols = ", ".join(triggers.quote_ident(c.name).replace("%", "%%") for c in t.key)
+    cols = ", ".join(triggers.quote_ident_fmt(c.name) for c in t.key)
     one = "(" + ", ".join(["%s"] * len(t.key)) + ")"
     return f"({cols}) IN ({', '.join([one] * n)})"
 

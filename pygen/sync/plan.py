@@ -27,9 +27,10 @@ from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, S
 
 from pygen.sync.payload import Change, PayloadError, decode_value
 from pygen.sync.payload import dumps as payload_dumps
+from pygen.sync import triggers
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
-           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "quote_ident", "split_table",
+           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "split_table",
            "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
            "redis_target", "parse_dsn"]
 
@@ -293,11 +294,12 @@ def lag_us(version: Optional[int], now_us: int) -> Optional[int]:
 
 # ---- --consistency committed -----------------------------------------------------------------
 
-def quote_ident(name: str) -> str:
-    """A MySQL identifier in backticks (backticks doubled), safe inside a %s-format query."""
-    if not name or "\0" in name:
-        raise PlanError(f"bad identifier {name!r}")
-    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+def _quote(name: str) -> str:
+    """triggers.quote_ident_fmt, raising PlanError (what committed mode's callers catch)."""
+    try:
+        return triggers.quote_ident_fmt(name)
+    except triggers.SchemaError:
+        raise PlanError(f"bad identifier {name!r}") from None
 
 
 def split_table(table: str) -> Tuple[Optional[str], str]:
@@ -310,7 +312,7 @@ def _members(fn: str, cols: Sequence[str], convert: Collection[str] = ()) -> str
     # udf_json_members: the member names are %s parameters, so any column name works. Text in
     # a charset other than UTF-8 is converted, as the generated triggers do (pygen.sync.triggers).
     def value(c):
-        return f"CONVERT({quote_ident(c)} USING utf8mb4)" if c in convert else quote_ident(c)
+        return f"CONVERT({_quote(c)} USING utf8mb4)" if c in convert else _quote(c)
     return f"{fn}(" + ", ".join(f"%s, {value(c)}" for c in cols) + ")"
 
 
@@ -326,10 +328,10 @@ def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str],
     if not key_cols or count < 1:
         raise PlanError("nothing to read")
     schema, name = split_table(table)
-    target = (quote_ident(schema) + "." if schema else "") + quote_ident(name)
+    target = (_quote(schema) + "." if schema else "") + _quote(name)
     row_cols = list(row_cols) or list(key_cols)  # a delete has no row: read the key back
     tuple_ = "(" + ", ".join(["%s"] * len(key_cols)) + ")"
-    cols = "(" + ", ".join(quote_ident(c) for c in key_cols) + ")"
+    cols = "(" + ", ".join(_quote(c) for c in key_cols) + ")"
     where = f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})"
     if key_in_row(key_cols, row_cols):
         return f"SELECT {_members(json_function, row_cols, convert)} {where}", row_cols
@@ -364,8 +366,8 @@ def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row
     else:
         return None
     schema, name = split_table(table)
-    target = (quote_ident(schema) + "." if schema else "") + quote_ident(name)
-    cols = ", ".join(quote_ident(c) for c in key_cols)
+    target = (_quote(schema) + "." if schema else "") + _quote(name)
+    cols = ", ".join(_quote(c) for c in key_cols)
     values = ", ".join(["%s"] * len(key_cols))
     select = f"{_members(json_function, row_cols, convert)}, gman_stamp()" if row_cols else "1"
     return f"SELECT {select} FROM {target} WHERE ({cols}) = ({values}) {lock}"

@@ -86,7 +86,7 @@ class TokenBucket:
 def after_condition(t: triggers.TableSchema) -> str:
     """Keys after the last one read, (a, b) > (%s, %s) spelled as a > %s OR (a = %s AND b > %s),
     which both MariaDB and MySQL read as a range of the primary key."""
-    cols = [triggers.quote_ident(c.name).replace("%", "%%") for c in t.key]
+    cols = [triggers.quote_ident_fmt(c.name) for c in t.key]
     parts = [" AND ".join([f"{c} = %s" for c in cols[:i]] + [f"{cols[i]} > %s"]) for i in range(len(cols))]
     return " OR ".join(f"({p})" for p in parts)
 
@@ -97,7 +97,7 @@ def after_params(last: tuple) -> list:
 
 def chunk_sql(t: triggers.TableSchema, after: bool) -> str:
     """The next chunk in key order: select_rows_sql's columns; params: after_params(), limit."""
-    order = ", ".join(triggers.quote_ident(c.name).replace("%", "%%") for c in t.key)
+    order = ", ".join(triggers.quote_ident_fmt(c.name) for c in t.key)
     where = f" WHERE {after_condition(t)}" if after else ""
     return f"{select_rows_sql(t).replace('%', '%%')}{where} ORDER BY {order} LIMIT %s"
 

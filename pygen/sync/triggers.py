@@ -93,6 +93,11 @@ def quote_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def quote_ident_fmt(name: str) -> str:
+    """quote_ident(name) for the text of a %s-format query: a % in the name is doubled too."""
+    return quote_ident(name).replace("%", "%%")
+
+
 def sql_string(text: str) -> str:
     """A string literal that means the same under any sql_mode and client charset: plain
     printable ASCII is quoted ('' for '); anything else (backslash, control, non-ASCII) is
