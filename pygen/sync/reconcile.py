@@ -197,7 +197,7 @@ class Pass:
 
 class Reconciler:
     """Passes over `tables` until stop is set. connect() returns a new MySQL connection;
-    redis: a redis-py client (verify.redis_client)."""
+    redis: a redis-py client (redis_writer.redis_client)."""
 
     def __init__(self, tables: List[str], connect, redis, options: plan_mod.Options = plan_mod.Options(),
                  rate: float = DEFAULT_RATE, interval: float = DEFAULT_INTERVAL, function: str = "syncToRedis",

@@ -12,18 +12,8 @@ from typing import Optional
 
 from pygen.sync import plan as plan_mod
 from pygen.sync import triggers
+from pygen.sync.redis_writer import redis_client
 from pygen.sync.reconcile import DEFAULT_INTERVAL, DEFAULT_RATE, LOCK_WAIT, Metrics, Reconciler, log
-
-def redis_client(url: str, cluster: bool = False, timeout: float = 10.0):
-    """The client for --redis (a '+cluster' scheme or cluster=True: Redis Cluster)."""
-    import redis
-    cluster, url = plan_mod.redis_target(url, cluster)
-    kw = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if cluster:
-        from redis.cluster import RedisCluster
-        return RedisCluster.from_url(url, **kw)
-    return redis.Redis.from_url(url, **kw)
-
 
 def mysql_connector(dsn: str, timeout: float):
     import MySQLdb

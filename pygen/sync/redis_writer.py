@@ -4,12 +4,26 @@ one Lua call per batch (standalone Redis) or one call per hash slot, pipelined p
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from pygen.sync import plan
 from pygen.sync.cluster_writer import ClusterWriter
 from pygen.sync.plan import redis_target
 from pygen.sync.redis_scripts import APPLY, APPLY_SHA
+
+
+def redis_client(url: str, cluster: bool = False, timeout: float = 10.0,
+                 connect_timeout: Optional[float] = None):
+    """The redis-py client for --redis (a '+cluster' scheme or cluster=True: Redis Cluster);
+    connect_timeout defaults to timeout."""
+    import redis
+    cluster, url = redis_target(url, cluster)
+    kw = {"socket_timeout": timeout,
+          "socket_connect_timeout": timeout if connect_timeout is None else connect_timeout}
+    if cluster:
+        from redis.cluster import RedisCluster
+        return RedisCluster.from_url(url, **kw)
+    return redis.Redis.from_url(url, **kw)
 
 
 class RedisWriter:

@@ -82,14 +82,9 @@ class Progress:
 # ---- the commands ----------------------------------------------------------------------------
 
 def redis_client(url: str):
-    """redis.from_url's forms; redis+cluster:// (or rediss+cluster://) for Redis Cluster."""
-    import redis
-    scheme, sep, rest = url.partition("://")
-    kw = {"socket_timeout": 30, "socket_connect_timeout": 10}
-    if scheme.endswith("+cluster"):
-        from redis.cluster import RedisCluster
-        return RedisCluster.from_url(scheme[:-len("+cluster")] + sep + rest, **kw)
-    return redis.Redis.from_url(url, **kw)
+    """redis_writer.redis_client with verify's timeouts (a long scan reply: 30 s)."""
+    from pygen.sync.redis_writer import redis_client as client
+    return client(url, timeout=30, connect_timeout=10)
 
 
 def _options(args) -> plan_mod.Options:
