@@ -173,7 +173,7 @@ static int gm_client_run(const char *fn, size_t fn_len, gm_op op, int clean, voi
                 return GM_OK;
             }
             int timed_out = c->timed_out;
-            gm_server_discard(s, c);
+            gm_conn_close(c);
             /* A pooled connection may have died while idle (closed, reset): one more try on a
              * fresh one. Not after a timeout: a silent server would cost a second timeout. */
             if (!(rc == GM_OP_IO && reused && !timed_out))
@@ -376,7 +376,7 @@ static int gm_stream_connect(gm_stream *st, const gm_job *job, char *err)
         gm_server_mark_up(s); /* it answered: a probe after back-off succeeded */
         if (st->want_results && gm_client_enable_exceptions(st->conn, st->cfg, e) != GM_OP_OK) {
             snprintf(err, GM_ERRLEN, "gearmand %s: %.200s", s->name, e);
-            gm_server_discard(s, st->conn);
+            gm_conn_close(st->conn);
             gm_server_mark_down(s, e, st->cfg->backoff_ms);
             gm_server_unref(s);
             st->conn = NULL;
@@ -515,7 +515,7 @@ void gm_stream_close(gm_stream *st)
     if (clean)
         gm_server_checkin(st->server, st->conn);
     else
-        gm_server_discard(st->server, st->conn);
+        gm_conn_close(st->conn);
     gm_server_unref(st->server);
     st->conn = NULL;
     st->server = NULL;

@@ -298,7 +298,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
         }
         int timed_out = c->timed_out;
         gm_submit_rescue(sub, c);
-        gm_server_discard(s, c);
+        gm_conn_close(c);
         if (!reused || timed_out || sub->gone) /* a silent server would cost a second timeout */
             return GM_ERR;
     }
@@ -311,7 +311,7 @@ static void gm_submit_take_idle(gm_server *s, gm_submit *sub)
     gm_conn *c;
     while ((c = gm_server_take_owing(s)) != NULL) {
         gm_submit_rescue(sub, c);
-        gm_server_discard(s, c);
+        gm_conn_close(c);
     }
 }
 

@@ -472,7 +472,6 @@ void gm_server_mark_down(gm_server *s, const char *why, int backoff_ms)
             idle[n++] = s->idle[i];
     }
     s->n_idle = keep;
-    s->open_conns -= n;
     pthread_mutex_unlock(&s->lock);
     for (unsigned i = 0; i < n; i++)
         gm_conn_close(idle[i]);
@@ -499,16 +498,12 @@ gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int
             c->answered_us = &s->answered_us;
             return c;
         }
-        gm_server_discard(s, c);
+        gm_conn_close(c);
     }
     *reused = 0;
     gm_conn *c = gm_conn_open((const struct sockaddr *)&s->addr, s->addrlen, connect_timeout_ms, err);
-    if (c) {
+    if (c)
         c->answered_us = &s->answered_us;
-        pthread_mutex_lock(&s->lock);
-        s->open_conns++;
-        pthread_mutex_unlock(&s->lock);
-    }
     return c;
 }
 
@@ -535,9 +530,9 @@ void gm_server_checkin(gm_server *s, gm_conn *c)
         }
     }
     pthread_mutex_unlock(&s->lock);
-    gm_server_discard(s, evicted);
+    gm_conn_close(evicted);
     if (c)
-        gm_server_discard(s, c);
+        gm_conn_close(c);
 }
 
 gm_conn *gm_server_take_owing(gm_server *s)
@@ -553,16 +548,6 @@ gm_conn *gm_server_take_owing(gm_server *s)
     }
     pthread_mutex_unlock(&s->lock);
     return c;
-}
-
-void gm_server_discard(gm_server *s, gm_conn *c)
-{
-    if (c == NULL)
-        return;
-    pthread_mutex_lock(&s->lock);
-    s->open_conns--;
-    pthread_mutex_unlock(&s->lock);
-    gm_conn_close(c);
 }
 
 /* mysqld unloads the library when its last function is dropped: close what we hold. No

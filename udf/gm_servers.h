@@ -39,7 +39,6 @@ typedef struct gm_server {
     pthread_mutex_t lock; /* guards everything below */
     gm_conn *idle[GM_POOL_MAX];
     unsigned n_idle;
-    unsigned open_conns;   /* connections of ours to this server, idle or in use */
     int failing;           /* last attempt failed */
     int64_t down_until;    /* skip until then (monotonic us) */
     char last_err[GM_ERRLEN];
@@ -96,7 +95,6 @@ void gm_server_mark_down(gm_server *s, const char *why, int backoff_ms);
 gm_conn *gm_server_checkout(gm_server *s, int connect_timeout_ms, int clean, int *reused, char *err);
 /* Hand a healthy, idle connection back (kept if the pool has room), or close a broken one. */
 void gm_server_checkin(gm_server *s, gm_conn *c);
-void gm_server_discard(gm_server *s, gm_conn *c);
 /* An idle connection of s that still has unanswered pipelined jobs, taken out of the pool
  * (the caller rescues its jobs and discards it), or NULL. */
 gm_conn *gm_server_take_owing(gm_server *s);

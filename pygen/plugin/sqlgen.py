@@ -48,9 +48,9 @@ PORTABLE = Server("any", (0,))
 
 
 def functions_for(server: Server) -> List[catalog.Function]:
-    """The catalog's available functions that this server lets us register."""
+    """The catalog's functions that this server lets us register."""
     out = []
-    for fn in catalog.available():
+    for fn in catalog.FUNCTIONS:
         if fn.native_in and (server.flavor == "any" or server.owns_native(fn)):
             continue
         out.append(fn)

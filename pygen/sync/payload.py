@@ -168,11 +168,3 @@ def decode_value(value: Any) -> Any:
             raise PayloadError(f"bad base64 {text!r:.80}") from None
     return value
 
-
-def key_text(key: Dict[str, Any]) -> str:
-    """The key values joined by ':' in column order (for key templates)."""
-    parts = []
-    for v in key.values():
-        v = decode_value(v)
-        parts.append(v.hex() if isinstance(v, bytes) else str(v))
-    return ":".join(parts)

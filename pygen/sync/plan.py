@@ -104,7 +104,7 @@ def compile_template(template: str) -> Tuple[Tuple[bool, str], ...]:
 
 
 def _text(value: Any) -> str:
-    # as payload.key_text does for each value: bytes as hex, the rest as str()
+    # a key value in a rendered key: bytes as hex, the rest as str()
     value = decode_value(value)
     return value.hex() if isinstance(value, bytes) else str(value)
 

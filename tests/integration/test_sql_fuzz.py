@@ -54,8 +54,8 @@ class Fuzzer:
     def __init__(self, seed, gearmand):
         self.rng = random.Random(seed)
         self.gearmand = gearmand
-        self.names = [f.name for f in catalog.available()]
-        self.aggregates = [f.name for f in catalog.available() if f.aggregate]
+        self.names = [f.name for f in catalog.FUNCTIONS]
+        self.aggregates = [f.name for f in catalog.FUNCTIONS if f.aggregate]
 
     def scalar(self, columns, depth):
         r = self.rng.random()

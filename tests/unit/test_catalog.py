@@ -8,8 +8,8 @@ from pygen.plugin import catalog, sqlgen
 from pygen.plugin.sqlgen import Server
 
 NATIVE_JSON = {"json_object", "json_array"}
-AVAILABLE = {f.name for f in catalog.available()}
-AGGREGATES = {f.name for f in catalog.available() if f.aggregate}
+AVAILABLE = {f.name for f in catalog.FUNCTIONS}
+AGGREGATES = {f.name for f in catalog.FUNCTIONS if f.aggregate}
 
 # version string -> (flavor, version, owns json_object/json_array natively, form of CREATE)
 SERVERS = {
@@ -152,7 +152,7 @@ def test_rendered_script_shape():
 def test_export_map_lists_every_symbol():
     text = catalog.export_map()
     names = re.findall(r"^    (\w+);$", text, re.M)
-    expected = sorted(s for f in catalog.available() for s in f.symbols())
+    expected = sorted(s for f in catalog.FUNCTIONS for s in f.symbols())
     assert names == expected
     assert "local:\n    *;" in text
     assert set(catalog.by_name("gman_sum").symbols()) == {

@@ -98,7 +98,7 @@ def test_hash_delete():
     ("{table}/{item}/{shop}", {"shop": 1, "item": "x"}, "shop.data/x/1"),
     ("{key}", {"a": 1, "b": 2}, "1:2"),
     ("user:{{{id}}}", {"id": 7}, "user:{7}"),  # a literal hash tag
-    ("k:{id}", {"id": {"$base64": "/wA="}}, "k:ff00"),  # bytes keys as hex, as payload.key_text
+    ("k:{id}", {"id": {"$base64": "/wA="}}, "k:ff00"),  # bytes keys as hex
     ("k:{id}", {"id": 1.5}, "k:1.5"),
     ("k:{weird col}", {"weird col": "v"}, "k:v"),
 ])
