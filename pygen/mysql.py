@@ -57,3 +57,9 @@ def from_args(args) -> ConnOptions:
 def connect(opts: ConnOptions):
     import MySQLdb
     return MySQLdb.connect(**opts.resolved())
+
+
+def text(v, errors: str = "strict"):
+    """A value MySQLdb returned as bytes (or bytearray) decoded as UTF-8 (errors as for
+    bytes.decode); anything else, str or None, unchanged."""
+    return v.decode("utf-8", errors) if isinstance(v, (bytes, bytearray)) else v

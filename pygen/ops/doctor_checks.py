@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from pygen import mysql
 from pygen.plugin import catalog, install, sqlgen
 from pygen.sync import triggers
 
@@ -34,10 +35,6 @@ class Check:
         return {"check": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
-def _text(v):
-    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -46,7 +43,7 @@ def server_pid(cur) -> Optional[int]:
     """mysqld's pid from its pid file, when this machine can read it."""
     cur.execute("SELECT @@pid_file")
     try:
-        return int(Path(_text(cur.fetchone()[0])).read_text().split()[0])
+        return int(Path(mysql.text(cur.fetchone()[0], "replace")).read_text().split()[0])
     except (OSError, ValueError, IndexError, TypeError):
         return None
 
@@ -283,7 +280,7 @@ def check_triggers(conn, table: str, function: str) -> Check:
     cur = conn.cursor()
     cur.execute(triggers.SYNCED_SQL.replace("%", "%%") + " AND EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
                 (t.schema, t.name))
-    found = {_text(r[0]): _text(r[3]) for r in cur.fetchall()}
+    found = {mysql.text(r[0], "replace"): mysql.text(r[3], "replace") for r in cur.fetchall()}
     subset = f" --columns {','.join(columns)}" if columns else ""
     fix = f"gman-udf trigger --table {t.qualified}{subset} --function {function} --apply"
     wanted = [triggers.trigger_name(t.name, suffix) for suffix, _ in triggers.EVENTS]

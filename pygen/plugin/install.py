@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from pygen import mysql
 from pygen.plugin import catalog, sqlgen
 
 
@@ -57,19 +58,15 @@ def place_library(library: Path, plugin_dir: str, local: bool) -> Optional[bool]
     return True
 
 
-def _text(v):
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def registered_functions(cur) -> Dict[str, Tuple[str, int, str]]:
     """Every loadable function the server lists: {name: (dl, ret, type)}."""
     cur.execute("SELECT name, dl, ret, type FROM mysql.func")
-    return {_text(name): (_text(dl), int(ret), _text(kind)) for name, dl, ret, kind in cur.fetchall()}
+    return {mysql.text(name): (mysql.text(dl), int(ret), mysql.text(kind)) for name, dl, ret, kind in cur.fetchall()}
 
 
 def installed_functions(cur) -> List[str]:
     cur.execute("SELECT name FROM mysql.func WHERE dl = %s", (catalog.LIBRARY,))
-    return [_text(r[0]) for r in cur.fetchall()]
+    return [mysql.text(r[0]) for r in cur.fetchall()]
 
 
 def server_runs_file(cur, plugin_dir: str) -> Optional[bool]:
@@ -77,7 +74,7 @@ def server_runs_file(cur, plugin_dir: str) -> Optional[bool]:
     plugin_dir: True, False (it still runs a replaced one), or None when we cannot look (no
     pid file or /proc access, another machine or pid namespace, nothing mapped)."""
     cur.execute("SELECT @@pid_file")
-    pid_file = _text(cur.fetchone()[0])
+    pid_file = mysql.text(cur.fetchone()[0])
     target = Path(plugin_dir) / catalog.LIBRARY
     try:
         pid = int(Path(pid_file).read_text().split()[0])

@@ -15,7 +15,8 @@ from pygen.sync import plan
 from pygen.sync.payload import Change
 from pygen.sync.payload import loads as payload_loads
 from pygen.sync.plan import parse_dsn
-from pygen.sync.triggers import SYNCED_SQL, Column, _text, synced_tables
+from pygen import mysql
+from pygen.sync.triggers import SYNCED_SQL, Column, synced_tables
 
 log = logging.getLogger("gman-udf.worker")  # the worker's log
 
@@ -204,7 +205,7 @@ class CommittedReader:
             cur = self._cursor()
             cur.execute("SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
                         "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (schema or None, name))
-            cols = [Column(_text(n), "", _text(cs)) for n, cs in cur.fetchall()]
+            cols = [Column(mysql.text(n), "", mysql.text(cs)) for n, cs in cur.fetchall()]
             cached = (now, frozenset(c.name.lower() for c in cols), frozenset(c.name for c in cols if c.needs_convert))
             self._columns[table] = cached
         if not cached[1]:

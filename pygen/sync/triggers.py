@@ -186,7 +186,7 @@ def synced_tables(rows, function: str = DEFAULT_FUNCTION) -> Dict[str, FrozenSet
     call = f"gman_do_background({sql_string(function)},"
     out: Dict[str, set] = {}
     for name, schema, table, body in rows:
-        name, schema, table, body = _text(name), _text(schema), _text(table), _text(body)
+        name, schema, table, body = mysql.text(name), mysql.text(schema), mysql.text(table), mysql.text(body)
         if name not in {trigger_name(table, suffix) for suffix, _ in EVENTS} or call not in body:
             continue
         out.setdefault(f"{schema}.{table}", set()).update(
@@ -307,27 +307,23 @@ def split_names(text: Optional[str]) -> Optional[List[str]]:
     return names
 
 
-def _text(v):
-    return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else v
-
-
 def read_schema(conn, table: str, key: Optional[Sequence[str]] = None,
                 columns: Optional[Sequence[str]] = None) -> TableSchema:
     """The table's columns from information_schema; key defaults to the primary key,
     columns to every column. Raises SchemaError for names that do not exist."""
     cur = conn.cursor()
     cur.execute("SELECT DATABASE()")
-    schema, name = split_table(table, _text(cur.fetchone()[0]))
+    schema, name = split_table(table, mysql.text(cur.fetchone()[0]))
     cur.execute("SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                 (schema, name))
     found = cur.fetchone()
     if found is None:
         raise SchemaError(f"table {schema}.{name} does not exist (or you may not see it)")
-    if _text(found[0]) not in ("BASE TABLE", "SYSTEM VERSIONED"):
-        raise SchemaError(f"{schema}.{name} is a {_text(found[0]).lower()}, not a table: it cannot have triggers")
+    if mysql.text(found[0]) not in ("BASE TABLE", "SYSTEM VERSIONED"):
+        raise SchemaError(f"{schema}.{name} is a {mysql.text(found[0]).lower()}, not a table: it cannot have triggers")
     cur.execute("SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
                 "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, name))
-    all_cols = tuple(Column(_text(n), _text(t).lower(), _text(cs)) for n, t, cs in cur.fetchall())
+    all_cols = tuple(Column(mysql.text(n), mysql.text(t).lower(), mysql.text(cs)) for n, t, cs in cur.fetchall())
     by_name = {c.name.lower(): c for c in all_cols}  # column names are case-insensitive
 
     def pick(names, what):
@@ -345,7 +341,7 @@ def read_schema(conn, table: str, key: Optional[Sequence[str]] = None,
     else:
         cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
                     "AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (schema, name))
-        key_cols = pick([_text(r[0]) for r in cur.fetchall()], "primary key")
+        key_cols = pick([mysql.text(r[0]) for r in cur.fetchall()], "primary key")
         if not key_cols:
             raise SchemaError(f"{schema}.{name} has no primary key: name the key columns with --key")
     cur.close()
@@ -380,7 +376,7 @@ def apply(conn, t: TableSchema, function: str = DEFAULT_FUNCTION, strict: bool =
     from pygen.plugin import sqlgen
     cur = conn.cursor()
     cur.execute("SELECT VERSION()")
-    server = sqlgen.Server.parse(_text(cur.fetchone()[0]))
+    server = sqlgen.Server.parse(mysql.text(cur.fetchone()[0]))
     atomic = server.flavor == "mariadb" and server.version >= (10, 1, 4)
     names = []
     for drop, create in statements(t, function, strict):
