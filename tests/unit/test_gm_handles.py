@@ -1,5 +1,5 @@
 """The handle set of a gman_sum stream (udf/gm_handles.c): only our jobs' results, each once."""
-import cbuild
+from tests.support import cbuild
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +9,7 @@ int gm_handles_add(gm_handles *h, const char *p, size_t len);
 int gm_handles_finish(gm_handles *h, const char *p, size_t len);
 void gm_handles_free(gm_handles *h);
 """
-ffi, lib = cbuild.build("gm_handles", ["gm_handles.c"], CDEF)
+ffi, lib = cbuild.load("gm_handles", CDEF)
 
 
 def new():

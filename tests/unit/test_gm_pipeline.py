@@ -5,7 +5,7 @@ import json
 import socket
 import struct
 
-import cbuild
+from tests.support import cbuild
 
 CDEF = """
 typedef struct gm_conn gm_conn;
@@ -32,8 +32,7 @@ size_t gm_jobq_front(const gm_jobq *q, const char **p);
 void gm_jobq_pop(gm_jobq *q);
 void gm_jobq_free(gm_jobq *q);
 """
-SOURCES = ["gm_pipeline.c", "gm_jobq.c", "gm_servers.c", "gm_config.c", "gm_conn.c", "gm_proto.c", "udf_error.c"]
-ffi, lib = cbuild.build("gm_pipeline", SOURCES, CDEF)
+ffi, lib = cbuild.load("gm_pipeline", CDEF)
 
 SUBMIT_JOB_BG, JOB_CREATED, ERROR, NOOP = 18, 8, 19, 6
 CONFIRMED, REFUSED = 1, 2

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-import cbuild
+from tests.support import cbuild
 
 
 def _cdef_from_header(text):
@@ -32,7 +32,7 @@ def _cdef_from_header(text):
 
 
 CDEF = _cdef_from_header((cbuild.UDF / "gm_proto.h").read_text())
-ffi, lib = cbuild.build("gm_proto", ["gm_proto.c"], CDEF)
+ffi, lib = cbuild.load("gm_proto", CDEF)
 ffi.cdef("void *malloc(size_t); void free(void *);")
 _libc = ffi.dlopen(None)  # the global scope: ASan's malloc when it is preloaded
 _exact_new = ffi.new_allocator(alloc=_libc.malloc, free=_libc.free, should_clear_after_alloc=False)

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import cbuild
+from tests.support import cbuild
 
 # The declarations, straight from the header: the struct, the enum and every prototype.
 HEADER = re.sub(r"/\*.*?\*/", "", (cbuild.UDF / "json_buf.h").read_text(), flags=re.S)
 CDEF = "\n".join(re.findall(r"^typedef struct json_buf \{.*?\} json_buf;|^enum json_number_kind .*?;"
                             r"|^(?:int|void|size_t) json_\w+\(.*?\);", HEADER, re.M | re.S))
-ffi, lib = cbuild.build("json_buf", ["json_buf.c", "json_check.c"], CDEF + "\nvoid *malloc(size_t); void free(void *);")
+ffi, lib = cbuild.load("json_buf", CDEF + "\nvoid *malloc(size_t); void free(void *);")
 _libc = ffi.dlopen(None)  # the global scope: ASan's malloc when it is preloaded
 _exact_new = ffi.new_allocator(alloc=_libc.malloc, free=_libc.free, should_clear_after_alloc=False)
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cbuild
+from tests.support import cbuild
 
 HOST = re.sub(r"/\*.*?\*/", "", (cbuild.UDF / "udf_host.h").read_text(), flags=re.S)
 NAMES = [prefix + "json_" + shape for shape in ("object", "array", "members", "values") for prefix in ("", "udf_")]
@@ -25,7 +25,7 @@ CDEF = "\n".join(
     + [f"my_bool {n}_init(UDF_INIT *, UDF_ARGS *, char *); void {n}_deinit(UDF_INIT *);"
        f"char *{n}(UDF_INIT *, UDF_ARGS *, char *, unsigned long *, char *, char *);" for n in NAMES]
     + ["const char *udf_error_get(size_t *len); void *malloc(size_t); void free(void *);"])
-ffi, lib = cbuild.build("json_udf", ["udf_json.c", "json_buf.c", "json_check.c", "udf_error.c"], CDEF)
+ffi, lib = cbuild.load("json_udf", CDEF)
 _libc = ffi.dlopen(None)  # the global scope: ASan's malloc when it is preloaded
 _exact_new = ffi.new_allocator(alloc=_libc.malloc, free=_libc.free, should_clear_after_alloc=False)
 

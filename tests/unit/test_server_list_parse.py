@@ -12,7 +12,7 @@ import time
 import MySQLdb
 import pytest
 
-import cbuild
+from tests.support import cbuild
 
 CDEF = """
 typedef struct gm_server gm_server;
@@ -28,8 +28,7 @@ int gm_servers_set(const char *list, size_t len, const char *function, size_t fl
                    char *err);
 void free(void *);
 """
-SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_jobq.c", "gm_proto.c", "udf_error.c"]
-ffi, lib = cbuild.build("gm_servers", SOURCES, CDEF)
+ffi, lib = cbuild.load("gm_servers", CDEF)
 ERRLEN = 256  # GM_ERRLEN
 # A name that does not resolve takes what the machine's resolver takes (resolv.conf: 5 s per
 # try, 2 tries, per address family, when the DNS server does not answer): a bound against a
@@ -40,7 +39,7 @@ FN = "server_list_parse_test"  # the one per-function list these tests set on th
 
 def parse(text, library=None, keep=None):
     """(normalised text, None) or (None, error) for a list given as str or bytes; library is
-    another (ffi, lib) pair from cbuild.build. The route (and its references on the
+    another (ffi, lib) pair from cbuild.load. The route (and its references on the
     registry's entries) is released, or appended to the list `keep`."""
     ffi, lib = library or (globals()["ffi"], globals()["lib"])
     data = text.encode() if isinstance(text, str) else text
@@ -149,7 +148,7 @@ def test_the_registry_holds_64_servers_in_use_then_refuses_and_frees_unused_ones
     """A second copy of the library (its own registry): 64 distinct servers in use are
     taken, the 65th is refused with a clear message, the 64 known ones still parse; once
     the lists holding them are released, their slots serve other addresses."""
-    lib2 = cbuild.build("gm_servers_registry", SOURCES, CDEF)
+    lib2 = cbuild.load("gm_servers_registry", CDEF)
     held = []
     for port in range(1, 65):
         assert parse(f"127.0.0.1:{port}", lib2, keep=held) == (f"127.0.0.1:{port}", None)
@@ -168,7 +167,7 @@ def test_refused_lists_take_no_registry_slots():
     """Lists refused at their last item (a bad port, a name that does not resolve, one item
     too many) release what their first items took: 20 of them, 15 new addresses each, leave
     the 64 slots free for 64 new addresses."""
-    lib3 = cbuild.build("gm_servers_refused", SOURCES, CDEF)
+    lib3 = cbuild.load("gm_servers_refused", CDEF)
     for k in range(20):
         first = ",".join(f"127.0.{k}.{i}:4730" for i in range(1, 16))
         for last in ("127.0.0.1:0", "gman-udf-test-no-such-host.invalid", "127.0.0.1,127.0.0.1"):
@@ -194,7 +193,7 @@ def test_gm_servers_set_refuses_the_65th_function_list_and_changes_nothing(monke
     crash, or an ASan report in the sanitized run of these tests)."""
     for key in ("GMAN_UDF_CONFIG", "GMAN_UDF_SERVERS", "GMAN_UDF_LOCK"):
         monkeypatch.delenv(key, raising=False)
-    library = cbuild.build("gm_servers_set", SOURCES, CDEF)
+    library = cbuild.load("gm_servers_set", CDEF)
     for k in range(64):
         assert servers_set(library, "127.0.0.1:4730", f"f{k}") == ("127.0.0.1:4730", None)
     for _ in range(3):
