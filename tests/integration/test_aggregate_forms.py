@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import connect, DB, fname, queued, running_worker
+from tests.support.gearman import fname, queued, running_worker
 
 FORMS = [  # (select list over table s(seq, g, h), the same with COUNT(*) in the aggregate's place)
     ("{agg} FROM s", "COUNT(*) FROM s"),

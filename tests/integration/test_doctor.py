@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from pygen.ops import doctor
 from pygen.sandbox import Gearmand, MariaDB, Redis
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = "doc.data"

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DB, Sql, connect, fname, grab_all, queued, wait_until
 from pygen.gearman.client import Client
 from pygen.plugin import catalog
 from pygen.sandbox import _die_with_parent
+from tests.support.gearman import fname, grab_all, queued, wait_until
+from tests.support.sql import DB, Sql
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = Path(__file__).resolve().parent / "peers"

@@ -7,7 +7,8 @@ Needs the pipelined ERROR handling of udf/gm_pipeline.c (branch `pipeline`)."""
 import json
 import time
 
-from conftest import DB, Sql, fname, grab_all, queued, wait_until
+from tests.support.gearman import fname, grab_all, queued, wait_until
+from tests.support.sql import DB, Sql
 
 
 def stats(sql):

@@ -14,9 +14,12 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from conftest import DB, ROOT, connect, fname, queued, running_worker, start_private_mariadb
 from pygen.plugin import catalog, sqlgen
 from pygen.sandbox import Gearmand
+from tests.support import ROOT
+from tests.support.gearman import fname, queued, running_worker
+from tests.support.servers import start_private_mariadb
+from tests.support.sql import DB, connect
 
 DO_TIMEOUT_MS = 2000  # bounds any gman_do left waiting in the fault paths (default 30 s)
 FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ (?:in (\S+) )?(.*)$")

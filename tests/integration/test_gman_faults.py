@@ -9,7 +9,8 @@ import time
 import MySQLdb
 import pytest
 
-from conftest import DB, connect, fname, queued
+from tests.support.gearman import fname, queued, running_worker
+from tests.support.sql import DB, connect
 
 IO_TIMEOUT = 0.3  # io_timeout_ms default
 BACKOFF = 1.0  # backoff_ms default
@@ -360,7 +361,6 @@ def test_bulk_background_fails_cleanly_when_gearmand_dies(sql, fresh_gearmand):
 
 
 def test_do_reports_a_gearmand_dying_while_the_job_runs(sql, fresh_gearmand):
-    from conftest import running_worker
     g = fresh_gearmand()
     fn = fname("dodies")
     sql.servers_set(g)

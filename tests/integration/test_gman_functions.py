@@ -14,8 +14,10 @@ import time
 
 import pytest
 
-from conftest import DB, connect, fname, grab_all, queued, running_worker, start_private_mariadb, wait_until
 from pygen.sandbox import Gearmand
+from tests.support.gearman import fname, grab_all, queued, running_worker, wait_until
+from tests.support.servers import start_private_mariadb
+from tests.support.sql import DB, connect
 
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 TUNED_DO_TIMEOUT_MS = 1000

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import DB, start_private_mariadb
+from tests.support.servers import start_private_mariadb
+from tests.support.sql import DB
 
 IO_TIMEOUT = 0.3       # io_timeout_ms default
 DO_TIMEOUT = 1.0       # GMAN_UDF_DO_TIMEOUT_MS below

@@ -12,8 +12,9 @@ from pathlib import Path
 import MySQLdb
 import pytest
 
-from conftest import run_cli, start_private_mariadb
 from pygen.plugin import catalog, sqlgen
+from tests.support.cli import run_cli
+from tests.support.servers import start_private_mariadb
 
 RET = {"STRING": 0, "REAL": 1, "INTEGER": 2}  # mysql.func.ret
 USER, PASSWORD = "gman_installer", "s3cret pw'\""

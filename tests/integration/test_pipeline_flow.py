@@ -14,8 +14,9 @@ import time
 import MySQLdb
 import pytest
 
-from conftest import DB, Sql, fname, grab_all, queued, wait_until
 from pygen.sandbox import Gearmand, PerlGearmand
+from tests.support.gearman import fname, grab_all, queued, wait_until
+from tests.support.sql import DB, Sql
 
 WINDOW = 64
 

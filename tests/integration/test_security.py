@@ -8,7 +8,7 @@ import pytest
 
 from pygen.gearman.worker import Worker
 
-from conftest import fname, queued  # noqa: E402
+from tests.support.gearman import fname, queued
 
 
 @pytest.fixture

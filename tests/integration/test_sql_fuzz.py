@@ -16,9 +16,11 @@ import time
 import MySQLdb
 import pytest
 
-from conftest import DB, running_worker, start_private_mariadb
 from pygen.plugin import catalog
 from pygen.sandbox import Gearmand
+from tests.support.gearman import running_worker
+from tests.support.servers import start_private_mariadb
+from tests.support.sql import DB
 from test_gman_asan import build_sanitized, ours, sanitizer_reports
 
 CALLS = int(os.environ.get("GMAN_FUZZ_CALLS", "3000"))

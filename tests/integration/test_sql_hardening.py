@@ -8,7 +8,8 @@ import threading
 import MySQLdb
 import pytest
 
-from conftest import DB, connect, fname, queued, wait_until
+from tests.support.gearman import fname, queued, wait_until
+from tests.support.sql import DB, connect
 
 
 def alive(db):

@@ -16,7 +16,7 @@ from pygen.sandbox import free_port
 from pygen.sync import triggers
 from pygen.sync.payload import Number, parse
 
-from conftest import database_fixtures  # noqa: E402
+from tests.support.servers import database_fixtures
 
 DB = "gman_trig"
 

@@ -15,7 +15,7 @@ from pygen.sync import compare, plan, triggers, verify
 from pygen.sync.payload import parse
 from pygen.sync.redis_scripts import APPLY
 
-from conftest import database_fixtures  # noqa: E402
+from tests.support.servers import database_fixtures
 
 DB = "gman_verify"
 

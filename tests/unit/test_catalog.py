@@ -6,6 +6,7 @@ import pytest
 from pygen import cli
 from pygen.plugin import catalog, sqlgen
 from pygen.plugin.sqlgen import Server
+from tests.support.cli import run_cli
 
 NATIVE_JSON = {"json_object", "json_array"}
 AVAILABLE = {f.name for f in catalog.FUNCTIONS}
@@ -187,7 +188,6 @@ def test_cli_sql_per_server(capsys, text):
 
 
 def test_cli_sql_uninstall_subprocess():
-    from conftest import run_cli
     proc = run_cli("sql", "--uninstall", "--server-version", "8.0.36")
     assert proc.stdout == sqlgen.uninstall_sql(Server.parse("8.0.36"))
     assert "EXISTS json_object;" not in proc.stdout and "EXISTS udf_json_object;" in proc.stdout
@@ -196,7 +196,6 @@ def test_cli_sql_uninstall_subprocess():
 
 
 def test_cli_sql_bad_version_is_a_clear_error_not_a_traceback():
-    from conftest import run_cli
     proc = run_cli("sql", "--server-version", "garbage", check=False)
     assert proc.returncode != 0
     assert "garbage" in proc.stderr
