@@ -10,6 +10,11 @@ import uuid
 
 from pygen.gearman.worker import Worker
 
+# A server name that does not resolve takes what the machine's resolver takes (resolv.conf: 5 s
+# per try, 2 tries, per address family, when the DNS server does not answer): a bound against a
+# hang, not a speed test.
+RESOLVER_BOUND_S = 30.0
+
 
 def fname(tag="f"):
     """A function name no other test uses (queues and per-function lists never mix)."""
