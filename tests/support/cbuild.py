@@ -8,6 +8,7 @@ rebuilds what changed). With GMAN_SANITIZE=1 it is built with AddressSanitizer +
 (tests/test_sanitized_core.py does it).
 """
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -26,7 +27,6 @@ TARGET = "gman_core_test"
 CONFIGURE = ["-DCMAKE_BUILD_TYPE=Debug", "-DGMAN_SANITIZE=ON"] if SANITIZE else ["-DCMAKE_BUILD_TYPE=Release"]
 BUILD = Path(tempfile.gettempdir()) / (f"gman-udf-core-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
                                        + ("-asan" if SANITIZE else ""))
-_built = None
 
 
 def _run(cmd):
@@ -35,18 +35,15 @@ def _run(cmd):
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
 
 
+@functools.lru_cache(maxsize=None)
 def core_library() -> Path:
-    """lib<TARGET>.so, configured once and brought up to date once per process."""
-    global _built
-    if _built is None:
-        BUILD.mkdir(parents=True, exist_ok=True)
-        with open(BUILD / "lock", "w") as lock:  # another pytest on this tree may build at the same time
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (BUILD / "CMakeCache.txt").exists():
-                _run(["cmake", "-S", str(ROOT), "-B", str(BUILD), *CONFIGURE])
-            _run(["cmake", "--build", str(BUILD), "--target", TARGET, "--parallel", "2"])
-        _built = BUILD / f"lib{TARGET}.so"
-    return _built
+    """lib<TARGET>.so, configured and brought up to date once per process."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with open(BUILD / "lock", "w") as lock:  # another pytest on this tree may build at the same time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _run(["cmake", "-S", str(ROOT), "-B", str(BUILD), *CONFIGURE])  # fast once cached
+        _run(["cmake", "--build", str(BUILD), "--target", TARGET, "--parallel", "2"])
+    return BUILD / f"lib{TARGET}.so"
 
 
 def load(name, cdef):
