@@ -167,9 +167,9 @@ def run(args) -> int:
             out.flush()
 
     import MySQLdb
-    opts = mysql.from_args(args)
+    opts = mysql.ConnOptions.from_args(args)
     try:
-        conn = mysql.connect(opts)  # a refused login is the caller's error (exit 2), not a check
+        conn = opts.connect()  # a refused login is the caller's error (exit 2), not a check
     except MySQLdb.MySQLError as e:
         if not args.json:
             raise

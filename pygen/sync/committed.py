@@ -14,7 +14,6 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 from pygen.sync import plan
 from pygen.sync.payload import Change
 from pygen.sync.payload import loads as payload_loads
-from pygen.sync.plan import parse_dsn
 from pygen import mysql
 from pygen.sync.triggers import SYNCED_SQL, Column, synced_tables
 
@@ -33,19 +32,16 @@ class CommittedReader:
     REREAD = 10.0  # seconds: a table's columns are read again at most this often (an ALTER TABLE)
 
     def __init__(self, dsn: str, json_function: str = "udf_json_members", timeout: float = 5.0):
-        self.kw = parse_dsn(dsn)
-        self.kw.setdefault("connect_timeout", max(1, round(timeout)))
+        self.mysql = mysql.ConnOptions.from_dsn(dsn).defaults(connect_timeout=max(1, round(timeout)))
         self.json_function = json_function
         self.conn = None
         self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
 
     def connect(self, read_timeout: Optional[float] = None):
         """A new connection to the DSN's server (autocommit), e.g. for a waiter."""
-        import MySQLdb
-        kw = dict(self.kw)
-        if read_timeout is not None:
-            kw["read_timeout"] = max(1, round(read_timeout))
-        return MySQLdb.connect(**kw)
+        if read_timeout is None:
+            return self.mysql.connect()
+        return self.mysql.connect(read_timeout=max(1, round(read_timeout)))
 
     def _cursor(self):
         if self.conn is None:

@@ -5,7 +5,7 @@
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
 and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
-it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing.
+it returns (read_statement, lock_statement, decide); then the worker's Redis URL parsing.
 pygen/sync/worker.py does the I/O; the metrics text is pygen/sync/metrics.py.
 
 Redis layout (json mode, default key template):
@@ -17,12 +17,10 @@ The version key wraps the data key in a hash tag, so both live in one Redis Clus
 from __future__ import annotations
 
 import json
-import os
 from binascii import crc_hqx
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from urllib.parse import parse_qs, unquote, urlsplit
 from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pygen.sync.payload import Change, PayloadError, decode_value
@@ -32,7 +30,7 @@ from pygen.sync import triggers
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
            "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "split_table",
            "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
-           "redis_target", "parse_dsn"]
+           "redis_target"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
@@ -431,32 +429,3 @@ def redis_target(url: str, cluster: bool = False) -> tuple[bool, str]:
     if cluster and scheme == "unix":
         raise ValueError("--redis-cluster needs a redis:// or rediss:// URL")
     return cluster, url
-
-
-def parse_dsn(dsn: str, environ=os.environ) -> dict:
-    """MySQLdb.connect() arguments from mysql://user:pass@host:port/db[?socket=PATH]."""
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ValueError(f"--mysql {dsn!r}: expected mysql://user:pass@host:port/db")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    kw = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or "root",
-          "charset": "utf8mb4", "autocommit": True, "binary_prefix": True}
-    if parts.port:
-        kw["port"] = parts.port
-    if parts.password is not None:
-        kw["password"] = unquote(parts.password)
-    elif environ.get("MYSQL_PWD") is not None:
-        kw["password"] = environ["MYSQL_PWD"]
-    db = unquote(parts.path.lstrip("/"))
-    if db:
-        kw["database"] = db
-    sock = query.pop("socket", None) or query.pop("unix_socket", None)
-    if sock:
-        kw["unix_socket"] = sock
-    for name in ("connect_timeout", "read_timeout", "write_timeout"):
-        if name in query:
-            kw[name] = int(query.pop(name))
-    if query:
-        raise ValueError(f"--mysql: unknown parameters {', '.join(sorted(query))}")
-    return kw
-

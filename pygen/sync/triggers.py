@@ -400,7 +400,7 @@ def fail(command: str, e: Exception) -> int:
 def run(args) -> int:
     import MySQLdb
     try:
-        conn = mysql.connect(mysql.from_args(args))
+        conn = mysql.ConnOptions.from_args(args).connect()
         try:
             t = schema_from_args(conn, args)
             if not args.apply:

@@ -129,12 +129,12 @@ def run(args) -> int:
     try:
         options = _options(args)
         redis = redis_client(args.redis)
-        conn = mysql.connect(mysql.from_args(args))
+        conn = mysql.ConnOptions.from_args(args).connect()
         spare = None
         try:
             t = triggers.schema_from_args(conn, args)
             _check_template(t, options)
-            spare = mysql.connect(mysql.from_args(args))  # the stream holds the first
+            spare = mysql.ConnOptions.from_args(args).connect()  # the stream holds the first
             repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
             progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
             try:
@@ -186,7 +186,7 @@ def run_load(args) -> int:
     import MySQLdb
     import redis as redislib
     try:
-        conn = mysql.connect(mysql.from_args(args))
+        conn = mysql.ConnOptions.from_args(args).connect()
         spare = None
         try:
             t = triggers.schema_from_args(conn, args)
@@ -197,7 +197,7 @@ def run_load(args) -> int:
             options = _options(args)
             _check_template(t, options)
             redis = redis_client(args.redis)
-            spare = mysql.connect(mysql.from_args(args))
+            spare = mysql.ConnOptions.from_args(args).connect()
             progress = Progress(f"load {t.qualified}", estimate_rows(conn, t))
             try:
                 report = load_into_redis(conn, spare, t, redis, options, progress)

@@ -7,7 +7,7 @@ from redis.crc import key_slot
 from pygen.sync import plan as plan_mod
 from pygen.sync.payload import Change, parse
 from pygen.sync.plan import DROP, RETRY, Options, PlanError, Write, plan
-from pygen.sync.plan import parse_dsn, redis_target
+from pygen.sync.plan import redis_target
 
 V = 1732345678123456
 
@@ -290,17 +290,3 @@ def test_redis_urls_parse_in_redis_py():
     kw = pool.connection_kwargs
     assert (kw["host"], kw["port"], kw["db"], kw["username"], kw["password"]) == ("cache.example", 6380, 3, "us:er", "p@ss")
     assert pool.connection_class is redis.SSLConnection
-
-
-def test_parse_dsn():
-    assert parse_dsn("mysql://app:p%40ss@db.example:3307/shop", environ={}) == {
-        "host": "db.example", "port": 3307, "user": "app", "password": "p@ss", "database": "shop",
-        "charset": "utf8mb4", "autocommit": True, "binary_prefix": True}
-    kw = parse_dsn("mysql://app@localhost/?socket=/run/mysqld/mysqld.sock&connect_timeout=3",
-                   environ={"MYSQL_PWD": "env"})
-    assert (kw["unix_socket"], kw["password"], kw["connect_timeout"]) == ("/run/mysqld/mysqld.sock", "env", 3)
-    assert "database" not in kw
-    with pytest.raises(ValueError):
-        parse_dsn("postgres://x@y/z")
-    with pytest.raises(ValueError):
-        parse_dsn("mysql://x@y/z?sslmode=1")
