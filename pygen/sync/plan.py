@@ -5,7 +5,7 @@
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
 and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
-it returns (read_statement, lock_statement, decide); then the worker's Redis URL parsing.
+it returns (read_statement, lock_statement, decide).
 pygen/sync/worker.py does the I/O; the metrics text is pygen/sync/metrics.py.
 
 Redis layout (json mode, default key template):
@@ -29,8 +29,7 @@ from pygen.sync import triggers
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
            "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "split_table",
-           "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
-           "redis_target"]
+           "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
@@ -412,20 +411,3 @@ def decide(change: Change, committed: Optional[Dict[str, Any]], expired: bool):
 
 def retry_delay(attempt: int, base: float = 0.02, cap: float = 1.0) -> float:
     return min(base * (2 ** attempt), cap)
-
-
-# ---- worker configuration --------------------------------------------------------------------
-
-def redis_target(url: str, cluster: bool = False) -> tuple[bool, str]:
-    """(cluster?, the URL for redis-py): a '+cluster' scheme selects the cluster client."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError(f"--redis {url!r}: expected redis://host:port/db")
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        return True, scheme.split("+")[0] + "://" + rest
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"--redis {url!r}: unknown scheme {scheme!r} "
-                         "(redis, rediss, unix, redis+cluster, rediss+cluster)")
-    if cluster and scheme == "unix":
-        raise ValueError("--redis-cluster needs a redis:// or rediss:// URL")
-    return cluster, url

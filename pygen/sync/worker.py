@@ -85,9 +85,8 @@ from pygen.sync.committed import CommittedReader, Gone, Pending
 from pygen.sync.committed_loop import CommittedLoop
 from pygen.sync.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
 from pygen.sync.payload import PayloadError, parse
-from pygen.sync.plan import redis_target
 from pygen.sync.reconcile_cli import add_worker_arguments, start_in_worker
-from pygen.sync.redis_writer import RedisWriter
+from pygen.sync.redis_writer import RedisWriter, redis_target
 
 log = logging.getLogger("gman-udf.worker")
 

@@ -7,7 +7,7 @@ from redis.crc import key_slot
 from pygen.sync import plan as plan_mod
 from pygen.sync.payload import Change, parse
 from pygen.sync.plan import DROP, RETRY, Options, PlanError, Write, plan
-from pygen.sync.plan import redis_target
+from pygen.sync.redis_writer import redis_target
 
 V = 1732345678123456
 
