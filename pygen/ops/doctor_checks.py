@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from pygen import mysql
 from pygen.plugin import catalog, install, sqlgen
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CONFIG = "gman_udf.cnf"
@@ -249,7 +249,7 @@ def check_redis(client, url_shown: str) -> Check:
 
 # ---- triggers --------------------------------------------------------------------------------
 
-def _bodies(t: triggers.TableSchema, function: str, strict: bool) -> List[str]:
+def _bodies(t: schema.TableSchema, function: str, strict: bool) -> List[str]:
     return [_squash(create.split(" FOR EACH ROW\n", 1)[1]) for _, create in triggers.statements(t, function, strict)]
 
 
@@ -263,7 +263,7 @@ def split_table_columns(text: str) -> Tuple[str, Optional[List[str]]]:
     table, sep, cols = text.rpartition(":")
     if not sep or "`" in cols:
         return text, None
-    return table, triggers.split_names(cols)
+    return table, schema.split_names(cols)
 
 
 def check_triggers(conn, table: str, function: str) -> Check:
@@ -274,8 +274,8 @@ def check_triggers(conn, table: str, function: str) -> Check:
     name = f"triggers {table}"
     table, columns = split_table_columns(table)
     try:
-        t = triggers.read_schema(conn, table, None, columns)
-    except triggers.SchemaError as e:
+        t = schema.read_schema(conn, table, None, columns)
+    except schema.SchemaError as e:
         return Check(name, FAIL, str(e), "check --table (db.table[:col,col], or -D db)")
     cur = conn.cursor()
     cur.execute(triggers.SYNCED_SQL.replace("%", "%%") + " AND EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
@@ -300,6 +300,6 @@ def check_triggers(conn, table: str, function: str) -> Check:
     return Check(name, FAIL, f"stale: {why}", fix)
 
 
-def cur_rows(found: Dict[str, str], t: triggers.TableSchema):
+def cur_rows(found: Dict[str, str], t: schema.TableSchema):
     """SYNCED_SQL-shaped rows of one table's triggers, for triggers.synced_tables()."""
     return [(n, t.schema, t.name, body) for n, body in found.items()]

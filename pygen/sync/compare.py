@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from pygen.sync import plan as plan_mod
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 from pygen.sync.payload import Change
 from pygen.sync.payload import loads as payload_loads
 from pygen.sync.redis_scripts import APPLY, RESET
@@ -21,7 +21,7 @@ GLOB_SPECIAL = "\\*?[]"
 
 # ---- keys and values, as the worker writes them (pure) ---------------------------------------
 
-def expected_write(t: triggers.TableSchema, key: Dict[str, Any], row: Dict[str, Any],
+def expected_write(t: schema.TableSchema, key: Dict[str, Any], row: Dict[str, Any],
                    options: plan_mod.Options, version: Optional[int] = None) -> plan_mod.Write:
     """What the worker writes for this row: its key and its value (plan.plan)."""
     return plan_mod.plan(Change("upsert", t.qualified, key, version, row), options)[0]
@@ -77,27 +77,27 @@ def is_missing(write: plan_mod.Write, got: Any) -> bool:
 
 # ---- SQL (pure) ------------------------------------------------------------------------------
 
-def select_rows_sql(t: triggers.TableSchema) -> str:
+def select_rows_sql(t: schema.TableSchema) -> str:
     """Each row's key object, row object and raw key values, as the triggers render them."""
-    raw = ", ".join(triggers.quote_ident(c.name) for c in t.key)
+    raw = ", ".join(schema.quote_ident(c.name) for c in t.key)
     return (f"SELECT {triggers.object_expr(t.key)}, {triggers.object_expr(t.columns)}, {raw} "
             f"FROM {t.quoted}")
 
 
-def key_condition(t: triggers.TableSchema, n: int) -> str:
+def key_condition(t: schema.TableSchema, n: int) -> str:
     """WHERE text for n keys (mysqlclient %s placeholders, values flattened in key order)."""
-    cols = ", ".join(triggers.quote_ident_fmt(c.name) for c in t.key)
+    cols = ", ".join(schema.quote_ident_fmt(c.name) for c in t.key)
     one = "(" + ", ".join(["%s"] * len(t.key)) + ")"
     return f"({cols}) IN ({', '.join([one] * n)})"
 
 
-def reread_sql(t: triggers.TableSchema, keys: int) -> str:
+def reread_sql(t: schema.TableSchema, keys: int) -> str:
     """The rows of `keys` keys, read again under a shared lock, with a version taken after it."""
     sql = f"SELECT {triggers.object_expr(t.key)}, {triggers.object_expr(t.columns)}, gman_stamp() FROM {t.quoted}"
     return sql.replace("%", "%%") + f" WHERE {key_condition(t, keys)} LOCK IN SHARE MODE"
 
 
-def bulk_sql(t: triggers.TableSchema, function: str, keys: int = 0) -> str:
+def bulk_sql(t: schema.TableSchema, function: str, keys: int = 0) -> str:
     """Queue an upsert job per row in one statement: the whole table (the initial load), or
     the rows of `keys` keys (then a statement for mysqlclient's %s parameters).
 
@@ -150,14 +150,14 @@ def _scalar(conn, sql: str, params=None):
         cur.close()
 
 
-def estimate_rows(conn, t: triggers.TableSchema) -> int:
+def estimate_rows(conn, t: schema.TableSchema) -> int:
     """The server's estimate of the table's row count (0 when unknown)."""
     n = _scalar(conn, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                 (t.schema, t.name))
     return int(n or 0)
 
 
-def stream_rows(conn, t: triggers.TableSchema, batch: int = BATCH):
+def stream_rows(conn, t: schema.TableSchema, batch: int = BATCH):
     """Batches of (key dict, row dict, raw key values) through a server-side cursor."""
     import MySQLdb.cursors
     cur = conn.cursor(MySQLdb.cursors.SSCursor)
@@ -172,7 +172,7 @@ def stream_rows(conn, t: triggers.TableSchema, batch: int = BATCH):
         cur.close()
 
 
-def decode_rows(t: triggers.TableSchema, rows) -> list:
+def decode_rows(t: schema.TableSchema, rows) -> list:
     """select_rows_sql's result rows as (key dict, row dict, raw key values)."""
     if any(r[0] is None or r[1] is None for r in rows):
         raise RuntimeError(f"udf_json_object returned NULL for a row of {t.qualified}")
@@ -184,7 +184,7 @@ class Repairer:
     """Fixes differences as they are found: guarded writes into Redis, or Gearman jobs.
     conn must be free (not the one streaming the table)."""
 
-    def __init__(self, t: triggers.TableSchema, redis, conn, options: plan_mod.Options,
+    def __init__(self, t: schema.TableSchema, redis, conn, options: plan_mod.Options,
                  function: Optional[str] = None):
         self.t, self.redis, self.conn, self.options, self.function = t, redis, conn, options, function
         self.script = redis.register_script(APPLY)
@@ -293,7 +293,7 @@ def version_ahead(version, now: int) -> bool:
         return False
 
 
-def compare_rows(t: triggers.TableSchema, rows, redis, options: plan_mod.Options, report: Report,
+def compare_rows(t: schema.TableSchema, rows, redis, options: plan_mod.Options, report: Report,
                  expected: Optional[set] = None, repairer: Optional[Repairer] = None, stamp=None) -> List[tuple]:
     """Compare one batch of rows (stream_rows' (key, row, raw key) triples) with Redis, count
     what differs in report, repair it when a repairer is given. expected: a set collecting
@@ -333,7 +333,7 @@ def compare_rows(t: triggers.TableSchema, rows, redis, options: plan_mod.Options
     return todo
 
 
-def compare_extras(t: triggers.TableSchema, redis, options: plan_mod.Options, expected: set, report: Report,
+def compare_extras(t: schema.TableSchema, redis, options: plan_mod.Options, expected: set, report: Report,
                    repairer: Optional[Repairer] = None, batch: int = BATCH) -> None:
     """The table's keys in Redis (SCAN MATCH of the template's pattern) that are not in
     `expected`: counted as extra, and deleted (guarded by repairer.since) with a repairer."""
@@ -354,7 +354,7 @@ def compare_extras(t: triggers.TableSchema, redis, options: plan_mod.Options, ex
         repairer.extras(gone, report)
 
 
-def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
+def compare(conn, t: schema.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
             repairer: Optional[Repairer] = None, progress=None,
             keep: int = 10, batch: int = BATCH, stamp=None) -> Report:
     """Compare every row of t with Redis (and repair when a repairer is given). progress:
@@ -374,7 +374,7 @@ def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = pl
     return report
 
 
-def format_report(t: triggers.TableSchema, report: Report, repaired: bool) -> str:
+def format_report(t: schema.TableSchema, report: Report, repaired: bool) -> str:
     c = report.counts
     extra = f"{c['extra']} extra" if report.extras_checked else "extra keys not checked (the key template has no fixed part)"
     ahead = f", {c['frozen']} frozen (a version ahead of gman_stamp())" if c["frozen"] else ""
@@ -394,7 +394,7 @@ def format_report(t: triggers.TableSchema, report: Report, repaired: bool) -> st
 
 # ---- the initial load ------------------------------------------------------------------------
 
-def load_via_gearman(conn, t: triggers.TableSchema, function: str) -> int:
+def load_via_gearman(conn, t: schema.TableSchema, function: str) -> int:
     """Queue an upsert job for every row, in one statement; returns how many were queued."""
     cur = conn.cursor()
     try:
@@ -408,7 +408,7 @@ def load_via_gearman(conn, t: triggers.TableSchema, function: str) -> int:
         cur.close()
 
 
-def load_into_redis(conn, spare, t: triggers.TableSchema, redis, options: plan_mod.Options,
+def load_into_redis(conn, spare, t: schema.TableSchema, redis, options: plan_mod.Options,
                     progress=None, batch: int = BATCH) -> Report:
     """Write every row into Redis: the keys are streamed from conn, each batch of rows read
     again under a lock on `spare` and written with the worker's guarded writes."""

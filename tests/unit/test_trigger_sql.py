@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pygen.sync import compare, triggers, verify
-from pygen.sync.triggers import Column, SchemaError, TableSchema
+from pygen.sync import compare, schema, triggers, verify
+from pygen.sync.schema import Column, SchemaError, TableSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,13 +34,13 @@ def body(sql, suffix):
     ("x'); DROP TABLE t; --", "`x'); DROP TABLE t; --`"),
 ])
 def test_quote_ident_doubles_backticks(name, quoted):
-    assert triggers.quote_ident(name) == quoted
+    assert schema.quote_ident(name) == quoted
 
 
 @pytest.mark.parametrize("bad", ["", "a\0b"])
 def test_quote_ident_refuses_what_no_server_allows(bad):
     with pytest.raises(SchemaError):
-        triggers.quote_ident(bad)
+        schema.quote_ident(bad)
 
 
 @pytest.mark.parametrize("text, literal", [
@@ -243,17 +243,17 @@ def test_example_file_is_current():
     ("`a``b`", ("db0", "a`b")), ("shop.`x.y`", ("shop", "x.y")),
 ])
 def test_split_table(text, want):
-    assert triggers.split_table(text, "db0") == want
+    assert schema.parse_table_name(text, "db0") == want
 
 
 def test_split_table_errors():
     with pytest.raises(SchemaError, match="-D"):
-        triggers.split_table("data", None)
+        schema.parse_table_name("data", None)
     with pytest.raises(SchemaError, match="backtick"):
-        triggers.split_table("`data", "x")
+        schema.parse_table_name("`data", "x")
     with pytest.raises(SchemaError):
-        triggers.split_names("a,,b")
-    assert triggers.split_names(" a , b") == ["a", "b"]
+        schema.split_names("a,,b")
+    assert schema.split_names(" a , b") == ["a", "b"]
 
 
 # ---- verify: keys, values and SQL -----------------------------------------------------------------
