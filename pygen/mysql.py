@@ -91,6 +91,17 @@ def add_arguments(ap) -> None:
     g.add_argument("-D", "--database")
 
 
+def scalar(conn, sql: str, params=None):
+    """The first column of the first row of a query (None when no row)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        return row[0] if row else None
+    finally:
+        cur.close()
+
+
 def text(v, errors: str = "strict"):
     """A value MySQLdb returned as bytes (or bytearray) decoded as UTF-8 (errors as for
     bytes.decode); anything else, str or None, unchanged."""

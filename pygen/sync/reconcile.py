@@ -40,7 +40,8 @@ from typing import Callable, Dict, List, Optional
 
 from pygen.sync import plan as plan_mod
 from pygen.sync import schema, triggers
-from pygen.sync.compare import Repairer, Report, compare_extras, compare_rows, decode_rows, select_rows_sql
+from pygen.sync.compare import Report, compare_extras, compare_rows, decode_rows, select_rows_sql
+from pygen.sync.repair import Repairer
 
 log = logging.getLogger("gman-udf.reconcile")
 

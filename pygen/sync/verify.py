@@ -35,7 +35,8 @@ Exit code: 0 when Redis matches the table (or every difference was repaired), 1 
 differences remain (a key left alone because Redis holds a newer version counts), 2 on a
 usage or connection error.
 
-This module is the two commands; the engine (comparison, repair, loads) is pygen/sync/compare.py.
+This module is the two commands; the engine is pygen/sync/compare.py (comparison) and
+pygen/sync/repair.py (repairs, loads).
 """
 import sys
 import time
@@ -43,8 +44,8 @@ import time
 from pygen import mysql
 from pygen.sync import plan as plan_mod
 from pygen.sync import schema, triggers
-from pygen.sync.compare import (DEFAULT_TEMPLATE, Repairer, compare, estimate_rows, expected_write, format_report,
-                                load_into_redis, load_via_gearman)
+from pygen.sync.compare import DEFAULT_TEMPLATE, compare, estimate_rows, expected_write, format_report
+from pygen.sync.repair import Repairer, load_into_redis, load_via_gearman
 
 
 class Progress:

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from pygen.gearman.worker import Worker
-from pygen.sync import compare, plan, schema, triggers, verify
+from pygen.sync import compare, plan, repair, schema, triggers, verify
 from pygen.sync.payload import parse
 from pygen.sync.redis_scripts import APPLY
 
@@ -189,7 +189,7 @@ def test_batches_stream_through_the_table(server, redis_server, redis, items, cu
     try:
         t = schema.read_schema(conn, items)
         options = plan.Options()
-        report = compare.compare(conn, t, redis, options, compare.Repairer(t, redis, spare, options), batch=7)
+        report = compare.compare(conn, t, redis, options, repair.Repairer(t, redis, spare, options), batch=7)
         assert (report.rows, report.counts["missing"], report.repaired["written"]) == (50, 50, 50)
         report = compare.compare(conn, t, redis, options, batch=7)
         assert report.differences == 0

@@ -55,3 +55,27 @@ def test_is_local():
 def test_defaults_fill_only_unset_timeouts():
     opts = ConnOptions.from_dsn("mysql://db/?read_timeout=3", environ={}).defaults(connect_timeout=5, read_timeout=9)
     assert (opts.connect_timeout, opts.read_timeout, opts.write_timeout) == (5, 3, None)
+
+
+class FakeConn:
+    def __init__(self, rows):
+        self.rows, self.ran, self.closed = rows, [], 0
+
+    def cursor(self):
+        return self
+
+    def execute(self, sql, params=None):
+        self.ran.append((sql, params))
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def close(self):
+        self.closed += 1
+
+
+def test_scalar():
+    from pygen.mysql import scalar
+    conn = FakeConn([(7, "x")])
+    assert scalar(conn, "SELECT %s", (7,)) == 7 and conn.ran == [("SELECT %s", (7,))] and conn.closed == 1
+    assert scalar(FakeConn([]), "SELECT 1 FROM DUAL WHERE 0") is None
