@@ -7,12 +7,12 @@ reports: a server that does not answer is a "fail" Check, not an exception.
 import hashlib
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from pygen import mysql
+from pygen.gearman import admin as gearman_admin
 from pygen.plugin import catalog, install, sqlgen
 from pygen.sync import schema, triggers
 
@@ -162,20 +162,8 @@ def split_address(address: str) -> Tuple[str, int]:
 
 
 def admin(address: str, command: str, timeout: float = 3.0) -> str:
-    """One text admin command; the reply without its terminating '.' line."""
-    host, port = split_address(address)
-    multiline = command in ("status", "workers")
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        s.sendall(command.encode() + b"\n")
-        buf, end = b"", b"\n.\n" if multiline else b"\n"
-        while not buf or not (b"\n" + buf).endswith(end):
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"gearmand closed the connection after {buf[-80:]!r}")
-            buf += chunk
-    text = buf.decode("utf-8", "replace")
-    return text[:-2] if multiline else text.rstrip("\n")
+    """One text admin command to the gearmand at host[:port]; the reply without its '.' line."""
+    return gearman_admin.admin(*split_address(address), command, timeout)
 
 
 def parse_status(text: str) -> Dict[str, Tuple[int, int, int]]:
