@@ -143,6 +143,19 @@ def test_names_json_object_cannot_alias_use_json_members():
     assert "'row', udf_json_members('1st', NEW.`1st`, 'a+b', NEW.`a+b`, 'ok', NEW.`ok`) AS json_row" in ai
 
 
+def test_one_row_renderer_for_triggers_and_committed_reads():
+    """json_expr: the trigger's form (aliases, or literal names) and the committed reads' (%s names)
+    render the same value of each column."""
+    assert triggers.json_expr(["a", "b"], {"b"}, "NEW") == \
+        "udf_json_object(NEW.`a` AS `a`, CONVERT(NEW.`b` USING utf8mb4) AS `b`)"
+    assert triggers.json_expr(["1st", "b"], {"b"}) == "udf_json_members('1st', `1st`, 'b', CONVERT(`b` USING utf8mb4))"
+    assert triggers.json_expr(["1st", "b"], {"b"}, function="json_members") == \
+        "json_members(%s, `1st`, %s, CONVERT(`b` USING utf8mb4))"
+    assert triggers.json_expr(["a"], alias="j") == "udf_json_object(`a` AS `a`) AS j"
+    cols = (Column("a"), Column("b", "varchar", "latin1"))
+    assert triggers.object_expr(cols, "OLD") == triggers.json_expr(["a", "b"], {"b"}, "OLD")
+
+
 def test_quote_in_table_name_is_an_escaped_literal():
     ai = body(table(name="it's"), "ai")
     assert "'table', 'shop.it''s'" in ai
