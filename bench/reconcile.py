@@ -23,8 +23,9 @@ import urllib.request
 
 from common import ROOT, Gearmand, mariadb  # noqa: E402
 
+from pygen import mysql  # noqa: E402
 from pygen.sandbox import Redis, free_port  # noqa: E402
-from pygen.sync import plan, reconcile, schema, triggers  # noqa: E402
+from pygen.sync import reconcile, schema, triggers  # noqa: E402
 from pygen.sync.compare import compare  # noqa: E402
 
 DB, FN = "bench_rec", "syncToRedis"
@@ -58,9 +59,8 @@ def cpu_seconds(pid):
 
 def one_pass(db, redis, rate):
     """(pass seconds, rows, mariadbd CPU seconds, this process's CPU seconds) of one pass."""
-    import MySQLdb
-    kw = plan.parse_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
-    rec = reconcile.Reconciler([f"{DB}.t"], lambda: MySQLdb.connect(**kw), redis, rate=rate, interval=0)
+    opts = mysql.ConnOptions.from_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
+    rec = reconcile.Reconciler([f"{DB}.t"], opts.connect, redis, rate=rate, interval=0)
     mysql_cpu, own_cpu = cpu_seconds(db.pid), time.process_time()
     rec.run(1)
     return (rec.metrics.get("pass_seconds", f"{DB}.t"), rec.metrics.get("rows_checked_total", f"{DB}.t"),

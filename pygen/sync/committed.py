@@ -34,7 +34,7 @@ class CommittedReader:
     REREAD = 10.0  # seconds: a table's columns are read again at most this often (an ALTER TABLE)
 
     def __init__(self, dsn: str, json_function: str = "udf_json_members", timeout: float = 5.0):
-        self.mysql = mysql.ConnOptions.from_dsn(dsn).defaults(connect_timeout=max(1, round(timeout)))
+        self.opts = mysql.ConnOptions.from_dsn(dsn).defaults(connect_timeout=max(1, round(timeout)))
         self.json_function = json_function
         self.conn = None
         self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
@@ -42,8 +42,8 @@ class CommittedReader:
     def connect(self, read_timeout: Optional[float] = None):
         """A new connection to the DSN's server (autocommit), e.g. for a waiter."""
         if read_timeout is None:
-            return self.mysql.connect()
-        return self.mysql.connect(read_timeout=max(1, round(read_timeout)))
+            return self.opts.connect()
+        return self.opts.connect(read_timeout=max(1, round(read_timeout)))
 
     def _cursor(self):
         if self.conn is None:
