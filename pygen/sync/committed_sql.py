@@ -24,13 +24,13 @@ def _quote(name: str) -> str:
 def split_payload_table(table: str) -> Tuple[Optional[str], str]:
     """A payload's "table", 'schema.table' as the triggers write it (unquoted) -> (schema,
     table); a name without a dot is in the DSN's database."""
-    schema, dot, name = table.partition(".")
-    return (schema, name) if dot else (None, table)
+    db, dot, name = table.partition(".")
+    return (db, name) if dot else (None, table)
 
 
 def _target(table: str) -> str:
-    schema, name = split_payload_table(table)
-    return (_quote(schema) + "." if schema else "") + _quote(name)
+    db, name = split_payload_table(table)
+    return (_quote(db) + "." if db else "") + _quote(name)
 
 
 def _members(fn: str, cols: Sequence[str], convert: Collection[str] = ()) -> str:

@@ -10,8 +10,10 @@ udf_json_object (the key and the row, keys from `expr AS name`). A column name t
 json_object cannot take as an alias (it looks like an expression: "a+b", "1st", "a.b")
 switches that object to udf_json_members too; both are registered on every server.
 
-Rendering is pure (`render(TableSchema, ...) -> str`); only read_schema() and run() talk to
-a server. Choices and why:
+Rendering is pure (`render(TableSchema, ...) -> str`, the table read by
+pygen/sync/schema.py); only apply() and run() talk to a server. json_expr is the one row
+renderer: verify's and committed mode's reads render rows with it too, so they see the values
+the payload carries. Choices and why:
 - v = gman_stamp(), taken in the AFTER trigger, i.e. under the row lock: for one row it
   follows commit order (NOW() is the statement's start and can run backwards).
 - No unique id: the plugin sends a random one (gearmand merges jobs with equal ids, so the
