@@ -22,7 +22,7 @@ import time
 from common import ROOT, Gearmand, mariadb
 
 from pygen.sandbox import Redis, free_port
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 
 TABLE = "bench.t"
 
@@ -118,7 +118,7 @@ def main():
         cur.execute("CREATE TABLE t (id INT PRIMARY KEY, val VARCHAR(64), n INT)")
         cur.execute(f"INSERT INTO t SELECT seq, 'start', seq FROM seq_1_to_{max(levels)}")
         cur.execute("SELECT gman_servers_set(%s)", (gm.address,))
-        triggers.apply(cur.connection, triggers.read_schema(cur.connection, TABLE))
+        triggers.apply(cur.connection, schema.read_schema(cur.connection, TABLE))
         rds = rd.client()
         rds.config_set("notify-keyspace-events", "K$")
         sub.start()

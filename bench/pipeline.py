@@ -21,7 +21,7 @@ import time
 from common import ROOT, Gearmand, mariadb
 
 from pygen.sandbox import Redis
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 
 TABLE = "bench.data"
 
@@ -155,7 +155,7 @@ def main():
         cur.execute("CREATE TABLE data (id INT PRIMARY KEY, volume DECIMAL(20,4), name VARCHAR(100))")
         cur.execute("INSERT INTO data SELECT seq, seq, CONCAT('item ', seq) FROM seq_1_to_20100")
         cur.execute("SELECT gman_servers_set(%s)", (gm.address,))
-        triggers.apply(cur.connection, triggers.read_schema(cur.connection, TABLE))
+        triggers.apply(cur.connection, schema.read_schema(cur.connection, TABLE))
         print(f"latency, single-row UPDATEs at {args.rate}/s for {args.seconds:g} s (commit returned -> in Redis):")
         for consistency in ("payload", "committed"):
             achieved, seen, sent, p50, p99, (early, count) = latency(db, gm, consistency, args.rate, args.seconds)

@@ -23,8 +23,9 @@ import urllib.request
 
 from common import ROOT, Gearmand, mariadb  # noqa: E402
 
+from pygen import mysql  # noqa: E402
 from pygen.sandbox import Redis, free_port  # noqa: E402
-from pygen.sync import plan, reconcile, triggers  # noqa: E402
+from pygen.sync import reconcile, schema, triggers  # noqa: E402
 from pygen.sync.compare import compare  # noqa: E402
 
 DB, FN = "bench_rec", "syncToRedis"
@@ -58,9 +59,8 @@ def cpu_seconds(pid):
 
 def one_pass(db, redis, rate):
     """(pass seconds, rows, mariadbd CPU seconds, this process's CPU seconds) of one pass."""
-    import MySQLdb
-    kw = plan.parse_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
-    rec = reconcile.Reconciler([f"{DB}.t"], lambda: MySQLdb.connect(**kw), redis, rate=rate, interval=0)
+    opts = mysql.ConnOptions.from_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
+    rec = reconcile.Reconciler([f"{DB}.t"], opts.connect, redis, rate=rate, interval=0)
     mysql_cpu, own_cpu = cpu_seconds(db.pid), time.process_time()
     rec.run(1)
     return (rec.metrics.get("pass_seconds", f"{DB}.t"), rec.metrics.get("rows_checked_total", f"{DB}.t"),
@@ -81,7 +81,7 @@ def main():
         cur.execute(f"USE {DB}")
         cur.execute("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(40), volume DECIMAL(12,2), n INT)")
         cur.execute(f"INSERT INTO t SELECT seq, CONCAT('item ', seq), seq / 4, seq FROM seq_1_to_{args.rows}")
-        triggers.apply(conn, triggers.read_schema(conn, f"{DB}.t"), FN)
+        triggers.apply(conn, schema.read_schema(conn, f"{DB}.t"), FN)
         cur.execute("SELECT gman_servers_set(%s, %s)", (gm.address, FN))
         t, n, _, _ = one_pass(db, redis, math.inf)
         print(f"initial load (every row missing) at max rate: {t:.2f} s for {n:.0f} rows")
@@ -130,7 +130,7 @@ def main():
             time.sleep(1)
             while gm.status().get(FN, (0, 0, 0))[:2] != (0, 0):
                 time.sleep(0.1)
-            report = compare(db.connect(database=DB), triggers.read_schema(conn, f"{DB}.t"), redis)
+            report = compare(db.connect(database=DB), schema.read_schema(conn, f"{DB}.t"), redis)
             print(f"kill -> end of the first full pass started after it: {converged:.1f} s at {args.rate:.0f} rows/s "
                   f"(bound: rest of the pass under way + one pass = at most 2 x {(args.rows + 10000) / args.rate:.0f} s); "
                   f"differences then (worker drained): {report.differences}")

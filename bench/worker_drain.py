@@ -49,7 +49,7 @@ def queued(gm):
 def sql_setup(rows, gm):
     """A MariaDB with shop.data of `rows` rows; returns (server, a function queueing one job per row)."""
     from common import mariadb
-    from pygen.sync import triggers
+    from pygen.sync import schema, triggers
     db = mariadb()
     cur = db.connect().cursor()
     cur.execute("CREATE DATABASE shop")
@@ -59,7 +59,7 @@ def sql_setup(rows, gm):
     cur.execute(f"INSERT INTO shop.data SELECT seq, CONCAT('item ', seq), 12.5 + seq, NULL, seq "
                 f"FROM seq_1_to_{rows}")
     cur.execute("SELECT gman_servers_set(%s)", (gm.address,))
-    t = triggers.read_schema(cur.connection, TABLE)
+    t = schema.read_schema(cur.connection, TABLE)
     sql = (f"SELECT gman_bulk_background('{FUNCTION}', {triggers.payload_expr(t, 'upsert')}) "
            f"FROM {t.quoted}")
 

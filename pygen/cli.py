@@ -8,7 +8,7 @@ from pygen import mysql
 
 
 def _conn_opts(args):
-    return mysql.from_args(args)
+    return mysql.ConnOptions.from_args(args)
 
 
 def _registration_opts(args):
@@ -34,7 +34,7 @@ def cmd_install(args) -> int:
     if not library.is_file():
         raise FileNotFoundError(f"{library}: no such file")
     opts = _registration_opts(args)
-    conn = mysql.connect(opts)
+    conn = opts.connect()
     try:
         rep = install.install(conn, library, opts.is_local())
     except install.InstallError as e:
@@ -57,7 +57,7 @@ def cmd_install(args) -> int:
 
 def cmd_uninstall(args) -> int:
     from pygen.plugin import install
-    conn = mysql.connect(_registration_opts(args))
+    conn = _registration_opts(args).connect()
     try:
         rep = install.uninstall(conn)
     finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 from pygen.plugin import install
 from pygen.plugin.library import library_path
 from pygen.sandbox import Gearmand, MariaDB, Redis
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 
 TABLE = "demo.data"
 
@@ -133,8 +133,8 @@ def run(args) -> int:
         _say("  (note is a latin1 column: its bytes are not UTF-8, so they travel as $base64;"
              " generated triggers send CONVERT(note USING utf8mb4) instead)")
 
-        schema = triggers.read_schema(conn, TABLE)
-        names = triggers.apply(conn, schema)
+        t = schema.read_schema(conn, TABLE)
+        names = triggers.apply(conn, t)
         _say(f"created triggers {', '.join(names)} (gman-udf trigger --table {TABLE} --apply)")
 
         dsn = f"mysql://root@localhost/demo?socket={db.socket}"

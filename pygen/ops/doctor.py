@@ -31,7 +31,7 @@ from typing import List
 from pygen import mysql
 from pygen.ops import doctor_checks as dc
 from pygen.ops.doctor_checks import FAIL, OK, SKIP, WARN, Check
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 
 CANARY_TABLE = "gman_doctor.canary"
 CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRIMARY KEY, token CHAR(32) NOT NULL)"
@@ -78,7 +78,7 @@ def canary(conn, redis_client, function: str, canary_id: str, timeout: float) ->
         cur.execute(CANARY_SQL)
         found = dc.check_triggers(conn, CANARY_TABLE, function)
         if found.status != OK:
-            triggers.apply(conn, triggers.read_schema(conn, CANARY_TABLE), function)
+            triggers.apply(conn, schema.read_schema(conn, CANARY_TABLE), function)
     except Exception as e:  # MySQLdb errors: privileges
         return Check("canary", FAIL, f"cannot set up {CANARY_TABLE}: {e}",
                      "grant the doctor's user CREATE and TRIGGER on gman_doctor.*, or use --no-canary")
@@ -167,9 +167,9 @@ def run(args) -> int:
             out.flush()
 
     import MySQLdb
-    opts = mysql.from_args(args)
+    opts = mysql.ConnOptions.from_args(args)
     try:
-        conn = mysql.connect(opts)  # a refused login is the caller's error (exit 2), not a check
+        conn = opts.connect()  # a refused login is the caller's error (exit 2), not a check
     except MySQLdb.MySQLError as e:
         if not args.json:
             raise

@@ -7,14 +7,14 @@ reports: a server that does not answer is a "fail" Check, not an exception.
 import hashlib
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from pygen import mysql
+from pygen.gearman import admin as gearman_admin
 from pygen.plugin import catalog, install, sqlgen
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CONFIG = "gman_udf.cnf"
@@ -162,20 +162,8 @@ def split_address(address: str) -> Tuple[str, int]:
 
 
 def admin(address: str, command: str, timeout: float = 3.0) -> str:
-    """One text admin command; the reply without its terminating '.' line."""
-    host, port = split_address(address)
-    multiline = command in ("status", "workers")
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        s.sendall(command.encode() + b"\n")
-        buf, end = b"", b"\n.\n" if multiline else b"\n"
-        while not buf or not (b"\n" + buf).endswith(end):
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"gearmand closed the connection after {buf[-80:]!r}")
-            buf += chunk
-    text = buf.decode("utf-8", "replace")
-    return text[:-2] if multiline else text.rstrip("\n")
+    """One text admin command to the gearmand at host[:port]; the reply without its '.' line."""
+    return gearman_admin.admin(*split_address(address), command, timeout)
 
 
 def parse_status(text: str) -> Dict[str, Tuple[int, int, int]]:
@@ -249,7 +237,7 @@ def check_redis(client, url_shown: str) -> Check:
 
 # ---- triggers --------------------------------------------------------------------------------
 
-def _bodies(t: triggers.TableSchema, function: str, strict: bool) -> List[str]:
+def _bodies(t: schema.TableSchema, function: str, strict: bool) -> List[str]:
     return [_squash(create.split(" FOR EACH ROW\n", 1)[1]) for _, create in triggers.statements(t, function, strict)]
 
 
@@ -263,7 +251,7 @@ def split_table_columns(text: str) -> Tuple[str, Optional[List[str]]]:
     table, sep, cols = text.rpartition(":")
     if not sep or "`" in cols:
         return text, None
-    return table, triggers.split_names(cols)
+    return table, schema.split_names(cols)
 
 
 def check_triggers(conn, table: str, function: str) -> Check:
@@ -274,8 +262,8 @@ def check_triggers(conn, table: str, function: str) -> Check:
     name = f"triggers {table}"
     table, columns = split_table_columns(table)
     try:
-        t = triggers.read_schema(conn, table, None, columns)
-    except triggers.SchemaError as e:
+        t = schema.read_schema(conn, table, None, columns)
+    except schema.SchemaError as e:
         return Check(name, FAIL, str(e), "check --table (db.table[:col,col], or -D db)")
     cur = conn.cursor()
     cur.execute(triggers.SYNCED_SQL.replace("%", "%%") + " AND EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
@@ -300,6 +288,6 @@ def check_triggers(conn, table: str, function: str) -> Check:
     return Check(name, FAIL, f"stale: {why}", fix)
 
 
-def cur_rows(found: Dict[str, str], t: triggers.TableSchema):
+def cur_rows(found: Dict[str, str], t: schema.TableSchema):
     """SYNCED_SQL-shaped rows of one table's triggers, for triggers.synced_tables()."""
     return [(n, t.schema, t.name, body) for n, body in found.items()]

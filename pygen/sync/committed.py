@@ -1,6 +1,7 @@
 """--consistency committed: reads rows as MySQL has committed them, rendered by the same UDF
 as the trigger, and works out what to write for a change MySQL does not hold as sent (the
-rules are in pygen/sync/worker.py's docstring; the pure SQL and decisions in pygen/sync/plan.py).
+rules are in pygen/sync/worker.py's docstring; the pure SQL in pygen/sync/committed_sql.py,
+the decisions in pygen/sync/plan.py).
 pygen/sync/committed_loop.py parks the jobs (Pending) and runs the loop; pygen/sync/waiters.py runs
 the locking reads that wait for an open transaction (wait_statement, waited).
 """
@@ -11,12 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from pygen.sync import plan
+from pygen.sync import committed_sql, plan
 from pygen.sync.payload import Change
 from pygen.sync.payload import loads as payload_loads
-from pygen.sync.plan import parse_dsn
 from pygen import mysql
-from pygen.sync.triggers import SYNCED_SQL, Column, synced_tables
+from pygen.sync.schema import Column
+from pygen.sync.triggers import SYNCED_SQL, synced_tables
 
 log = logging.getLogger("gman-udf.worker")  # the worker's log
 
@@ -33,19 +34,16 @@ class CommittedReader:
     REREAD = 10.0  # seconds: a table's columns are read again at most this often (an ALTER TABLE)
 
     def __init__(self, dsn: str, json_function: str = "udf_json_members", timeout: float = 5.0):
-        self.kw = parse_dsn(dsn)
-        self.kw.setdefault("connect_timeout", max(1, round(timeout)))
+        self.opts = mysql.ConnOptions.from_dsn(dsn).defaults(connect_timeout=max(1, round(timeout)))
         self.json_function = json_function
         self.conn = None
         self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
 
     def connect(self, read_timeout: Optional[float] = None):
         """A new connection to the DSN's server (autocommit), e.g. for a waiter."""
-        import MySQLdb
-        kw = dict(self.kw)
-        if read_timeout is not None:
-            kw["read_timeout"] = max(1, round(read_timeout))
-        return MySQLdb.connect(**kw)
+        if read_timeout is None:
+            return self.opts.connect()
+        return self.opts.connect(read_timeout=max(1, round(read_timeout)))
 
     def _cursor(self):
         if self.conn is None:
@@ -79,10 +77,10 @@ class CommittedReader:
         import MySQLdb
         try:
             cur = self._cursor()
-            sql = plan.lock_statement(change.table, list(change.key), self.conn.get_server_info())
+            sql = committed_sql.lock_statement(change.table, list(change.key), self.conn.get_server_info())
             if sql is None:
                 return None
-            cur.execute(sql, plan.key_params(change.key, list(change.key)))
+            cur.execute(sql, committed_sql.key_params(change.key, list(change.key)))
             cur.fetchall()
         except MySQLdb.OperationalError as e:
             if not (e.args and e.args[0] in (1205, 3572)):  # NOWAIT: MariaDB's lock wait timeout, MySQL's ER_LOCK_NOWAIT
@@ -103,11 +101,11 @@ class CommittedReader:
         try:
             convert = self._table(change.table, (*change.key, *cols))
             cur = self._cursor()
-            sql = plan.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+            sql = committed_sql.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
                                        self.json_function, convert)
             if sql is None:
                 return None
-            cur.execute(sql, cols + plan.key_params(change.key, list(change.key)))
+            cur.execute(sql, cols + committed_sql.key_params(change.key, list(change.key)))
             found = cur.fetchall()
         except MySQLdb.OperationalError as e:
             if not (e.args and e.args[0] in (1205, 3572)):
@@ -127,9 +125,9 @@ class CommittedReader:
         cols = list(change.row or change.key)  # a delete: the key, read back (row or no row)
         convert = self._table(change.table, (*change.key, *cols))
         self._cursor()
-        sql = plan.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
+        sql = committed_sql.lock_statement(change.table, list(change.key), self.conn.get_server_info(), cols,
                                    self.json_function, convert, wait=True)
-        return sql, cols + plan.key_params(change.key, list(change.key))
+        return sql, cols + committed_sql.key_params(change.key, list(change.key))
 
     def waited(self, rows) -> Optional[dict]:
         """The row a wait_statement() read returned (None: no such row)."""
@@ -171,7 +169,7 @@ class CommittedReader:
                         out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
                     continue
                 for i in chunk:
-                    out[i] = found.get(plan.key_id(changes[i].key, key_cols))
+                    out[i] = found.get(committed_sql.key_id(changes[i].key, key_cols))
         return out
 
     def settled(self, change: Change, waited: float, commit_window: float, max_wait: float):
@@ -201,7 +199,7 @@ class CommittedReader:
         now = time.monotonic()
         cached = self._columns.get(table)
         if cached is None or (now - cached[0] > self.REREAD and not {n.lower() for n in names} <= cached[1]):
-            schema, name = plan.split_table(table)
+            schema, name = committed_sql.split_payload_table(table)
             cur = self._cursor()
             cur.execute("SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
                         "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (schema or None, name))
@@ -217,24 +215,24 @@ class CommittedReader:
 
     def _read_group(self, table, key_cols, row_cols, changes) -> dict:
         convert = self._table(table, (*key_cols, *row_cols))  # the SQL stays as wide as the table
-        sql, params = plan.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
+        sql, params = committed_sql.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
         for c in changes:
-            params += plan.key_params(c.key, key_cols)
+            params += committed_sql.key_params(c.key, key_cols)
         cur = self._cursor()
         cur.execute(sql, params)
         found = {}
-        if plan.key_in_row(key_cols, row_cols or key_cols):
+        if committed_sql.key_in_row(key_cols, row_cols or key_cols):
             for (row_json,) in cur.fetchall():
                 if row_json is None:
                     raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
                 row = payload_loads(row_json)
-                found[plan.key_id(row, key_cols)] = row
+                found[committed_sql.key_id(row, key_cols)] = row
             return found
         for key_json, row_json in cur.fetchall():
             if key_json is None or row_json is None:
                 raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
             row = payload_loads(row_json)
-            found[plan.key_id(payload_loads(key_json), key_cols)] = row
+            found[committed_sql.key_id(payload_loads(key_json), key_cols)] = row
         return found
 
 

@@ -1,18 +1,23 @@
-"""The engine behind `gman-udf verify` and `gman-udf load` (pygen/sync/verify.py, whose docstring
+"""The comparison behind `gman-udf verify` and reconcile (pygen/sync/verify.py, whose docstring
 tells the method): what the worker would have written for each row (pure), the SQL that
-streams, re-reads and queues rows (pure), the comparison loop with its Report, the Repairer
-that fixes differences, and the loads.
+streams, re-reads and queues rows (pure), and the comparison loop with its Report. The fixes
+(the Repairer) and the loads are pygen/sync/repair.py.
 """
+from __future__ import annotations
+
 import json
 from decimal import Decimal
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from pygen import mysql
 from pygen.sync import plan as plan_mod
-from pygen.sync import triggers
+from pygen.sync import schema, triggers
 from pygen.sync.payload import Change
 from pygen.sync.payload import loads as payload_loads
-from pygen.sync.redis_scripts import APPLY, RESET
+
+if TYPE_CHECKING:
+    from pygen.sync.repair import Repairer
 
 DEFAULT_TEMPLATE = plan_mod.DEFAULT_TEMPLATE
 BATCH = 1000
@@ -21,7 +26,7 @@ GLOB_SPECIAL = "\\*?[]"
 
 # ---- keys and values, as the worker writes them (pure) ---------------------------------------
 
-def expected_write(t: triggers.TableSchema, key: Dict[str, Any], row: Dict[str, Any],
+def expected_write(t: schema.TableSchema, key: Dict[str, Any], row: Dict[str, Any],
                    options: plan_mod.Options, version: Optional[int] = None) -> plan_mod.Write:
     """What the worker writes for this row: its key and its value (plan.plan)."""
     return plan_mod.plan(Change("upsert", t.qualified, key, version, row), options)[0]
@@ -77,27 +82,27 @@ def is_missing(write: plan_mod.Write, got: Any) -> bool:
 
 # ---- SQL (pure) ------------------------------------------------------------------------------
 
-def select_rows_sql(t: triggers.TableSchema) -> str:
+def select_rows_sql(t: schema.TableSchema) -> str:
     """Each row's key object, row object and raw key values, as the triggers render them."""
-    raw = ", ".join(triggers.quote_ident(c.name) for c in t.key)
+    raw = ", ".join(schema.quote_ident(c.name) for c in t.key)
     return (f"SELECT {triggers.object_expr(t.key)}, {triggers.object_expr(t.columns)}, {raw} "
             f"FROM {t.quoted}")
 
 
-def key_condition(t: triggers.TableSchema, n: int) -> str:
+def key_condition(t: schema.TableSchema, n: int) -> str:
     """WHERE text for n keys (mysqlclient %s placeholders, values flattened in key order)."""
-    cols = ", ".join(triggers.quote_ident_fmt(c.name) for c in t.key)
+    cols = ", ".join(schema.quote_ident_fmt(c.name) for c in t.key)
     one = "(" + ", ".join(["%s"] * len(t.key)) + ")"
     return f"({cols}) IN ({', '.join([one] * n)})"
 
 
-def reread_sql(t: triggers.TableSchema, keys: int) -> str:
+def reread_sql(t: schema.TableSchema, keys: int) -> str:
     """The rows of `keys` keys, read again under a shared lock, with a version taken after it."""
     sql = f"SELECT {triggers.object_expr(t.key)}, {triggers.object_expr(t.columns)}, gman_stamp() FROM {t.quoted}"
     return sql.replace("%", "%%") + f" WHERE {key_condition(t, keys)} LOCK IN SHARE MODE"
 
 
-def bulk_sql(t: triggers.TableSchema, function: str, keys: int = 0) -> str:
+def bulk_sql(t: schema.TableSchema, function: str, keys: int = 0) -> str:
     """Queue an upsert job per row in one statement: the whole table (the initial load), or
     the rows of `keys` keys (then a statement for mysqlclient's %s parameters).
 
@@ -136,28 +141,14 @@ class Report:
         return sum(self.counts.values())
 
 
-def _text(v) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
-
-
-def _scalar(conn, sql: str, params=None):
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, params)
-        row = cur.fetchone()
-        return row[0] if row else None
-    finally:
-        cur.close()
-
-
-def estimate_rows(conn, t: triggers.TableSchema) -> int:
+def estimate_rows(conn, t: schema.TableSchema) -> int:
     """The server's estimate of the table's row count (0 when unknown)."""
-    n = _scalar(conn, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                (t.schema, t.name))
+    n = mysql.scalar(conn, "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                     "AND TABLE_NAME = %s", (t.schema, t.name))
     return int(n or 0)
 
 
-def stream_rows(conn, t: triggers.TableSchema, batch: int = BATCH):
+def stream_rows(conn, t: schema.TableSchema, batch: int = BATCH):
     """Batches of (key dict, row dict, raw key values) through a server-side cursor."""
     import MySQLdb.cursors
     cur = conn.cursor(MySQLdb.cursors.SSCursor)
@@ -172,117 +163,12 @@ def stream_rows(conn, t: triggers.TableSchema, batch: int = BATCH):
         cur.close()
 
 
-def decode_rows(t: triggers.TableSchema, rows) -> list:
+def decode_rows(t: schema.TableSchema, rows) -> list:
     """select_rows_sql's result rows as (key dict, row dict, raw key values)."""
     if any(r[0] is None or r[1] is None for r in rows):
         raise RuntimeError(f"udf_json_object returned NULL for a row of {t.qualified}")
     n = len(t.key)
     return [(payload_loads(r[0]), payload_loads(r[1]), tuple(r[2:2 + n])) for r in rows]
-
-
-class Repairer:
-    """Fixes differences as they are found: guarded writes into Redis, or Gearman jobs.
-    conn must be free (not the one streaming the table)."""
-
-    def __init__(self, t: triggers.TableSchema, redis, conn, options: plan_mod.Options,
-                 function: Optional[str] = None):
-        self.t, self.redis, self.conn, self.options, self.function = t, redis, conn, options, function
-        self.script = redis.register_script(APPLY)
-        self.reset_script = redis.register_script(RESET)
-        self.since: Optional[int] = None  # the stamp before the scan: guards the deletes of extras
-        # a ClusterPipeline refuses evalsha() (so Script objects): EVALSHA as a plain command,
-        # the scripts loaded on every primary first
-        self.cluster = type(redis).__name__ == "RedisCluster"
-        self.loaded = False
-
-    def _call(self, pipe, script, keys, args) -> None:
-        if not self.cluster:
-            script(keys=keys, args=args, client=pipe)
-            return
-        if not self.loaded:
-            self.redis.script_load(APPLY)
-            self.redis.script_load(RESET)
-            self.loaded = True
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-
-    def start(self) -> None:
-        self.since = self.stamp()
-
-    def stamp(self) -> int:
-        return int(_scalar(self.conn, "SELECT gman_stamp()"))
-
-    def _run(self, writes: Sequence[plan_mod.Write]) -> List[bool]:
-        """The worker's guarded writes, one script call each (one Cluster slot each); for each,
-        whether it was skipped because Redis holds a newer version."""
-        pipe = self.redis.pipeline(transaction=False)
-        for w in writes:
-            keys, args = plan_mod.script_args([w])
-            self._call(pipe, self.script, keys, args)
-        return [bool(int(n)) for n in pipe.execute()]
-
-    def reset_ahead(self, version_keys: Sequence[str], report: Report) -> None:
-        """Delete the version keys that hold a version ahead of gman_stamp(), read after them:
-        a forged job's (no trigger of this server stamped it), which no guarded write passes."""
-        if not version_keys:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for vkey in version_keys:
-            pipe.get(vkey)
-        held = pipe.execute()
-        now = self.stamp()
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        for vkey, version in zip(version_keys, held):
-            if version_ahead(version, now):
-                self._call(pipe, self.reset_script, [vkey], [version])
-                n += 1
-        if n:
-            report.repaired["reset"] += sum(int(x) for x in pipe.execute())
-
-    def _write(self, writes: Sequence[plan_mod.Write], report: Report, kind: str) -> None:
-        """Guarded writes; those skipped for a version ahead of gman_stamp() are written again
-        once that version is reset."""
-        skipped = self._run(writes)
-        held = [w for w, s in zip(writes, skipped) if s]
-        if held:
-            before = report.repaired["reset"]
-            self.reset_ahead([w.version_key for w in held], report)
-            if report.repaired["reset"] > before:
-                held = [w for w, s in zip(held, self._run(held)) if s]
-        report.repaired[kind] += len(writes) - len(held)
-        report.repaired["newer"] += len(held)
-
-    def rows(self, raw_keys: Sequence[tuple], report: Report, version_keys: Sequence[str] = ()) -> None:
-        """Repair the rows of these keys (raw key values, in key column order); version_keys:
-        theirs in Redis, to reset those ahead of gman_stamp() before jobs are queued."""
-        if not raw_keys:
-            return
-        params = [v for raw in raw_keys for v in raw]
-        if self.function is not None:
-            self.reset_ahead(version_keys, report)  # or the worker would skip the jobs
-        cur = self.conn.cursor()
-        try:
-            if self.function is not None:
-                cur.execute(bulk_sql(self.t, self.function, len(raw_keys)), params)
-                queued = cur.fetchone()[0]
-                if queued is None:
-                    cur.execute("SELECT gman_last_error()")
-                    raise RuntimeError(f"gman_bulk_background failed: {_text(cur.fetchone()[0])}")
-                report.repaired["queued"] += int(queued)
-                return
-            cur.execute(reread_sql(self.t, len(raw_keys)), params)
-            fresh = cur.fetchall()
-        finally:
-            cur.close()
-        writes = [expected_write(self.t, payload_loads(k), payload_loads(r), self.options, int(v)) for k, r, v in fresh]
-        self._write(writes, report, "written")
-
-    def extras(self, keys: Sequence[bytes], report: Report) -> None:
-        if not keys:
-            return
-        ttl_ms = round(self.options.tombstone_ttl * 1000)
-        writes = [plan_mod.Write("del", _text(k), plan_mod.version_key(_text(k)), self.since, ttl_ms) for k in keys]
-        self._write(writes, report, "deleted")
 
 
 def version_ahead(version, now: int) -> bool:
@@ -293,7 +179,7 @@ def version_ahead(version, now: int) -> bool:
         return False
 
 
-def compare_rows(t: triggers.TableSchema, rows, redis, options: plan_mod.Options, report: Report,
+def compare_rows(t: schema.TableSchema, rows, redis, options: plan_mod.Options, report: Report,
                  expected: Optional[set] = None, repairer: Optional[Repairer] = None, stamp=None) -> List[tuple]:
     """Compare one batch of rows (stream_rows' (key, row, raw key) triples) with Redis, count
     what differs in report, repair it when a repairer is given. expected: a set collecting
@@ -333,7 +219,7 @@ def compare_rows(t: triggers.TableSchema, rows, redis, options: plan_mod.Options
     return todo
 
 
-def compare_extras(t: triggers.TableSchema, redis, options: plan_mod.Options, expected: set, report: Report,
+def compare_extras(t: schema.TableSchema, redis, options: plan_mod.Options, expected: set, report: Report,
                    repairer: Optional[Repairer] = None, batch: int = BATCH) -> None:
     """The table's keys in Redis (SCAN MATCH of the template's pattern) that are not in
     `expected`: counted as extra, and deleted (guarded by repairer.since) with a repairer."""
@@ -345,7 +231,7 @@ def compare_extras(t: triggers.TableSchema, redis, options: plan_mod.Options, ex
     for key in redis.scan_iter(match=pattern, count=batch):
         if key in expected or is_version_key(key):
             continue
-        report.add("extra", _text(key))
+        report.add("extra", key.decode("utf-8", "replace"))
         gone.append(key)
         if repairer is not None and len(gone) >= batch:
             repairer.extras(gone, report)
@@ -354,7 +240,7 @@ def compare_extras(t: triggers.TableSchema, redis, options: plan_mod.Options, ex
         repairer.extras(gone, report)
 
 
-def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
+def compare(conn, t: schema.TableSchema, redis, options: plan_mod.Options = plan_mod.Options(),
             repairer: Optional[Repairer] = None, progress=None,
             keep: int = 10, batch: int = BATCH, stamp=None) -> Report:
     """Compare every row of t with Redis (and repair when a repairer is given). progress:
@@ -374,7 +260,7 @@ def compare(conn, t: triggers.TableSchema, redis, options: plan_mod.Options = pl
     return report
 
 
-def format_report(t: triggers.TableSchema, report: Report, repaired: bool) -> str:
+def format_report(t: schema.TableSchema, report: Report, repaired: bool) -> str:
     c = report.counts
     extra = f"{c['extra']} extra" if report.extras_checked else "extra keys not checked (the key template has no fixed part)"
     ahead = f", {c['frozen']} frozen (a version ahead of gman_stamp())" if c["frozen"] else ""
@@ -390,33 +276,3 @@ def format_report(t: triggers.TableSchema, report: Report, repaired: bool) -> st
         lines.append(f"repaired: {r['written']} written, {r['queued']} queued as jobs, {r['deleted']} deleted{reset}, "
                      f"{r['newer']} left alone (Redis already holds a newer version)")
     return "\n".join(lines) + "\n"
-
-
-# ---- the initial load ------------------------------------------------------------------------
-
-def load_via_gearman(conn, t: triggers.TableSchema, function: str) -> int:
-    """Queue an upsert job for every row, in one statement; returns how many were queued."""
-    cur = conn.cursor()
-    try:
-        cur.execute(bulk_sql(t, function))
-        queued = cur.fetchone()[0]
-        if queued is None:
-            cur.execute("SELECT gman_last_error()")
-            raise RuntimeError(f"gman_bulk_background failed: {_text(cur.fetchone()[0])}")
-        return int(queued)
-    finally:
-        cur.close()
-
-
-def load_into_redis(conn, spare, t: triggers.TableSchema, redis, options: plan_mod.Options,
-                    progress=None, batch: int = BATCH) -> Report:
-    """Write every row into Redis: the keys are streamed from conn, each batch of rows read
-    again under a lock on `spare` and written with the worker's guarded writes."""
-    report = Report()
-    repairer = Repairer(t, redis, spare, options)
-    for rows in stream_rows(conn, t, batch):
-        repairer.rows([raw for _, _, raw in rows], report)
-        report.rows += len(rows)
-        if progress is not None:
-            progress.update(len(rows))
-    return report

@@ -4,8 +4,8 @@
     collapse(writes)                        one write per key where the result is the same
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
-and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
-it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing.
+and, for --consistency committed, the decision taken on what a re-read returns (decide; the
+SQL of those reads is pygen/sync/committed_sql.py).
 pygen/sync/worker.py does the I/O; the metrics text is pygen/sync/metrics.py.
 
 Redis layout (json mode, default key template):
@@ -16,23 +16,18 @@ The version key wraps the data key in a hash tag, so both live in one Redis Clus
 """
 from __future__ import annotations
 
-import json
-import os
 from binascii import crc_hqx
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from urllib.parse import parse_qs, unquote, urlsplit
 from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from pygen.sync.payload import Change, PayloadError, decode_value
 from pygen.sync.payload import dumps as payload_dumps
-from pygen.sync import triggers
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
-           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "split_table",
-           "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
-           "redis_target", "parse_dsn"]
+           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "RETRY", "DROP",
+           "decide", "retry_delay"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
@@ -103,7 +98,7 @@ def compile_template(template: str) -> Tuple[Tuple[bool, str], ...]:
     return tuple(parts)
 
 
-def _text(value: Any) -> str:
+def _key_part(value: Any) -> str:
     # a key value in a rendered key: bytes as hex, the rest as str()
     value = decode_value(value)
     return value.hex() if isinstance(value, bytes) else str(value)
@@ -117,8 +112,8 @@ def render_key(change: Change, template: Optional[str] = None) -> str:
             key = change.key
             if len(key) == 1:
                 for v in key.values():
-                    return f"{change.table}:{v}" if type(v) in (int, str) else f"{change.table}:{_text(v)}"
-            return change.table + ":" + ":".join(_text(v) for v in key.values())
+                    return f"{change.table}:{v}" if type(v) in (int, str) else f"{change.table}:{_key_part(v)}"
+            return change.table + ":" + ":".join(_key_part(v) for v in key.values())
         template = BARE_TEMPLATE
     out = []
     for placeholder, text in compile_template(template):
@@ -129,9 +124,9 @@ def render_key(change: Change, template: Optional[str] = None) -> str:
                 raise PlanError(f"key template {template!r} needs {{table}}, the payload has none")
             out.append(change.table)
         elif text == "key":
-            out.append(":".join(_text(v) for v in change.key.values()))
+            out.append(":".join(_key_part(v) for v in change.key.values()))
         elif text in change.key:
-            out.append(_text(change.key[text]))
+            out.append(_key_part(change.key[text]))
         else:
             raise PlanError(f"key template {template!r}: {{{text}}} is not a key column of "
                             f"{change.table or 'the row'} (key: {', '.join(change.key)})")
@@ -294,100 +289,6 @@ def lag_us(version: Optional[int], now_us: int) -> Optional[int]:
 
 # ---- --consistency committed -----------------------------------------------------------------
 
-def _quote(name: str) -> str:
-    """triggers.quote_ident_fmt, raising PlanError (what committed mode's callers catch)."""
-    try:
-        return triggers.quote_ident_fmt(name)
-    except triggers.SchemaError:
-        raise PlanError(f"bad identifier {name!r}") from None
-
-
-def split_table(table: str) -> Tuple[Optional[str], str]:
-    """'schema.table' -> (schema, table); a name without a dot is in the DSN's database."""
-    schema, dot, name = table.partition(".")
-    return (schema, name) if dot else (None, table)
-
-
-def _members(fn: str, cols: Sequence[str], convert: Collection[str] = ()) -> str:
-    # udf_json_members: the member names are %s parameters, so any column name works. Text in
-    # a charset other than UTF-8 is converted, as the generated triggers do (pygen.sync.triggers).
-    def value(c):
-        return f"CONVERT({_quote(c)} USING utf8mb4)" if c in convert else _quote(c)
-    return f"{fn}(" + ", ".join(f"%s, {value(c)}" for c in cols) + ")"
-
-
-def read_statement(table: str, key_cols: Sequence[str], row_cols: Sequence[str], count: int,
-                   json_function: str = "udf_json_members",
-                   convert: Collection[str] = ()) -> Tuple[str, List[str]]:
-    """SELECT <key JSON>, <row JSON> for `count` keys, rendered by the same UDF (and so the
-    same value policy) as the trigger's payload; `convert` names the text columns in a
-    non-UTF-8 charset. Returns (sql, the leading parameters: the member names). The key
-    values follow, flattened, in key_cols order. When the row holds every key column (a
-    generated trigger's row, a delete's key read back) it selects the row JSON alone: the
-    key is read from it."""
-    if not key_cols or count < 1:
-        raise PlanError("nothing to read")
-    schema, name = split_table(table)
-    target = (_quote(schema) + "." if schema else "") + _quote(name)
-    row_cols = list(row_cols) or list(key_cols)  # a delete has no row: read the key back
-    tuple_ = "(" + ", ".join(["%s"] * len(key_cols)) + ")"
-    cols = "(" + ", ".join(_quote(c) for c in key_cols) + ")"
-    where = f"FROM {target} WHERE {cols} IN ({', '.join([tuple_] * count)})"
-    if key_in_row(key_cols, row_cols):
-        return f"SELECT {_members(json_function, row_cols, convert)} {where}", row_cols
-    sql = f"SELECT {_members(json_function, key_cols, convert)}, {_members(json_function, row_cols, convert)} {where}"
-    return sql, list(key_cols) + list(row_cols)
-
-
-def key_in_row(key_cols: Sequence[str], row_cols: Sequence[str]) -> bool:
-    return set(key_cols) <= set(row_cols)
-
-
-def lock_statement(table: str, key_cols: Sequence[str], server_version: str, row_cols: Sequence[str] = (),
-                   json_function: str = "udf_json_members", convert: Collection[str] = (),
-                   wait: bool = False) -> Optional[str]:
-    """A locking read of one row (a shared lock: in autocommit it ends with the statement).
-    wait=False: it fails at once when another transaction holds the row's lock (an open
-    INSERT/UPDATE/DELETE): MariaDB 10.3+ and MySQL 8.0+ have NOWAIT; None before. wait=True:
-    it waits for that lock, up to the session's innodb_lock_wait_timeout (every server).
-    It selects 1, or with row_cols the row as read_statement renders it and a gman_stamp()
-    taken under the lock (the member names are then the leading parameters)."""
-    m = re.match(r"(\d+)\.(\d+)", server_version or "")
-    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    mariadb = "mariadb" in (server_version or "").lower()
-    if wait:
-        lock = "FOR SHARE" if not mariadb and version >= (8, 0) else "LOCK IN SHARE MODE"
-    elif mariadb:
-        if version < (10, 3):
-            return None
-        lock = "LOCK IN SHARE MODE NOWAIT"
-    elif version >= (8, 0):
-        lock = "FOR SHARE NOWAIT"
-    else:
-        return None
-    schema, name = split_table(table)
-    target = (_quote(schema) + "." if schema else "") + _quote(name)
-    cols = ", ".join(_quote(c) for c in key_cols)
-    values = ", ".join(["%s"] * len(key_cols))
-    select = f"{_members(json_function, row_cols, convert)}, gman_stamp()" if row_cols else "1"
-    return f"SELECT {select} FROM {target} WHERE ({cols}) = ({values}) {lock}"
-
-
-def key_params(key: Dict[str, Any], key_cols: Sequence[str]) -> List[Any]:
-    return [decode_value(key[c]) for c in key_cols]
-
-
-def key_id(key: Dict[str, Any], key_cols: Sequence[str]):
-    """A hashable identity of a key, equal for the payload's key and the key read back: the
-    values themselves when they are all plain ints and strings (the common key), else their
-    JSON (exact numbers, base64 bytes). The same values take the same form on both sides."""
-    values = tuple(key.get(c) for c in key_cols)
-    for v in values:
-        if type(v) is not int and type(v) is not str:
-            return json.dumps(list(values), sort_keys=True)
-    return values
-
-
 RETRY, DROP = "retry", "drop"
 
 
@@ -414,49 +315,3 @@ def decide(change: Change, committed: Optional[Dict[str, Any]], expired: bool):
 
 def retry_delay(attempt: int, base: float = 0.02, cap: float = 1.0) -> float:
     return min(base * (2 ** attempt), cap)
-
-
-# ---- worker configuration --------------------------------------------------------------------
-
-def redis_target(url: str, cluster: bool = False) -> tuple[bool, str]:
-    """(cluster?, the URL for redis-py): a '+cluster' scheme selects the cluster client."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError(f"--redis {url!r}: expected redis://host:port/db")
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        return True, scheme.split("+")[0] + "://" + rest
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"--redis {url!r}: unknown scheme {scheme!r} "
-                         "(redis, rediss, unix, redis+cluster, rediss+cluster)")
-    if cluster and scheme == "unix":
-        raise ValueError("--redis-cluster needs a redis:// or rediss:// URL")
-    return cluster, url
-
-
-def parse_dsn(dsn: str, environ=os.environ) -> dict:
-    """MySQLdb.connect() arguments from mysql://user:pass@host:port/db[?socket=PATH]."""
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("mysql", "mariadb"):
-        raise ValueError(f"--mysql {dsn!r}: expected mysql://user:pass@host:port/db")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    kw = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or "root",
-          "charset": "utf8mb4", "autocommit": True, "binary_prefix": True}
-    if parts.port:
-        kw["port"] = parts.port
-    if parts.password is not None:
-        kw["password"] = unquote(parts.password)
-    elif environ.get("MYSQL_PWD") is not None:
-        kw["password"] = environ["MYSQL_PWD"]
-    db = unquote(parts.path.lstrip("/"))
-    if db:
-        kw["database"] = db
-    sock = query.pop("socket", None) or query.pop("unix_socket", None)
-    if sock:
-        kw["unix_socket"] = sock
-    for name in ("connect_timeout", "read_timeout", "write_timeout"):
-        if name in query:
-            kw[name] = int(query.pop(name))
-    if query:
-        raise ValueError(f"--mysql: unknown parameters {', '.join(sorted(query))}")
-    return kw
-

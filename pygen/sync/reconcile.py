@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from pygen.sync import plan as plan_mod
-from pygen.sync import triggers
-from pygen.sync.compare import Repairer, Report, compare_extras, compare_rows, decode_rows, select_rows_sql
+from pygen.sync import schema, triggers
+from pygen.sync.compare import Report, compare_extras, compare_rows, decode_rows, select_rows_sql
+from pygen.sync.repair import Repairer
 
 log = logging.getLogger("gman-udf.reconcile")
 
@@ -83,10 +84,10 @@ class TokenBucket:
                 return False
 
 
-def after_condition(t: triggers.TableSchema) -> str:
+def after_condition(t: schema.TableSchema) -> str:
     """Keys after the last one read, (a, b) > (%s, %s) spelled as a > %s OR (a = %s AND b > %s),
     which both MariaDB and MySQL read as a range of the primary key."""
-    cols = [triggers.quote_ident_fmt(c.name) for c in t.key]
+    cols = [schema.quote_ident_fmt(c.name) for c in t.key]
     parts = [" AND ".join([f"{c} = %s" for c in cols[:i]] + [f"{cols[i]} > %s"]) for i in range(len(cols))]
     return " OR ".join(f"({p})" for p in parts)
 
@@ -95,9 +96,9 @@ def after_params(last: tuple) -> list:
     return [v for i in range(len(last)) for v in last[:i + 1]]
 
 
-def chunk_sql(t: triggers.TableSchema, after: bool) -> str:
+def chunk_sql(t: schema.TableSchema, after: bool) -> str:
     """The next chunk in key order: select_rows_sql's columns; params: after_params(), limit."""
-    order = ", ".join(triggers.quote_ident_fmt(c.name) for c in t.key)
+    order = ", ".join(schema.quote_ident_fmt(c.name) for c in t.key)
     where = f" WHERE {after_condition(t)}" if after else ""
     return f"{select_rows_sql(t).replace('%', '%%')}{where} ORDER BY {order} LIMIT %s"
 
@@ -192,7 +193,7 @@ class Pass:
     expected: set = field(default_factory=set)
     report: Report = field(default_factory=lambda: Report(keep=3))
     errors: int = 0
-    schema: Optional[triggers.TableSchema] = None  # read at the pass's start and after each outage
+    schema: Optional[schema.TableSchema] = None  # read at the pass's start and after each outage
 
 
 class Reconciler:
@@ -242,7 +243,7 @@ class Reconciler:
             except Exception as e:  # noqa: BLE001 - MySQL or Redis away, or one nobody foresaw: never fatal
                 p.errors += 1
                 self.metrics.add("errors_total", table)
-                if not isinstance(e, (MySQLdb.Error, redislib.RedisError, OSError, triggers.SchemaError)):
+                if not isinstance(e, (MySQLdb.Error, redislib.RedisError, OSError, schema.SchemaError)):
                     e = f"{type(e).__name__}: {e}"
                 log.warning("%s: %s; retrying in %.1f s", table, e, delay)
                 self._close()
@@ -279,16 +280,16 @@ class Reconciler:
                 pass
             self.conn = None
 
-    def _schema(self, conn, table: str) -> triggers.TableSchema:
+    def _schema(self, conn, table: str) -> schema.TableSchema:
         """The table, its primary key, and the columns its generated triggers send (all if none)."""
         cur = conn.cursor()
         cur.execute(triggers.SYNCED_SQL)
         sent = triggers.synced_tables(cur.fetchall(), self.function)
         cur.close()
-        t = triggers.read_schema(conn, table)
+        t = schema.read_schema(conn, table)
         cols = sent.get(t.qualified)
         if cols:
-            t = triggers.TableSchema(t.schema, t.name, t.key, tuple(c for c in t.all_columns if c.name in cols),
+            t = schema.TableSchema(t.schema, t.name, t.key, tuple(c for c in t.all_columns if c.name in cols),
                                      t.all_columns)
         return t
 

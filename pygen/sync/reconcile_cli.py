@@ -10,17 +10,15 @@ import sys
 import threading
 from typing import Optional
 
+from pygen import mysql
 from pygen.sync import plan as plan_mod
 from pygen.sync import triggers
 from pygen.sync.redis_writer import redis_client
 from pygen.sync.reconcile import DEFAULT_INTERVAL, DEFAULT_RATE, LOCK_WAIT, Metrics, Reconciler, log
 
 def mysql_connector(dsn: str, timeout: float):
-    import MySQLdb
-    kw = plan_mod.parse_dsn(dsn)
-    kw.setdefault("connect_timeout", max(1, round(timeout)))
-    kw.setdefault("read_timeout", max(round(timeout), LOCK_WAIT + 5))
-    return lambda: MySQLdb.connect(**kw)
+    return mysql.ConnOptions.from_dsn(dsn).defaults(connect_timeout=max(1, round(timeout)),
+                                                    read_timeout=max(round(timeout), LOCK_WAIT + 5)).connect
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,7 +92,7 @@ def run(args) -> int:
         logging.basicConfig(level=getattr(logging, args.log_level),
                             format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:
-        plan_mod.parse_dsn(args.mysql)
+        mysql.ConnOptions.from_dsn(args.mysql)
         fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
         options = plan_mod.Options(mode=args.mode, fields=fields, key_template=args.key_template,
                                    tombstone_ttl=args.tombstone_ttl)

@@ -1,6 +1,7 @@
 """The worker's Redis side: runs pygen/sync/plan.py's Write lists through redis_scripts.APPLY,
 one Lua call per batch (standalone Redis) or one call per hash slot, pipelined per master
-(Redis Cluster: pygen/sync/cluster_writer.py).
+(Redis Cluster: pygen/sync/cluster_writer.py); and the one reading of a --redis URL
+(redis_target, redis_client), for the worker, verify, reconcile and doctor.
 """
 from __future__ import annotations
 
@@ -8,8 +9,22 @@ from typing import List, Optional
 
 from pygen.sync import plan
 from pygen.sync.cluster_writer import ClusterWriter
-from pygen.sync.plan import redis_target
 from pygen.sync.redis_scripts import APPLY, APPLY_SHA
+
+
+def redis_target(url: str, cluster: bool = False) -> tuple[bool, str]:
+    """(cluster?, the URL for redis-py): a '+cluster' scheme selects the cluster client."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"--redis {url!r}: expected redis://host:port/db")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return True, scheme.split("+")[0] + "://" + rest
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"--redis {url!r}: unknown scheme {scheme!r} "
+                         "(redis, rediss, unix, redis+cluster, rediss+cluster)")
+    if cluster and scheme == "unix":
+        raise ValueError("--redis-cluster needs a redis:// or rediss:// URL")
+    return cluster, url
 
 
 def redis_client(url: str, cluster: bool = False, timeout: float = 10.0,

@@ -35,16 +35,17 @@ Exit code: 0 when Redis matches the table (or every difference was repaired), 1 
 differences remain (a key left alone because Redis holds a newer version counts), 2 on a
 usage or connection error.
 
-This module is the two commands; the engine (comparison, repair, loads) is pygen/sync/compare.py.
+This module is the two commands; the engine is pygen/sync/compare.py (comparison) and
+pygen/sync/repair.py (repairs, loads).
 """
 import sys
 import time
 
 from pygen import mysql
 from pygen.sync import plan as plan_mod
-from pygen.sync import triggers
-from pygen.sync.compare import (DEFAULT_TEMPLATE, Repairer, compare, estimate_rows, expected_write, format_report,
-                                load_into_redis, load_via_gearman)
+from pygen.sync import schema, triggers
+from pygen.sync.compare import DEFAULT_TEMPLATE, compare, estimate_rows, expected_write, format_report
+from pygen.sync.repair import Repairer, load_into_redis, load_via_gearman
 
 
 class Progress:
@@ -102,7 +103,7 @@ def _add_redis_arguments(ap, required: bool) -> None:
 
 
 def add_arguments(ap) -> None:
-    triggers.add_table_arguments(ap)
+    schema.add_table_arguments(ap)
     _add_redis_arguments(ap, required=True)
     ap.add_argument("--repair", action="store_true", help="fix what differs")
     ap.add_argument("--via-gearman", action="store_true",
@@ -116,11 +117,11 @@ def add_arguments(ap) -> None:
     mysql.add_arguments(ap)
 
 
-def _check_template(t: triggers.TableSchema, options: plan_mod.Options) -> None:
+def _check_template(t: schema.TableSchema, options: plan_mod.Options) -> None:
     try:  # a template naming no key column fails now, not at the first row
         expected_write(t, {c.name: 0 for c in t.key}, {}, options)
     except plan_mod.PlanError as e:
-        raise triggers.SchemaError(str(e)) from None
+        raise schema.SchemaError(str(e)) from None
 
 
 def run(args) -> int:
@@ -129,12 +130,12 @@ def run(args) -> int:
     try:
         options = _options(args)
         redis = redis_client(args.redis)
-        conn = mysql.connect(mysql.from_args(args))
+        conn = mysql.ConnOptions.from_args(args).connect()
         spare = None
         try:
-            t = triggers.schema_from_args(conn, args)
+            t = schema.schema_from_args(conn, args)
             _check_template(t, options)
-            spare = mysql.connect(mysql.from_args(args))  # the stream holds the first
+            spare = mysql.ConnOptions.from_args(args).connect()  # the stream holds the first
             repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
             progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
             try:
@@ -166,12 +167,12 @@ def run(args) -> int:
             conn.close()
             if spare is not None:
                 spare.close()
-    except (triggers.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
+    except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
         return triggers.fail("verify", e)
 
 
 def add_load_arguments(ap) -> None:
-    triggers.add_table_arguments(ap)
+    schema.add_table_arguments(ap)
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--via-gearman", action="store_true",
                        help="queue an upsert job per row for the worker, in one statement (gman_bulk_background)")
@@ -186,10 +187,10 @@ def run_load(args) -> int:
     import MySQLdb
     import redis as redislib
     try:
-        conn = mysql.connect(mysql.from_args(args))
+        conn = mysql.ConnOptions.from_args(args).connect()
         spare = None
         try:
-            t = triggers.schema_from_args(conn, args)
+            t = schema.schema_from_args(conn, args)
             if args.via_gearman:
                 n = load_via_gearman(conn, t, args.function)
                 print(f"{t.qualified}: {n} rows queued as {args.function} jobs")
@@ -197,7 +198,7 @@ def run_load(args) -> int:
             options = _options(args)
             _check_template(t, options)
             redis = redis_client(args.redis)
-            spare = mysql.connect(mysql.from_args(args))
+            spare = mysql.ConnOptions.from_args(args).connect()
             progress = Progress(f"load {t.qualified}", estimate_rows(conn, t))
             try:
                 report = load_into_redis(conn, spare, t, redis, options, progress)
@@ -211,7 +212,7 @@ def run_load(args) -> int:
             conn.close()
             if spare is not None:
                 spare.close()
-    except (triggers.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
+    except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
         return triggers.fail("load", e)
 
 

@@ -78,15 +78,15 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from pygen import mysql
 from pygen.gearman.worker import Worker as GearmanWorker
 from pygen.sync import plan
 from pygen.sync.committed import CommittedReader, Gone, Pending
 from pygen.sync.committed_loop import CommittedLoop
 from pygen.sync.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
 from pygen.sync.payload import PayloadError, parse
-from pygen.sync.plan import parse_dsn, redis_target
 from pygen.sync.reconcile_cli import add_worker_arguments, start_in_worker
-from pygen.sync.redis_writer import RedisWriter
+from pygen.sync.redis_writer import RedisWriter, redis_target
 
 log = logging.getLogger("gman-udf.worker")
 
@@ -348,7 +348,7 @@ def _check(args) -> None:
     if not args.max_future_skew >= 0:
         raise ValueError("--max-future-skew must be >= 0")
     if args.mysql:
-        parse_dsn(args.mysql)
+        mysql.ConnOptions.from_dsn(args.mysql)
     if args.reconcile and not args.mysql:
         raise ValueError("--reconcile needs --mysql DSN")
     redis_target(args.redis, args.redis_cluster)

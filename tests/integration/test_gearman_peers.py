@@ -24,7 +24,7 @@ import pytest
 
 from pygen.gearman.client import Client
 from pygen.plugin import catalog
-from pygen.sandbox import _die_with_parent
+from pygen.sandbox.server import die_with_parent
 from tests.support.gearman import fname, grab_all, queued, wait_until
 from tests.support.sql import DB, Sql
 
@@ -42,7 +42,7 @@ def peer_worker(kind, server, prefix):
     else:
         cmd = ["/usr/bin/php", str(PEERS / "php_worker.php"), server.host, str(server.port), prefix]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent(os.getpid()))
+                            preexec_fn=die_with_parent(os.getpid()))
     try:
         wait_until(lambda: proc.poll() is not None or server.status().get(f"{prefix}_rev", (0, 0, 0))[2] >= 1,
                    timeout=15, what=f"the {kind} worker to register")
@@ -207,7 +207,7 @@ def gman_worker(server, redis_server, function, log, tables):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent(os.getpid()))
+                                preexec_fn=die_with_parent(os.getpid()))
         try:
             wait_until(lambda: proc.poll() is not None or server.status().get(function, (0, 0, 0))[2] >= 1,
                        timeout=20, what="gman-udf worker to register")

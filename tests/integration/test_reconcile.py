@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pygen.sandbox import Redis, free_port
-from pygen.sync import plan, triggers
+from pygen.sync import plan, schema, triggers
 from pygen.sync.compare import compare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def make_table(db, rows, with_triggers=False):
         cur.execute(f"INSERT INTO {DB}.{name} SELECT seq % 7, seq, CONCAT('row ', seq), seq "
                     f"FROM seq_1_to_{rows}")
     if with_triggers:
-        triggers.apply(conn, triggers.read_schema(conn, f"{DB}.{name}"), FN)
+        triggers.apply(conn, schema.read_schema(conn, f"{DB}.{name}"), FN)
     conn.close()
     return name
 
@@ -120,7 +120,7 @@ def differences(db, redis, table):
     """verify's comparison (pygen/sync/compare.py), nothing repaired: the number of differences."""
     conn = db.connect()
     try:
-        t = triggers.read_schema(conn, f"{DB}.{table}")
+        t = schema.read_schema(conn, f"{DB}.{table}")
         return compare(conn, t, redis, plan.Options()).differences
     finally:
         conn.close()
@@ -292,7 +292,7 @@ def test_a_chunk_reads_only_its_rows(server):
     table = make_table(server, 20000)
     conn = server.connect(database=DB)
     cur = conn.cursor()
-    t = triggers.read_schema(conn, f"{DB}.{table}")
+    t = schema.read_schema(conn, f"{DB}.{table}")
 
     def handler_reads():
         cur.execute("SHOW SESSION STATUS LIKE 'Handler_read%'")

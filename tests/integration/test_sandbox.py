@@ -207,5 +207,5 @@ def test_servers_and_state_die_with_a_killed_parent():
         parent.wait()
     assert all(wait_dead(p) for p in pids)
     assert Path(root).exists()  # atexit never ran: the next process sweeps it
-    sandbox._sweep_stale()
+    sandbox.server._sweep_stale()
     assert not Path(root).exists()

@@ -65,13 +65,13 @@ def test_a_user_without_privileges_cannot_register_or_drop_functions(nobody):
 
 def test_the_worker_sees_the_triggers_of_tables_it_has_the_trigger_privilege_on(nobody, installed):
     """The default --tables: what information_schema.TRIGGERS shows the worker's user."""
-    from pygen.sync import triggers
+    from pygen.sync import schema, triggers
     with installed.connect() as root:
         cur = root.cursor()
         cur.execute("CREATE DATABASE IF NOT EXISTS gman_security")
         cur.execute("USE gman_security")
         cur.execute("CREATE TABLE IF NOT EXISTS synced (id INT PRIMARY KEY, v INT)")
-        t = triggers.read_schema(root, "synced")
+        t = schema.read_schema(root, "synced")
         triggers.apply(root, t)
         nobody.execute("SELECT CURRENT_USER()")
         user = nobody.fetchone()[0]

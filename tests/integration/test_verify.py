@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from pygen.gearman.worker import Worker
-from pygen.sync import compare, plan, triggers, verify
+from pygen.sync import compare, plan, repair, schema, triggers, verify
 from pygen.sync.payload import parse
 from pygen.sync.redis_scripts import APPLY
 
@@ -187,9 +187,9 @@ def test_batches_stream_through_the_table(server, redis_server, redis, items, cu
     """compare() across batch boundaries (7 rows a batch) with a repairer on a second connection."""
     conn, spare = server.connect(database=DB), server.connect(database=DB)
     try:
-        t = triggers.read_schema(conn, items)
+        t = schema.read_schema(conn, items)
         options = plan.Options()
-        report = compare.compare(conn, t, redis, options, compare.Repairer(t, redis, spare, options), batch=7)
+        report = compare.compare(conn, t, redis, options, repair.Repairer(t, redis, spare, options), batch=7)
         assert (report.rows, report.counts["missing"], report.repaired["written"]) == (50, 50, 50)
         report = compare.compare(conn, t, redis, options, batch=7)
         assert report.differences == 0

@@ -4,7 +4,7 @@ import math
 
 from pygen.sync import reconcile, reconcile_cli
 from pygen.sync.compare import Report
-from pygen.sync.triggers import Column, TableSchema
+from pygen.sync.schema import Column, TableSchema
 
 
 class Clock:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pygen.sync import compare, triggers, verify
-from pygen.sync.triggers import Column, SchemaError, TableSchema
+from pygen.sync import compare, schema, triggers, verify
+from pygen.sync.schema import Column, SchemaError, TableSchema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,13 +34,13 @@ def body(sql, suffix):
     ("x'); DROP TABLE t; --", "`x'); DROP TABLE t; --`"),
 ])
 def test_quote_ident_doubles_backticks(name, quoted):
-    assert triggers.quote_ident(name) == quoted
+    assert schema.quote_ident(name) == quoted
 
 
 @pytest.mark.parametrize("bad", ["", "a\0b"])
 def test_quote_ident_refuses_what_no_server_allows(bad):
     with pytest.raises(SchemaError):
-        triggers.quote_ident(bad)
+        schema.quote_ident(bad)
 
 
 @pytest.mark.parametrize("text, literal", [
@@ -143,6 +143,19 @@ def test_names_json_object_cannot_alias_use_json_members():
     assert "'row', udf_json_members('1st', NEW.`1st`, 'a+b', NEW.`a+b`, 'ok', NEW.`ok`) AS json_row" in ai
 
 
+def test_one_row_renderer_for_triggers_and_committed_reads():
+    """json_expr: the trigger's form (aliases, or literal names) and the committed reads' (%s names)
+    render the same value of each column."""
+    assert triggers.json_expr(["a", "b"], {"b"}, "NEW") == \
+        "udf_json_object(NEW.`a` AS `a`, CONVERT(NEW.`b` USING utf8mb4) AS `b`)"
+    assert triggers.json_expr(["1st", "b"], {"b"}) == "udf_json_members('1st', `1st`, 'b', CONVERT(`b` USING utf8mb4))"
+    assert triggers.json_expr(["1st", "b"], {"b"}, function="json_members") == \
+        "json_members(%s, `1st`, %s, CONVERT(`b` USING utf8mb4))"
+    assert triggers.json_expr(["a"], alias="j") == "udf_json_object(`a` AS `a`) AS j"
+    cols = (Column("a"), Column("b", "varchar", "latin1"))
+    assert triggers.object_expr(cols, "OLD") == triggers.json_expr(["a", "b"], {"b"}, "OLD")
+
+
 def test_quote_in_table_name_is_an_escaped_literal():
     ai = body(table(name="it's"), "ai")
     assert "'table', 'shop.it''s'" in ai
@@ -243,17 +256,17 @@ def test_example_file_is_current():
     ("`a``b`", ("db0", "a`b")), ("shop.`x.y`", ("shop", "x.y")),
 ])
 def test_split_table(text, want):
-    assert triggers.split_table(text, "db0") == want
+    assert schema.parse_table_name(text, "db0") == want
 
 
 def test_split_table_errors():
     with pytest.raises(SchemaError, match="-D"):
-        triggers.split_table("data", None)
+        schema.parse_table_name("data", None)
     with pytest.raises(SchemaError, match="backtick"):
-        triggers.split_table("`data", "x")
+        schema.parse_table_name("`data", "x")
     with pytest.raises(SchemaError):
-        triggers.split_names("a,,b")
-    assert triggers.split_names(" a , b") == ["a", "b"]
+        schema.split_names("a,,b")
+    assert schema.split_names(" a , b") == ["a", "b"]
 
 
 # ---- verify: keys, values and SQL -----------------------------------------------------------------

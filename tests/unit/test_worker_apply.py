@@ -1,13 +1,15 @@
-"""What the worker writes for a payload (pygen/plan_mod.py) and its pure helpers, with no server."""
+"""What the worker writes for a payload (pygen/sync/plan.py) and its pure helpers (the committed reads' SQL:
+pygen/sync/committed_sql.py), with no server."""
 import json
 
 import pytest
 from redis.crc import key_slot
 
+from pygen.sync import committed_sql
 from pygen.sync import plan as plan_mod
 from pygen.sync.payload import Change, parse
 from pygen.sync.plan import DROP, RETRY, Options, PlanError, Write, plan
-from pygen.sync.plan import parse_dsn, redis_target
+from pygen.sync.redis_writer import redis_target
 
 V = 1732345678123456
 
@@ -193,32 +195,32 @@ def test_lag_only_for_microsecond_stamps():
 # ---- committed mode --------------------------------------------------------------------------
 
 def test_read_statement_quotes_identifiers():
-    sql, names = plan_mod.read_statement("my`db.t%1", ["id", "we`ird"], ["id", "val"], 2)
+    sql, names = committed_sql.read_statement("my`db.t%1", ["id", "we`ird"], ["id", "val"], 2)
     assert sql == ("SELECT udf_json_members(%s, `id`, %s, `we``ird`), udf_json_members(%s, `id`, %s, `val`) "
                    "FROM `my``db`.`t%%1` WHERE (`id`, `we``ird`) IN ((%s, %s), (%s, %s))")
     assert names == ["id", "we`ird", "id", "val"]
-    sql, names = plan_mod.read_statement("t", ["id"], [], 1, "udf_json_members")
+    sql, names = committed_sql.read_statement("t", ["id"], [], 1, "udf_json_members")
     assert sql == "SELECT udf_json_members(%s, `id`) FROM `t` WHERE (`id`) IN ((%s))"  # a delete reads its key
     assert names == ["id"]
-    sql, names = plan_mod.read_statement("t", ["id"], ["val", "id"], 1)  # the key is read from the row
+    sql, names = committed_sql.read_statement("t", ["id"], ["val", "id"], 1)  # the key is read from the row
     assert sql == "SELECT udf_json_members(%s, `val`, %s, `id`) FROM `t` WHERE (`id`) IN ((%s))"
     assert names == ["val", "id"]
 
 
 def test_key_matching_and_params():
     key = {"id": 1, "b": {"$base64": "/wA="}}
-    assert plan_mod.key_params(key, ["id", "b"]) == [1, b"\xff\x00"]
-    assert plan_mod.key_id(key, ["id", "b"]) == plan_mod.key_id(json.loads(json.dumps(key)), ["id", "b"])
-    assert plan_mod.key_id({"id": 1}, ["id"]) != plan_mod.key_id({"id": "1"}, ["id"])
+    assert committed_sql.key_params(key, ["id", "b"]) == [1, b"\xff\x00"]
+    assert committed_sql.key_id(key, ["id", "b"]) == committed_sql.key_id(json.loads(json.dumps(key)), ["id", "b"])
+    assert committed_sql.key_id({"id": 1}, ["id"]) != committed_sql.key_id({"id": "1"}, ["id"])
 
 
 def test_lock_statement_by_server():
-    sql = plan_mod.lock_statement("s.t", ["a", "b"], "10.11.6-MariaDB-0+deb12u1")
+    sql = committed_sql.lock_statement("s.t", ["a", "b"], "10.11.6-MariaDB-0+deb12u1")
     assert sql == "SELECT 1 FROM `s`.`t` WHERE (`a`, `b`) = (%s, %s) LOCK IN SHARE MODE NOWAIT"
-    assert plan_mod.lock_statement("s.t", ["a"], "8.0.36").endswith("FOR SHARE NOWAIT")
-    assert plan_mod.lock_statement("s.t", ["a"], "5.7.44") is None
-    assert plan_mod.lock_statement("s.t", ["a"], "10.2.44-MariaDB") is None
-    sql = plan_mod.lock_statement("s.t", ["a"], "10.11.6-MariaDB", ["a", "v"], convert={"v"})
+    assert committed_sql.lock_statement("s.t", ["a"], "8.0.36").endswith("FOR SHARE NOWAIT")
+    assert committed_sql.lock_statement("s.t", ["a"], "5.7.44") is None
+    assert committed_sql.lock_statement("s.t", ["a"], "10.2.44-MariaDB") is None
+    sql = committed_sql.lock_statement("s.t", ["a"], "10.11.6-MariaDB", ["a", "v"], convert={"v"})
     assert sql == ("SELECT udf_json_members(%s, `a`, %s, CONVERT(`v` USING utf8mb4)), gman_stamp() FROM `s`.`t` "
                    "WHERE (`a`) = (%s) LOCK IN SHARE MODE NOWAIT")
 
@@ -226,9 +228,9 @@ def test_lock_statement_by_server():
 def test_waiting_lock_statement_by_server():
     """The waiters' read waits for the lock (innodb_lock_wait_timeout bounds it): every server."""
     for version in ("10.11.6-MariaDB-0+deb12u1", "10.2.44-MariaDB", "5.7.44"):
-        assert plan_mod.lock_statement("s.t", ["a"], version, wait=True) == \
+        assert committed_sql.lock_statement("s.t", ["a"], version, wait=True) == \
             "SELECT 1 FROM `s`.`t` WHERE (`a`) = (%s) LOCK IN SHARE MODE"
-    assert plan_mod.lock_statement("s.t", ["a"], "8.0.36", ["a"], wait=True) == \
+    assert committed_sql.lock_statement("s.t", ["a"], "8.0.36", ["a"], wait=True) == \
         "SELECT udf_json_members(%s, `a`), gman_stamp() FROM `s`.`t` WHERE (`a`) = (%s) FOR SHARE"
 
 
@@ -290,17 +292,3 @@ def test_redis_urls_parse_in_redis_py():
     kw = pool.connection_kwargs
     assert (kw["host"], kw["port"], kw["db"], kw["username"], kw["password"]) == ("cache.example", 6380, 3, "us:er", "p@ss")
     assert pool.connection_class is redis.SSLConnection
-
-
-def test_parse_dsn():
-    assert parse_dsn("mysql://app:p%40ss@db.example:3307/shop", environ={}) == {
-        "host": "db.example", "port": 3307, "user": "app", "password": "p@ss", "database": "shop",
-        "charset": "utf8mb4", "autocommit": True, "binary_prefix": True}
-    kw = parse_dsn("mysql://app@localhost/?socket=/run/mysqld/mysqld.sock&connect_timeout=3",
-                   environ={"MYSQL_PWD": "env"})
-    assert (kw["unix_socket"], kw["password"], kw["connect_timeout"]) == ("/run/mysqld/mysqld.sock", "env", 3)
-    assert "database" not in kw
-    with pytest.raises(ValueError):
-        parse_dsn("postgres://x@y/z")
-    with pytest.raises(ValueError):
-        parse_dsn("mysql://x@y/z?sslmode=1")

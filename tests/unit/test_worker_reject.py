@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pygen.sync import plan, triggers, worker
+from pygen.sync import plan, schema, triggers, worker
 from pygen.sync.metrics import Stats
 from pygen.sync.payload import MAX_VERSION, PayloadError, parse
 from pygen.sync.plan import PlanError
@@ -334,8 +334,8 @@ def trigger_rows(t, function=triggers.DEFAULT_FUNCTION):
 
 def test_synced_tables_from_the_generated_triggers():
     t = triggers.example_schema()
-    cols = (triggers.Column("id"), triggers.Column("we`ird", "varchar", "latin1"))
-    odd = triggers.TableSchema("s", "x" * 70, cols[:1], cols, cols)  # a shortened trigger name
+    cols = (schema.Column("id"), schema.Column("we`ird", "varchar", "latin1"))
+    odd = schema.TableSchema("s", "x" * 70, cols[:1], cols, cols)  # a shortened trigger name
     rows = trigger_rows(t) + trigger_rows(odd) + [
         ("my_own_trigger", "shop", "mine", "BEGIN SET @x = gman_do_background('syncToRedis', '{}'); END"),
         ("gman_other_ai", "shop", "other", "BEGIN SET @x = 1; END")]  # named like ours, sends nothing
