@@ -57,7 +57,7 @@ class CommittedLoop:
         self.wakeup.clear()
         now = time.monotonic()
         self._collect(now)
-        self.parked = [p for p in self.parked if _alive(p.job)]  # a dropped link: gearmand re-queued it
+        self.parked = [p for p in self.parked if p.job.alive]  # a dropped link: gearmand re-queued it
         timeout = 0.5 if self.writing is None else 0.002
         if self.parked:
             timeout = max(0.0, min(min(p.due for p in self.parked) - now, timeout))
@@ -225,7 +225,3 @@ class CommittedLoop:
             self.stats.add("errors")
             log.warning("re-checking skipped writes: %s", e)
 
-
-def _alive(job) -> bool:
-    link = job._link
-    return link.gen == job._gen and link.state in ("awake", "sleeping")
