@@ -117,11 +117,3 @@ def run(args) -> int:
     left = rec.run(1 if args.once else None)
     redis.close()
     return 1 if args.once and left else 0
-
-
-def main(argv=None) -> int:
-    from pygen.sync import reconcile
-    p = argparse.ArgumentParser(prog="gman-udf reconcile", description=reconcile.__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
