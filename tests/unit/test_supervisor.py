@@ -22,10 +22,10 @@ def keep_signal_handlers():
 
 class FakeLoop:
     """Marks `dir/<slot>.<n>` as it starts; the first run of slot `dies` exits with 3;
-    the others wait for stop() (the SIGTERM handler)."""
+    the others wait for stop() (the SIGTERM handler), which `terms` sends at once."""
 
-    def __init__(self, stats, directory, dies=None):
-        self.stats, self.dir, self.dies = stats, directory, dies
+    def __init__(self, stats, directory, dies=None, terms=False):
+        self.stats, self.dir, self.dies, self.terms = stats, directory, dies, terms
         self.stopped = threading.Event()
 
     def stop(self, *_):
@@ -37,6 +37,8 @@ class FakeLoop:
         (self.dir / f"{slot}.{runs}").touch()
         if slot == self.dies and runs == 0:
             return 3
+        if self.terms:
+            os.kill(os.getpid(), signal.SIGTERM)
         return 0 if self.stopped.wait(20) else 9
 
 
@@ -44,8 +46,7 @@ def test_one_process_runs_the_loop_here_with_signals_to_its_stop(tmp_path):
     made = []
 
     def make_runner(config, stats):
-        made.append(FakeLoop(stats, tmp_path))
-        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        made.append(FakeLoop(stats, tmp_path, terms=True))
         return made[-1]
 
     assert supervisor.run(config_for(), make_runner) == 0
@@ -69,6 +70,7 @@ def test_processes_are_forked_restarted_and_stopped_together(tmp_path, dies):
     def stop_when_all_run():
         wait_for(tmp_path / "0.0")
         wait_for(tmp_path / ("1.1" if dies == 1 else "1.0"))  # slot 1 died once: restarted
+        time.sleep(0.3)  # the supervisor has recorded the last child's pid
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_when_all_run, daemon=True).start()
