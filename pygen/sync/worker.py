@@ -96,8 +96,8 @@ class Runner(CommittedLoop):
     stop(), wake(), close() (pygen/gearman/worker.py's Worker); its jobs have workload, handle,
     fail() and alive. redis: begin(writes) -> token, finish(token), write(writes) (each -> writes
     skipped as stale), held(writes), close() (pygen/sync/redis_writer.py's RedisWriter). reader:
-    MySQL (pygen/sync/committed.py's CommittedReader), needed in committed mode and without
-    --tables; None otherwise. stats: pygen/sync/metrics.py's Stats."""
+    MySQL (pygen/sync/committed.py's CommittedReader; None without --mysql): committed mode reads
+    rows through it, and without --tables the synced tables. stats: pygen/sync/metrics.py's Stats."""
 
     def __init__(self, config, gearman, redis, stats: Stats, reader=None):
         self.config, self.gearman, self.redis, self.stats, self.reader = config, gearman, redis, stats, reader
