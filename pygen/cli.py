@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Pipeline commands: each module owns its options (add_arguments) and its run(args).
     from pygen.ops import doctor
-    from pygen.sync import reconcile_cli, triggers, verify, worker
+    from pygen.sync import reconcile_cli, triggers, verify, worker_cli
     for name, text, add, run in (
-            ("worker", "carry syncToRedis jobs from gearmand into Redis", worker.add_arguments, worker.run),
+            ("worker", "carry syncToRedis jobs from gearmand into Redis", worker_cli.add_arguments, worker_cli.run),
             ("trigger", "render (or --apply) the AFTER INSERT/UPDATE/DELETE triggers of a table",
              triggers.add_arguments, triggers.run),
             ("verify", "compare a table with Redis; --repair fixes the differences", verify.add_arguments, verify.run),

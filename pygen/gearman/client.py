@@ -7,7 +7,7 @@
     w = Worker(["127.0.0.1:4730", "10.0.0.2:4730"], {"reverse": lambda job: job.workload[::-1]})
     w.run(stop_event)                     # or, batching: jobs = w.grab(500, 1.0); ...; w.complete_many(jobs)
 
-Worker and Job live in pygen/gearman/worker.py; Connection, the errors and parse_server in
+Worker lives in pygen/gearman/worker.py, Job in pygen/gearman/job.py; Connection, the errors and parse_server in
 pygen/gearman/connection.py.
 
 Every socket operation has a deadline: connect_timeout for connecting, timeout for each

@@ -1,6 +1,7 @@
 """The Gearman worker: takes jobs from every server of a list,
 reconnecting each with back-off, and answers them; a batching API (grab/complete_many) and a
-callable one (run). Built on pygen/gearman/connection.py's Connection.
+callable one (run). Built on pygen/gearman/connection.py's Connection; the jobs it hands
+out are pygen/gearman/job.py's Job.
 
     w = Worker(["127.0.0.1:4730", "10.0.0.2:4730"], {"reverse": lambda job: job.workload[::-1]})
     w.run(stop_event)                     # or, batching: jobs = w.grab(500, 1.0); ...; w.complete_many(jobs)
@@ -19,36 +20,12 @@ import socket
 import time
 
 from pygen.gearman.connection import Connection, GearmanError
+from pygen.gearman.job import Job
 from pygen.gearman.link import FENCE, GRAB, SILENT, Link
 from pygen.gearman.protocol import (DEFAULT_MAX_DATA, OVERSIZE, REQ, ProtocolError, Type, encode, from_bytes,
                                   to_bytes)
 
 log = logging.getLogger("pygen.gearman")  # the package's logger, one name for log filters
-
-
-class Job:
-    """A job assigned to this worker. handle/function/unique are str (unique decoded with
-    surrogateescape, so any bytes survive), workload is bytes, server is "host:port"."""
-
-    __slots__ = ("handle", "function", "unique", "workload", "server", "done", "_worker", "_link", "_gen")
-
-    def __init__(self, worker, link, handle, function, unique, workload):
-        self.handle, self.function, self.unique = from_bytes(handle), from_bytes(function), from_bytes(unique)
-        self.workload, self.server, self.done = workload, link.conn.address, False
-        self._worker, self._link, self._gen = worker, link, link.gen
-
-    def complete(self, data: bytes | str = b"") -> bool:
-        return self._worker.complete(self, data)
-
-    def fail(self) -> bool:
-        return self._worker.fail(self)
-
-    def exception(self, text: str) -> bool:
-        return self._worker.exception(self, text)
-
-    def __repr__(self) -> str:
-        return (f"<Job {self.handle} {self.function} unique={self.unique!r} "
-                f"{len(self.workload)} B from {self.server}>")
 
 
 _PRE_SLEEP = encode(REQ, Type.PRE_SLEEP)
@@ -301,9 +278,8 @@ class Worker:
         if job.done:
             raise GearmanError(f"job {job.handle} already finished")
         job.done = True
-        link = job._link
-        if link.gen == job._gen and link.state in ("awake", "sleeping") and self._send(link, packet):
-            link.expect("R", 1)
+        if job.alive and self._send(job._link, packet):
+            job._link.expect("R", 1)
             return True
         return False
 
@@ -325,7 +301,7 @@ class Worker:
             if job.done:
                 raise GearmanError(f"job {job.handle} already finished")
             job.done = True
-            if job._link.gen == job._gen and job._link.state in ("awake", "sleeping"):
+            if job.alive:
                 by_link.setdefault(id(job._link), (job._link, []))[1].append(
                     encode(REQ, Type.WORK_COMPLETE, job.handle, data))
         sent = 0

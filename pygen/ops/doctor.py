@@ -39,7 +39,7 @@ CANARY_SQL = ("CREATE TABLE IF NOT EXISTS gman_doctor.canary (id VARCHAR(64) PRI
 
 
 def add_arguments(ap) -> None:
-    from pygen.sync.worker import REDIS_ENV
+    from pygen.sync.worker_cli import REDIS_ENV
     ap.add_argument("--gearman", metavar="HOST:PORT[,HOST:PORT...]",
                     help="the job servers (default: the servers of the plugin's gman_udf.cnf)")
     ap.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",

@@ -16,7 +16,7 @@ import shutil
 import sys
 from typing import List
 
-from pygen.sync import worker
+from pygen.sync import worker_cli
 
 ENV_FILE = "/etc/gman-udf/worker.env"
 # gearmand's default hash table has 991 buckets: its submits slow down five-fold once ~100,000
@@ -72,11 +72,11 @@ def check_worker_args(worker_args: List[str]) -> argparse.Namespace:
     for a in worker_args:
         if a.split("=", 1)[0] in SECRET_OPTIONS:
             raise ValueError(f"{a.split('=', 1)[0]} carries a password: put it in the environment file as "
-                             f"{worker.MYSQL_ENV if a.startswith('--mysql') else worker.REDIS_ENV}=..., "
+                             f"{worker_cli.MYSQL_ENV if a.startswith('--mysql') else worker_cli.REDIS_ENV}=..., "
                              "not on the command line")
     # No abbreviations: "--mys DSN" would be --mysql on a command line after all.
     p = argparse.ArgumentParser(prog="gman-udf worker", add_help=False, allow_abbrev=False)
-    worker.add_arguments(p)
+    worker_cli.add_arguments(p)
 
     def refuse(message):
         raise ValueError(f"worker options: {message}")
@@ -93,8 +93,8 @@ def render_worker(worker_args: List[str], *, command: List[str], env_file: str =
     return f"""\
 # gman-udf worker: rendered by `gman-udf systemd --worker`. Install:
 #   install -m 0600 -o root /dev/null {env_file}   # then write into it:
-#     {worker.MYSQL_ENV}=mysql://USER:PASSWORD@HOST:3306/DB   (or ?socket=/run/mysqld/mysqld.sock)
-#     {worker.REDIS_ENV}=redis://:PASSWORD@HOST:6379/0
+#     {worker_cli.MYSQL_ENV}=mysql://USER:PASSWORD@HOST:3306/DB   (or ?socket=/run/mysqld/mysqld.sock)
+#     {worker_cli.REDIS_ENV}=redis://:PASSWORD@HOST:6379/0
 #   systemctl daemon-reload && systemctl enable --now gman-udf-worker
 [Unit]
 Description=gman-udf worker: row changes from gearmand into Redis
@@ -143,8 +143,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="print a drop-in for Debian's gearman-job-server.service")
     what.add_argument("--worker", nargs=argparse.REMAINDER, metavar="WORKER_OPTION",
                       help="print a unit for `gman-udf worker WORKER_OPTION...` (the rest of the line; "
-                           f"--mysql and --redis go in the environment file as {worker.MYSQL_ENV} and "
-                           f"{worker.REDIS_ENV})")
+                           f"--mysql and --redis go in the environment file as {worker_cli.MYSQL_ENV} and "
+                           f"{worker_cli.REDIS_ENV})")
     p.add_argument("--env-file", default=ENV_FILE, help="the worker's environment file (default %(default)s)")
     p.add_argument("--user", help="run the worker as this existing user (default: DynamicUser=yes)")
     p.add_argument("--exec", dest="exec_path", metavar="PATH",

@@ -29,7 +29,7 @@ log = logging.getLogger("gman-udf.worker")
 
 class CommittedLoop:
     """The committed-mode half of pygen/sync/worker.py's Runner (a mixin): it uses the Runner's
-    args, options, batch, gearman, redis, reader, stats, parked, and its _admit, _refuse,
+    config, options, batch, gearman, redis, reader, stats, parked, and its _admit, _refuse,
     _write_retrying, _acknowledged and _count."""
 
     def _start_committed(self) -> None:
@@ -37,9 +37,9 @@ class CommittedLoop:
         self.stamp = -1  # the largest gman_stamp() read: the server has stamped every version up to it
         self.writing = None  # (writes, pairs, versions, jobs, token): sent to Redis, not yet acknowledged
         self.waiters = None
-        if self.args.waiters > 0:
-            read_timeout = self.args.lock_wait + max(self.args.timeout, 5.0)  # the wait must not look like an outage
-            self.waiters = Waiters(lambda: self.reader.connect(read_timeout), self.args.waiters, self.args.lock_wait,
+        if self.config.waiters > 0:
+            read_timeout = self.config.lock_wait + max(self.config.timeout, 5.0)  # the wait must not look like an outage
+            self.waiters = Waiters(lambda: self.reader.connect(read_timeout), self.config.waiters, self.config.lock_wait,
                                    self._notify)
 
     def _notify(self) -> None:
@@ -57,12 +57,12 @@ class CommittedLoop:
         self.wakeup.clear()
         now = time.monotonic()
         self._collect(now)
-        self.parked = [p for p in self.parked if _alive(p.job)]  # a dropped link: gearmand re-queued it
+        self.parked = [p for p in self.parked if p.job.alive]  # a dropped link: gearmand re-queued it
         timeout = 0.5 if self.writing is None else 0.002
         if self.parked:
             timeout = max(0.0, min(min(p.due for p in self.parked) - now, timeout))
-        jobs = self.gearman.grab(self.batch, timeout) if len(self.parked) < self.args.max_parked else []
-        if not jobs and len(self.parked) >= self.args.max_parked:
+        jobs = self.gearman.grab(self.batch, timeout) if len(self.parked) < self.config.max_parked else []
+        if not jobs and len(self.parked) >= self.config.max_parked:
             self.wakeup.wait(timeout)
         now = time.monotonic()
         self.stats.add("jobs", len(jobs))
@@ -102,7 +102,7 @@ class CommittedLoop:
 
     def _wait_for(self, p: Pending, now: float) -> bool:
         """Hand the job to a waiter; False (the old rule applies) when none can take it."""
-        if self.waiters is None or now - p.first >= self.args.max_wait:
+        if self.waiters is None or now - p.first >= self.config.max_wait:
             return False
         try:
             sql, params = self.reader.wait_statement(p.change)
@@ -148,7 +148,7 @@ class CommittedLoop:
                 if action is plan.RETRY:
                     if self._wait_for(p, now):
                         continue
-                    action = self.reader.settled(p.change, now - p.first, self.args.commit_window, self.args.max_wait)
+                    action = self.reader.settled(p.change, now - p.first, self.config.commit_window, self.config.max_wait)
                 planned = [] if action in (plan.RETRY, plan.DROP) else plan.plan(action, self.options)
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 gone.add(id(p))
@@ -225,7 +225,3 @@ class CommittedLoop:
             self.stats.add("errors")
             log.warning("re-checking skipped writes: %s", e)
 
-
-def _alive(job) -> bool:
-    link = job._link
-    return link.gen == job._gen and link.state in ("awake", "sleeping")

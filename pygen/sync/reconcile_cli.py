@@ -32,16 +32,17 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --reconcile: start a round of passes at most every S seconds (default %(default).0f)")
 
 
-def start_in_worker(args, options: plan_mod.Options, stop: threading.Event) -> Optional[Metrics]:
-    """Start the reconciler thread of `worker --reconcile` (None without it); it ends when stop is set."""
-    if not args.reconcile:
+def start_in_worker(config, stop: threading.Event) -> Optional[Metrics]:
+    """Start the reconciler thread of `worker --reconcile` (None without it), with the worker's
+    configuration (pygen/sync/worker_cli.py's WorkerConfig); it ends when stop is set."""
+    if not config.reconcile:
         return None
-    tables = [n.strip() for n in args.reconcile.split(",") if n.strip()]
-    if not args.mysql or not tables:
+    tables = [n.strip() for n in config.reconcile.split(",") if n.strip()]
+    if not config.mysql or not tables:
         raise ValueError("--reconcile needs --mysql DSN and table names")
-    rec = Reconciler(tables, mysql_connector(args.mysql, args.timeout),
-                     redis_client(args.redis, args.redis_cluster, args.timeout), options,
-                     args.reconcile_rate, args.reconcile_interval, args.function, stop=stop)
+    rec = Reconciler(tables, mysql_connector(config.mysql, config.timeout),
+                     redis_client(config.redis, config.redis_cluster, config.timeout), config.options,
+                     config.reconcile_rate, config.reconcile_interval, config.function, stop=stop)
     threading.Thread(target=rec.run, name="reconcile", daemon=True).start()
     return rec.metrics
 
@@ -114,11 +115,3 @@ def run(args) -> int:
     left = rec.run(1 if args.once else None)
     redis.close()
     return 1 if args.once and left else 0
-
-
-def main(argv=None) -> int:
-    from pygen.sync import reconcile
-    p = argparse.ArgumentParser(prog="gman-udf reconcile", description=reconcile.__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-

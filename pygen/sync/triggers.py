@@ -277,12 +277,3 @@ def run(args) -> int:
             conn.close()
     except (SchemaError, MySQLdb.MySQLError) as e:
         return fail("trigger", e)
-
-
-def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="gman-udf trigger", description=__doc__.splitlines()[0], add_help=False)
-    ap.add_argument("--help", action="help", help="show this help and exit")
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-

@@ -214,16 +214,3 @@ def run_load(args) -> int:
                 spare.close()
     except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
         return triggers.fail("load", e)
-
-
-def main(argv=None) -> int:
-    """verify, or load when argv starts with `load` (the commands of pygen/cli.py, callable in-process)."""
-    import argparse
-    argv = list(sys.argv[1:] if argv is None else argv)
-    is_load = bool(argv) and argv[0] == "load"
-    ap = argparse.ArgumentParser(prog="gman-udf " + ("load" if is_load else "verify"), add_help=False)
-    ap.add_argument("--help", action="help", help="show this help and exit")
-    (add_load_arguments if is_load else add_arguments)(ap)
-    args = ap.parse_args(argv[1:] if is_load else argv)
-    return (run_load if is_load else run)(args)
-

@@ -64,55 +64,51 @@ mysql://user:pass@localhost/db?socket=/run/mysqld/mysqld.sock (user and password
 The pure part (what to write for a payload) is pygen/sync/plan.py; the I/O around this loop is in
 pygen/sync/redis_writer.py (Redis), pygen/sync/committed.py (MySQL, committed mode), pygen/sync/waiters.py
 (committed mode's locking reads) and pygen/sync/metrics.py (counters, Prometheus text, the stats
-log line); committed mode's loop is pygen/sync/committed_loop.py.
+log line); committed mode's loop is pygen/sync/committed_loop.py. The options, and the factory
+that builds this loop with its collaborators, are pygen/sync/worker_cli.py; the processes of
+--processes N, pygen/sync/supervisor.py.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import os
-import signal
-import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-from pygen import mysql
-from pygen.gearman.worker import Worker as GearmanWorker
 from pygen.sync import plan
-from pygen.sync.committed import CommittedReader, Gone, Pending
+from pygen.sync.committed import Gone, Pending
 from pygen.sync.committed_loop import CommittedLoop
-from pygen.sync.metrics import SLOT, Stats, log_stats, prometheus_text, serve_metrics, totals
+from pygen.sync.metrics import Stats
 from pygen.sync.payload import PayloadError, parse
-from pygen.sync.reconcile_cli import add_worker_arguments, start_in_worker
-from pygen.sync.redis_writer import RedisWriter, redis_target
 
 log = logging.getLogger("gman-udf.worker")
 
 
-# ---- the loop --------------------------------------------------------------------------------
+TABLES_REREAD = 10.0  # seconds between reads of the triggers prompted by jobs of tables not on the list
+
 
 class Runner(CommittedLoop):
     """One worker process: grab a batch, decide, write, complete; until stop(). Committed
-    mode's step() is pygen/sync/committed_loop.py's."""
+    mode's step() is pygen/sync/committed_loop.py's.
 
-    def __init__(self, args, stats: Stats):
-        self.args, self.stats = args, stats
-        self.options = options_from_args(args)
-        self.batch = args.batch
-        self.committed = args.consistency == "committed"
+    config: pygen/sync/worker_cli.py's WorkerConfig. gearman: grab(n, timeout), complete_many(jobs),
+    stop(), wake(), close() (pygen/gearman/worker.py's Worker); its jobs have workload, handle,
+    fail() and alive. redis: begin(writes) -> token, finish(token), write(writes) (each -> writes
+    skipped as stale), held(writes), close() (pygen/sync/redis_writer.py's RedisWriter). reader:
+    MySQL (pygen/sync/committed.py's CommittedReader; None without --mysql): committed mode reads
+    rows through it, and without --tables the synced tables. stats: pygen/sync/metrics.py's Stats."""
+
+    def __init__(self, config, gearman, redis, stats: Stats, reader=None):
+        self.config, self.gearman, self.redis, self.stats, self.reader = config, gearman, redis, stats, reader
+        self.options, self.batch, self.committed = config.options, config.batch, config.committed
         self.stopping = threading.Event()
-        self.gearman = GearmanWorker(args.gearman.split(","), [args.function],
-                                     connect_timeout=min(args.timeout, 2.0), timeout=args.timeout)
-        self.redis = RedisWriter(args.redis, args.redis_cluster, args.timeout)
-        self.reader = CommittedReader(args.mysql, args.json_function, args.timeout) if args.mysql else None
         self.parked: List[Pending] = []
         self.inflight = None  # payload mode: (batch, token) sent to Redis, not yet acknowledged
         # the allow-list for plan.admit(): None = every table; else {table: its columns, None = any}
-        self.tables = tables_from_args(args.tables) if args.tables else {}
+        self.tables = {} if config.tables_from_triggers else config.tables
         self.tables_read = -math.inf  # monotonic time of the last read of the triggers (default list)
-        self.skew_us = None if self.committed else args.max_future_skew * 1e6
+        self.skew_us = None if self.committed else config.max_future_skew * 1e6
         if self.committed:
             self._start_committed()
 
@@ -122,7 +118,7 @@ class Runner(CommittedLoop):
 
     def run(self) -> int:
         try:
-            if not self.args.tables:
+            if self.config.tables_from_triggers:
                 self._wait_for_tables()
             while not self.stopping.is_set():
                 self.step() if self.committed else self.step_payload()
@@ -142,13 +138,13 @@ class Runner(CommittedLoop):
         """Read the tables with generated triggers (the default --tables); False if MySQL is away."""
         self.tables_read = time.monotonic()
         try:
-            found = self.reader.synced(self.args.function)
+            found = self.reader.synced(self.config.function)
         except Exception as e:  # noqa: BLE001 - MySQL away: keep the list we have
             self.stats.add("errors")
             log.warning("mysql: %s; cannot read which tables have generated triggers", e)
             return False
         if found != self.tables:
-            log.info("syncing %d tables (generated triggers sending %s): %s", len(found), self.args.function,
+            log.info("syncing %d tables (generated triggers sending %s): %s", len(found), self.config.function,
                      ", ".join(sorted(found)) or "none visible: the worker's MySQL user needs the TRIGGER "
                      "privilege on them, or give --tables")
         self.tables = found
@@ -162,7 +158,7 @@ class Runner(CommittedLoop):
     def _admit(self, change, now_us: int) -> None:
         """plan.admit() against the allow-list; a table not on the default list makes it be
         read again (at most every TABLES_REREAD s), so a table given triggers meanwhile is synced."""
-        if (not self.args.tables and change.table not in self.tables and change.table is not None
+        if (self.config.tables_from_triggers and change.table not in self.tables and change.table is not None
                 and time.monotonic() - self.tables_read > TABLES_REREAD):
             self._read_tables()
         plan.admit(change, self.tables, None if self.skew_us is None else now_us + self.skew_us,
@@ -248,214 +244,3 @@ class Runner(CommittedLoop):
         log.warning("job %s refused: %.300s: %.200r", job.handle, why, job.workload)
         self.stats.add("refused")
         job.fail()
-
-
-# ---- command line ----------------------------------------------------------------------------
-
-TABLES_REREAD = 10.0  # seconds between reads of the triggers prompted by jobs of tables not on the list
-
-
-def tables_from_args(text: Optional[str]):
-    """--tables: None for '*' (every table), else {schema.table: None} (any of its columns)."""
-    if not text:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == ["*"]:
-        return None
-    if not names or "*" in names:
-        raise ValueError(f"--tables {text!r}: schema.table names, comma-separated, or '*' alone")
-    return dict.fromkeys(names)
-
-
-def options_from_args(args) -> plan.Options:
-    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
-    return plan.Options(mode=args.mode, fields=fields, key_template=args.key_template, ttl=args.ttl,
-                         tombstone_ttl=args.tombstone_ttl)
-
-
-MYSQL_ENV, REDIS_ENV = "GMAN_UDF_MYSQL", "GMAN_UDF_REDIS"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gearman", required=True, metavar="HOST:PORT[,HOST:PORT...]",
-                   help="job servers; jobs are taken from all of them")
-    # The DSN and the Redis URL carry passwords: they may come from the environment (a systemd
-    # EnvironmentFile, see pygen/ops/systemd.py) rather than a command line every user can read.
-    p.add_argument("--redis", default=os.environ.get(REDIS_ENV) or "redis://127.0.0.1:6379/0", metavar="URL",
-                   help="redis://[user:pass@]host:port/db, rediss:// (TLS), unix://; "
-                        f"redis+cluster:// or rediss+cluster:// for Redis Cluster (default: ${REDIS_ENV}, "
-                        "else redis://127.0.0.1:6379/0)")
-    p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a cluster node")
-    p.add_argument("--function", default="syncToRedis", help="Gearman function (default %(default)s)")
-    p.add_argument("--mode", choices=("json", "hash"), default="json",
-                   help="json: SET key <row JSON>; hash: HSET key column value... (NULL: no field)")
-    p.add_argument("--fields", metavar="A,B", help="write only these row members")
-    p.add_argument("--key-template", metavar="T",
-                   help="Redis key: {table}, {key} (key values joined by ':') and key column names; "
-                        "'{{'/'}}' are literal braces (default '{table}:{key}', '{id}' for bare rows)")
-    p.add_argument("--ttl", type=float, metavar="SECONDS", help="keys expire after this")
-    p.add_argument("--tombstone-ttl", type=float, default=86400.0, metavar="SECONDS",
-                   help="how long a delete's version refuses older upserts (default %(default)s)")
-    p.add_argument("--consistency", choices=("payload", "committed"), default="payload",
-                   help="payload: write the job's row; committed: write only what MySQL has committed")
-    p.add_argument("--mysql", metavar="DSN", default=os.environ.get(MYSQL_ENV) or None,
-                   help="mysql://user:pass@host:port/db or mysql://user@localhost/db?socket=PATH: committed "
-                        "mode reads rows there; both modes read which tables have generated triggers "
-                        f"(default: ${MYSQL_ENV})")
-    p.add_argument("--tables", metavar="DB.T[,DB.T...]",
-                   help="write only these tables' jobs, any of their columns ('*': every table, and the seeds' "
-                        "bare rows); default: the tables whose generated triggers (gman-udf trigger) send to "
-                        "--function, only the columns they send, read from --mysql's information_schema")
-    p.add_argument("--max-future-skew", type=float, default=300.0, metavar="SECONDS",
-                   help="payload mode: refuse a job whose version (gman_stamp(), microseconds) is more than "
-                        "this ahead of this machine's clock (default %(default)s; inf: never)")
-    p.add_argument("--commit-window", type=float, default=10.0, metavar="SECONDS",
-                   help="committed mode, servers without NOWAIT: how long a change not committed as sent "
-                        "is waited for (default %(default)s)")
-    p.add_argument("--json-function", default="udf_json_members",
-                   help="committed mode: the name/value JSON UDF that renders rows as the trigger did "
-                        "(udf_json_members or json_members; default %(default)s)")
-    p.add_argument("--max-wait", type=float, default=3600.0, metavar="SECONDS",
-                   help="committed mode: how long a change whose row an open transaction locks is "
-                        "waited for (default %(default)s)")
-    p.add_argument("--waiters", type=int, default=100, metavar="N",
-                   help="committed mode: open transactions waited on at once, each by a locking read on its own "
-                        "MySQL connection (opened when needed, closed after 60 s idle); beyond, the lock is polled "
-                        "(0: always; default %(default)s)")
-    p.add_argument("--lock-wait", type=int, default=30, metavar="SECONDS",
-                   help="committed mode: how long one locking read waits (innodb_lock_wait_timeout) before the job "
-                        "is read again (default %(default)s)")
-    p.add_argument("--max-parked", type=int, default=100000, help=argparse.SUPPRESS)
-    p.add_argument("--batch", type=int, default=500, metavar="N", help="jobs per Redis round trip (default %(default)s)")
-    p.add_argument("--processes", type=int, default=1, metavar="N", help="worker processes (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="network timeout for gearmand, Redis and MySQL (default %(default)s)")
-    p.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS",
-                   help="log jobs/s, errors and lag this often (default: never)")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus text on http://HOST:PORT/metrics")
-    p.add_argument("--metrics-host", default="127.0.0.1", help="(default %(default)s)")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    add_worker_arguments(p)
-
-
-def _check(args) -> None:
-    if args.consistency == "committed" and not args.mysql:
-        raise ValueError("--consistency committed needs --mysql DSN")
-    if not args.tables and not args.mysql:
-        raise ValueError("give --tables DB.T,... (or '*' for every table), or --mysql DSN to sync the tables "
-                         "with generated triggers")
-    tables_from_args(args.tables)
-    if not args.max_future_skew >= 0:
-        raise ValueError("--max-future-skew must be >= 0")
-    if args.mysql:
-        mysql.ConnOptions.from_dsn(args.mysql)
-    if args.reconcile and not args.mysql:
-        raise ValueError("--reconcile needs --mysql DSN")
-    redis_target(args.redis, args.redis_cluster)
-    if args.batch < 1 or args.processes < 1:
-        raise ValueError("--batch and --processes must be at least 1")
-    if args.waiters < 0 or args.lock_wait < 1:
-        raise ValueError("--waiters must be >= 0 and --lock-wait at least 1")
-    options_from_args(args)
-
-
-def run(args) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=getattr(logging, args.log_level),
-                            format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
-    try:
-        _check(args)
-    except ValueError as e:
-        print(f"gman-udf worker: {e}", file=sys.stderr)
-        return 2
-    if args.processes == 1:
-        array, slots = [0.0] * SLOT, 1
-    else:
-        from multiprocessing.sharedctypes import RawArray
-        array, slots = RawArray("d", args.processes * SLOT), args.processes
-    stop = threading.Event()
-    if args.processes == 1:
-        runner = Runner(args, Stats(array))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, runner.stop)
-        _start_reporting(args, array, slots, stop)
-        try:
-            return runner.run()
-        finally:
-            stop.set()
-    return _supervise(args, array, slots, stop)
-
-
-def _start_reporting(args, array, slots, stop) -> None:
-    reconciling = start_in_worker(args, options_from_args(args), stop)  # --reconcile: a thread, ends with stop
-    if args.metrics_port is not None:
-        def render():
-            text = prometheus_text(totals(array, slots), args.consistency)
-            return text if reconciling is None else text + reconciling.render()
-        serve_metrics(args.metrics_host, args.metrics_port, render)
-    if args.stats_interval > 0:
-        threading.Thread(target=log_stats, args=(array, slots, args.stats_interval, stop),
-                         name="stats", daemon=True).start()
-
-
-def _child(args, array, slot) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    code = 1
-    try:
-        runner = Runner(args, Stats(array, slot))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, runner.stop)
-        code = runner.run()
-    except BaseException:
-        log.exception("worker process %d failed", slot)
-    finally:
-        logging.shutdown()
-        os._exit(code)
-
-
-def _supervise(args, array, slots, stop) -> int:
-    """Run `slots` worker processes; restart one that dies; SIGTERM/SIGINT stop them all."""
-    children: Dict[int, int] = {}  # pid -> slot
-
-    def spawn(slot):
-        pid = os.fork()
-        if pid == 0:
-            _child(args, array, slot)
-        children[pid] = slot
-
-    def forward(*_):
-        stop.set()
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    for slot in range(slots):
-        spawn(slot)
-    _start_reporting(args, array, slots, stop)
-    code = 0
-    while children:
-        pid, status = os.wait()
-        slot = children.pop(pid, None)
-        if slot is None:
-            continue
-        rc = os.waitstatus_to_exitcode(status)
-        if stop.is_set():
-            code = code or (rc if rc > 0 else 0)
-        else:
-            log.warning("worker process %d (pid %d) exited with %d; restarting", slot, pid, rc)
-            time.sleep(1.0)
-            if not stop.is_set():
-                spawn(slot)
-    return code
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="gman-udf worker", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-

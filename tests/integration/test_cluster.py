@@ -3,12 +3,12 @@ INSERT/UPDATE/DELETE through generated-style triggers and gearmand, two racing w
 moved (MOVED) and half-moved (ASK) under the writer, a reshard and a master restart during a
 drain, and verify/repair/load across the masters."""
 import json
-import uuid
 
 import pytest
 
 from pygen.sandbox import RedisCluster
-from pygen.sync import plan, verify
+from pygen import cli
+from pygen.sync import plan
 from pygen.sync.payload import Change
 from pygen.sync.redis_writer import RedisWriter
 
@@ -186,25 +186,25 @@ def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, s
     with worker(gm, cluster.url):
         drained(gm)
     args = ["--redis", cluster.url, "--table", "t", "-S", schema.socket, "-u", "root", "-D", DB]
-    assert verify.main(args) == 0
+    assert cli.main(["verify", *args]) == 0
     assert capsys.readouterr().out == f"{DB}.t: 100 rows; 0 missing, 0 stale, 0 extra\n"
     prefix = f"{DB}.t:"
     crd.delete(prefix + "5")
     crd.set(prefix + "7", "{}")
     crd.set(prefix + "999", "{}")
-    assert verify.main(args) == 1
+    assert cli.main(["verify", *args]) == 1
     assert "1 missing, 1 stale, 1 extra" in capsys.readouterr().out
-    assert verify.main([*args, "--repair"]) == 0
+    assert cli.main(["verify", *args, "--repair"]) == 0
     assert "repaired: 2 written, 0 queued as jobs, 1 deleted" in capsys.readouterr().out
-    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    assert cli.main(["verify", *args]) == 0 and cluster_rows(crd) == mysql_rows(mysql)
     future = str(10**17)  # a forged version ahead of gman_stamp(): the RESET script, then the guarded write
     crd.set(prefix + "8", '{"id": 8}')
     crd.set(plan.version_key(prefix + "8"), future)
     crd.set(plan.version_key(prefix + "9"), future)
-    assert verify.main([*args, "--repair"]) == 0
+    assert cli.main(["verify", *args, "--repair"]) == 0
     out = capsys.readouterr().out
     assert "1 stale" in out and "2 versions ahead of gman_stamp() reset" in out, out
-    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    assert cli.main(["verify", *args]) == 0 and cluster_rows(crd) == mysql_rows(mysql)
     cluster.flushall()
-    assert verify.main(["load", *args]) == 0  # `gman-udf load` goes through the same guarded writes
-    assert verify.main(args) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+    assert cli.main(["load", *args]) == 0  # `gman-udf load` goes through the same guarded writes
+    assert cli.main(["verify", *args]) == 0 and cluster_rows(crd) == mysql_rows(mysql)

@@ -12,8 +12,8 @@ import MySQLdb
 import pytest
 
 from pygen.gearman.worker import Worker
+from pygen import cli
 from pygen.sandbox import free_port
-from pygen.sync import triggers
 from pygen.sync.payload import Number, parse
 
 from tests.support.servers import database_fixtures
@@ -26,7 +26,7 @@ server, gearmand, cur = database_fixtures(DB)  # the module's database and its o
 
 def trigger_cli(server, *args):
     """`gman-udf trigger ...` in-process; returns (exit code, stdout, stderr)."""
-    return triggers.main([*args, "-S", server.socket, "-u", "root", "-D", DB])
+    return cli.main(["trigger", *args, "-S", server.socket, "-u", "root", "-D", DB])
 
 
 def route(cur, address, tag="trig"):
@@ -219,6 +219,6 @@ def test_wrong_names_give_a_clear_error(server, cur, capsys, args, message):
 
 
 def test_bad_login_gives_a_clear_error(server, capsys):
-    assert triggers.main(["--table", "x", "-S", server.socket, "-u", "nobody_here", "-D", DB]) == 2
+    assert cli.main(["trigger", "--table", "x", "-S", server.socket, "-u", "nobody_here", "-D", DB]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gman-udf trigger: ") and "denied" in err

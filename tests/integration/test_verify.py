@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
+from pygen import cli
 from pygen.gearman.worker import Worker
-from pygen.sync import compare, plan, repair, schema, triggers, verify
+from pygen.sync import compare, plan, repair, schema
 from pygen.sync.payload import parse
 from pygen.sync.redis_scripts import APPLY
 
@@ -47,11 +48,11 @@ def conn_args(server):
 
 
 def verify_cli(server, redis_server, *args):
-    return verify.main(["--redis", redis_server.url, *args, *conn_args(server)])
+    return cli.main(["verify", "--redis", redis_server.url, *args, *conn_args(server)])
 
 
 def load_cli(server, *args):
-    return verify.main(["load", *args, *conn_args(server)])
+    return cli.main(["load", *args, *conn_args(server)])
 
 
 def route(cur, address):
@@ -171,7 +172,7 @@ def test_triggers_worker_and_verify_agree(server, redis_server, redis, cur, gear
     name = f"pair_{uuid.uuid4().hex[:8]}"
     cur.execute(f"CREATE TABLE {name} (a INT, b VARCHAR(10) CHARACTER SET latin1, v DOUBLE, bin BLOB, "
                 "PRIMARY KEY (a, b))")
-    assert triggers.main(["--table", name, "--function", fn, "--apply", *conn_args(server)]) == 0
+    assert cli.main(["trigger", "--table", name, "--function", fn, "--apply", *conn_args(server)]) == 0
     cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s, %s)",
                     [(i, f"k{i}é", i / 3, bytes([i, 255])) for i in range(1, 21)])
     cur.execute(f"UPDATE {name} SET v = -v WHERE a < 10")
@@ -203,7 +204,7 @@ def test_errors_are_one_line(server, redis_server, items, capsys):
     assert capsys.readouterr().err == f"gman-udf verify: table {DB}.nope does not exist (or you may not see it)\n"
     assert verify_cli(server, redis_server, "--table", items, "--key-template", "x:{nope}") == 2
     assert "{nope} is not a key column" in capsys.readouterr().err
-    assert verify.main(["--table", items, "--redis", "redis://127.0.0.1:1/0", *conn_args(server)]) == 2
+    assert cli.main(["verify", "--table", items, "--redis", "redis://127.0.0.1:1/0", *conn_args(server)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gman-udf verify: ") and "Traceback" not in err
 

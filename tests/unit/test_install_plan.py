@@ -10,7 +10,6 @@ What the plan must respect on a real server:
   may be dropped.
 """
 import re
-from pathlib import Path
 
 import pytest
 

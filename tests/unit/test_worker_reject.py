@@ -1,9 +1,7 @@
 """Bad jobs never stop the worker (issue 7, sections 3 and 4): the parse and plan path refuses
 them (WORK_FAIL, counted as refused) and the loop goes on; and the allow-list of tables and
 the future-version limit. The loop (pygen/sync/worker.py Runner) runs against fakes of gearmand
-and Redis here; the fake Redis takes its arguments through plan.script_args, as the real
-writer does, so a write the real one would choke on fails here too."""
-import argparse
+and Redis here (worker_fakes.py)."""
 import base64
 import json
 import time
@@ -12,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pygen.sync import plan, schema, triggers, worker
+from pygen import cli
+from pygen.sync import plan, schema, triggers, worker, worker_cli
 from pygen.sync.metrics import Stats
 from pygen.sync.payload import MAX_VERSION, PayloadError, parse
 from pygen.sync.plan import PlanError
+from worker_fakes import TABLE, FakeGearman, FakeReader, FakeRedis, config_for, count, run_jobs
 
 NOW_US = time.time_ns() // 1000
-TABLE = "shop.data"
 
 
 def good(i=1, v=None, **over):
@@ -73,97 +72,13 @@ KILLERS = {
 HASH_ONLY = {"bad base64 in a hash value": good(row={"id": 1, "b": {"$base64": "!"}})}
 
 
-# ---- a Runner with fake collaborators ---------------------------------------------------------
-
-def args_for(*argv):
-    p = argparse.ArgumentParser()
-    worker.add_arguments(p)
-    return p.parse_args(["--gearman", "127.0.0.1:1", "--tables", TABLE, *argv])
-
-
-class FakeJob:
-    _n = 0
-
-    def __init__(self, workload):
-        FakeJob._n += 1
-        self.handle, self.workload, self.outcome = f"H:test:{FakeJob._n}", workload, None
-
-    def fail(self):
-        assert self.outcome is None, "answered twice"
-        self.outcome = "fail"
-        return True
-
-
-class FakeGearman:
-    def __init__(self, runner, jobs):
-        self.runner, self.jobs, self.empty = runner, list(jobs), 0
-
-    def grab(self, n, timeout):
-        out, self.jobs = self.jobs[:n], self.jobs[n:]
-        if not out:
-            self.empty += 1
-            if self.empty >= 2:
-                self.runner.stopping.set()
-        return out
-
-    def complete_many(self, jobs):
-        for job in jobs:
-            assert job.outcome is None, "answered twice"
-            job.outcome = "complete"
-
-    def stop(self):
-        pass
-
-    def close(self):
-        pass
-
-
-class FakeRedis:
-    """Takes writes through plan.script_args; a failure counts as an outage (as a real
-    RedisError would): after 3 the runner is stopped, so a job that wedges it shows up."""
-
-    def __init__(self, runner):
-        self.runner, self.failures, self.written = runner, 0, []
-
-    def begin(self, writes):
-        return list(writes)
-
-    def finish(self, token):
-        return self.write(token)
-
-    def write(self, writes):
-        try:
-            keys, args = plan.script_args(writes)
-            for k in keys:
-                k.encode("utf-8")
-        except Exception:
-            self.failures += 1
-            if self.failures >= 3:
-                self.runner.stop()
-            raise
-        self.written += writes
-        return 0
-
-    def close(self):
-        pass
-
-
-def run_jobs(workloads, *argv):
-    """Run the payload-mode loop over these workloads; returns (jobs, runner)."""
-    runner = worker.Runner(args_for(*argv), Stats())
-    jobs = [FakeJob(w) for w in workloads]
-    runner.gearman, runner.redis = FakeGearman(runner, jobs), FakeRedis(runner)
-    assert runner.run() == 0
-    return jobs, runner
-
-
 @pytest.mark.parametrize("name", sorted(KILLERS))
 def test_a_bad_job_is_refused_and_the_others_are_written(name):
     jobs, runner = run_jobs([good(1), KILLERS[name], good(2)])
     assert [j.outcome for j in jobs] == ["complete", "fail", "complete"]
     assert runner.redis.failures == 0
     assert sorted(w.key for w in runner.redis.written) == ["shop.data:1", "shop.data:2"]
-    assert runner.stats.array[runner.stats.index["refused"]] == 1
+    assert count(runner, "refused") == 1
 
 
 @pytest.mark.parametrize("name", sorted(KILLERS) + sorted(HASH_ONLY))
@@ -259,7 +174,7 @@ def test_property_refused_or_written(workloads, mode):
     assert all(j.outcome in ("fail", "complete") for j in jobs)  # every job answered, once
     assert jobs[-1].outcome == "complete" and runner.redis.failures == 0
     refused = sum(j.outcome == "fail" for j in jobs)
-    assert runner.stats.array[runner.stats.index["refused"]] == refused
+    assert count(runner, "refused") == refused
     for j in jobs:
         if j.outcome == "complete":
             change = parse(j.workload)  # what was written parses, is synced and in range
@@ -311,15 +226,15 @@ def test_admit_whole_rows_in_committed_mode():
 
 
 def test_tables_from_args():
-    assert worker.tables_from_args("*") is None and worker.tables_from_args(None) is None
-    assert worker.tables_from_args("a.b, c.d") == {"a.b": None, "c.d": None}
+    assert worker_cli.tables_from_args("*") is None and worker_cli.tables_from_args(None) is None
+    assert worker_cli.tables_from_args("a.b, c.d") == {"a.b": None, "c.d": None}
     for bad in ("*,a.b", ","):
         with pytest.raises(ValueError):
-            worker.tables_from_args(bad)
+            worker_cli.tables_from_args(bad)
 
 
 def test_payload_mode_needs_tables_or_mysql(capsys):
-    assert worker.main(["--gearman", "127.0.0.1:1"]) == 2
+    assert cli.main(["worker", "--gearman", "127.0.0.1:1"]) == 2
     assert "--tables" in capsys.readouterr().err
 
 
@@ -346,34 +261,18 @@ def test_synced_tables_from_the_generated_triggers():
         "shop.data": frozenset({"id", "volume", "name"})}
 
 
-class FakeReader:
-    def __init__(self, tables):
-        self.tables, self.reads = tables, 0
-
-    def synced(self, function):
-        self.reads += 1
-        if self.tables is None:
-            raise OSError("mysql away")
-        return dict(self.tables)
-
-    def close(self):
-        pass
-
-
 def test_default_tables_are_read_again_for_a_table_not_on_the_list():
-    p = argparse.ArgumentParser()
-    worker.add_arguments(p)
-    runner = worker.Runner(p.parse_args(["--gearman", "127.0.0.1:1", "--mysql", "mysql://u@h/db"]), Stats())
-    runner.reader = FakeReader({TABLE: frozenset({"id", "name"})})
+    runner = worker.Runner(config_for("--mysql", "mysql://u@h/db", tables=None), FakeGearman([], []), FakeRedis(),
+                           Stats(), FakeReader(tables={TABLE: frozenset({"id", "name"})}))
     runner._wait_for_tables()
     new = parse(good(table="shop.new"))
     with pytest.raises(PlanError, match="not synced"):
         runner._admit(new, NOW_US)  # just read: not again
-    assert runner.reader.reads == 1
+    assert runner.reader.synced_reads == 1
     runner.reader.tables["shop.new"] = frozenset({"id", "name"})  # its triggers were created
     runner.tables_read -= worker.TABLES_REREAD + 1
     runner._admit(new, NOW_US)
-    assert runner.reader.reads == 2
+    assert runner.reader.synced_reads == 2
     runner.reader.tables = None  # MySQL away: the list stays
     runner.tables_read -= worker.TABLES_REREAD + 1
     with pytest.raises(PlanError, match="not synced"):
