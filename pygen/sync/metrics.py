@@ -109,6 +109,15 @@ class Stats:
         self.array[self.base + _LAG_SUM] += total
 
 
+def add_service_arguments(p, timeout: float, peers: str) -> None:
+    """The options every long-running command has: its network timeout, metrics and log level."""
+    p.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
+                   help=f"network timeout for {peers} (default %(default)s)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus text on http://HOST:PORT/metrics")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="(default %(default)s)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
 def serve_metrics(host: str, port: int, render):
     """Serve render()'s Prometheus text on http://host:port/metrics."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -11,6 +11,7 @@ import threading
 from typing import Optional
 
 from pygen import mysql
+from pygen.sync.metrics import add_service_arguments
 from pygen.sync import plan as plan_mod
 from pygen.sync import triggers
 from pygen.sync.redis_writer import redis_client
@@ -80,11 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fields", metavar="A,B", help="as the worker's: only these row members are written")
     p.add_argument("--tombstone-ttl", type=float, default=86400.0, metavar="SECONDS",
                    help="as the worker's: the lifetime of an extra key's delete tombstone (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="network timeout for MySQL and Redis (default %(default)s)")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus text on http://HOST:PORT/metrics")
-    p.add_argument("--metrics-host", default="127.0.0.1", help="(default %(default)s)")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_service_arguments(p, 10.0, "MySQL and Redis")
 
 
 def run(args) -> int:

@@ -38,6 +38,7 @@ usage or connection error.
 This module is the two commands; the engine is pygen/sync/compare.py (comparison) and
 pygen/sync/repair.py (repairs, loads).
 """
+import contextlib
 import sys
 import time
 
@@ -124,51 +125,57 @@ def _check_template(t: schema.TableSchema, options: plan_mod.Options) -> None:
         raise schema.SchemaError(str(e)) from None
 
 
-def run(args) -> int:
+def _with_mysql(command: str, args, body) -> int:
+    """body(conn, spare) with the command's MySQL connections (spare() opens a second one, for
+    the writes while conn streams rows), all closed after; errors end the command with code 2."""
     import MySQLdb
     import redis as redislib
     try:
-        options = _options(args)
-        redis = redis_client(args.redis)
-        conn = mysql.ConnOptions.from_args(args).connect()
-        spare = None
-        try:
-            t = schema.schema_from_args(conn, args)
-            _check_template(t, options)
-            spare = mysql.ConnOptions.from_args(args).connect()  # the stream holds the first
-            repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
-            progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
-            try:
-                report = compare(conn, t, redis, options, repairer if args.repair else None, progress, args.show,
-                                 stamp=repairer.stamp)
-            finally:
-                progress.close()
-            sys.stdout.write(format_report(t, report, args.repair))
-            if not report.differences:
-                return 0
-            if not args.repair:
-                return 1
-            if report.repaired["newer"]:
-                print(f"{report.repaired['newer']} keys not repaired: Redis holds a newer version (a change made "
-                      "meanwhile?); run verify again")
-                return 1
-            if not (args.via_gearman and args.wait > 0):
-                return 0  # written, or every job queued
-            # the worker applies the jobs: compare again until it has, or the wait is over
-            deadline = time.monotonic() + args.wait
-            while True:
-                time.sleep(0.2)
-                again = compare(conn, t, redis, options, keep=args.show, stamp=repairer.stamp)
-                if not again.differences or time.monotonic() > deadline:
-                    break
-            sys.stdout.write("after the worker: " + format_report(t, again, False))
-            return 0 if not again.differences else 1
-        finally:
-            conn.close()
-            if spare is not None:
-                spare.close()
+        opts = mysql.ConnOptions.from_args(args)
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(contextlib.closing(opts.connect()))
+            return body(conn, lambda: stack.enter_context(contextlib.closing(opts.connect())))
     except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
-        return triggers.fail("verify", e)
+        return triggers.fail(command, e)
+
+
+def run(args) -> int:
+    options = _options(args)
+
+    def body(conn, spare):
+        redis = redis_client(args.redis)
+        t = schema.schema_from_args(conn, args)
+        _check_template(t, options)
+        spare = spare()  # the stream holds the first
+        repairer = Repairer(t, redis, spare, options, args.function if args.via_gearman else None)
+        progress = Progress(f"verify {t.qualified}", estimate_rows(conn, t))
+        try:
+            report = compare(conn, t, redis, options, repairer if args.repair else None, progress, args.show,
+                             stamp=repairer.stamp)
+        finally:
+            progress.close()
+        sys.stdout.write(format_report(t, report, args.repair))
+        if not report.differences:
+            return 0
+        if not args.repair:
+            return 1
+        if report.repaired["newer"]:
+            print(f"{report.repaired['newer']} keys not repaired: Redis holds a newer version (a change made "
+                  "meanwhile?); run verify again")
+            return 1
+        if not (args.via_gearman and args.wait > 0):
+            return 0  # written, or every job queued
+        # the worker applies the jobs: compare again until it has, or the wait is over
+        deadline = time.monotonic() + args.wait
+        while True:
+            time.sleep(0.2)
+            again = compare(conn, t, redis, options, keep=args.show, stamp=repairer.stamp)
+            if not again.differences or time.monotonic() > deadline:
+                break
+        sys.stdout.write("after the worker: " + format_report(t, again, False))
+        return 0 if not again.differences else 1
+
+    return _with_mysql("verify", args, body)
 
 
 def add_load_arguments(ap) -> None:
@@ -184,33 +191,23 @@ def add_load_arguments(ap) -> None:
 
 
 def run_load(args) -> int:
-    import MySQLdb
-    import redis as redislib
-    try:
-        conn = mysql.ConnOptions.from_args(args).connect()
-        spare = None
-        try:
-            t = schema.schema_from_args(conn, args)
-            if args.via_gearman:
-                n = load_via_gearman(conn, t, args.function)
-                print(f"{t.qualified}: {n} rows queued as {args.function} jobs")
-                return 0
-            options = _options(args)
-            _check_template(t, options)
-            redis = redis_client(args.redis)
-            spare = mysql.ConnOptions.from_args(args).connect()
-            progress = Progress(f"load {t.qualified}", estimate_rows(conn, t))
-            try:
-                report = load_into_redis(conn, spare, t, redis, options, progress)
-            finally:
-                progress.close()
-            r = report.repaired
-            print(f"{t.qualified}: {r['written']} rows written to Redis"
-                  + (f", {r['newer']} left alone (Redis holds a newer version)" if r["newer"] else ""))
+    def body(conn, spare):
+        t = schema.schema_from_args(conn, args)
+        if args.via_gearman:
+            n = load_via_gearman(conn, t, args.function)
+            print(f"{t.qualified}: {n} rows queued as {args.function} jobs")
             return 0
+        options = _options(args)
+        _check_template(t, options)
+        redis = redis_client(args.redis)
+        progress = Progress(f"load {t.qualified}", estimate_rows(conn, t))
+        try:
+            report = load_into_redis(conn, spare(), t, redis, options, progress)
         finally:
-            conn.close()
-            if spare is not None:
-                spare.close()
-    except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
-        return triggers.fail("load", e)
+            progress.close()
+        r = report.repaired
+        print(f"{t.qualified}: {r['written']} rows written to Redis"
+              + (f", {r['newer']} left alone (Redis holds a newer version)" if r["newer"] else ""))
+        return 0
+
+    return _with_mysql("load", args, body)

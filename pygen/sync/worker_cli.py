@@ -14,7 +14,7 @@ from pygen import mysql
 from pygen.gearman.worker import Worker as GearmanWorker
 from pygen.sync import plan, supervisor
 from pygen.sync.committed import CommittedReader
-from pygen.sync.metrics import Stats
+from pygen.sync.metrics import Stats, add_service_arguments
 from pygen.sync.reconcile_cli import add_worker_arguments
 from pygen.sync.redis_writer import RedisWriter, redis_target
 from pygen.sync.worker import Runner
@@ -179,11 +179,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-parked", type=int, default=100000, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=500, metavar="N", help="jobs per Redis round trip (default %(default)s)")
     p.add_argument("--processes", type=int, default=1, metavar="N", help="worker processes (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="network timeout for gearmand, Redis and MySQL (default %(default)s)")
     p.add_argument("--stats-interval", type=float, default=0.0, metavar="SECONDS",
                    help="log jobs/s, errors and lag this often (default: never)")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus text on http://HOST:PORT/metrics")
-    p.add_argument("--metrics-host", default="127.0.0.1", help="(default %(default)s)")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_service_arguments(p, 5.0, "gearmand, Redis and MySQL")
     add_worker_arguments(p)
