@@ -1,4 +1,4 @@
-"""Server lists: gm_servers_parse (udf/gm_servers.c) called directly through cffi, and
+"""Server lists: gm_servers_parse (udf/gm_routes.c) called directly through cffi, and
 gman_servers_set() through SQL on the session's server (`installed`).
 
 Both keep a process-wide registry of the host:port entries in use, 64 at most, each
@@ -15,6 +15,8 @@ import pytest
 import cbuild
 
 CDEF = """
+typedef struct gm_error { char text[256]; } gm_error;
+typedef struct gm_config gm_config;
 typedef struct gm_server gm_server;
 typedef struct gm_route {
     char *function;
@@ -22,13 +24,15 @@ typedef struct gm_route {
     unsigned n;
     gm_server *servers[16];
 } gm_route;
-int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
+const gm_config *gm_settings(gm_error *e);
+int gm_servers_parse(const char *list, size_t len, gm_route *route, gm_error *e);
 void gm_route_clear(gm_route *route);
-int gm_servers_set(const char *list, size_t len, const char *function, size_t flen, char *out, size_t outlen,
-                   char *err);
+int gm_servers_set(const gm_config *cfg, const char *list, size_t len, const char *function, size_t flen, char *out,
+                   size_t outlen, gm_error *e);
 void free(void *);
 """
-SOURCES = ["gm_servers.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_jobq.c", "gm_proto.c", "udf_error.c"]
+SOURCES = ["gm_servers.c", "gm_routes.c", "gm_settings.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_jobq.c",
+           "gm_proto.c", "gm_error.c"]
 ffi, lib = cbuild.build("gm_servers", SOURCES, CDEF)
 ERRLEN = 256  # GM_ERRLEN
 # A name that does not resolve takes what the machine's resolver takes (resolv.conf: 5 s per
@@ -46,7 +50,7 @@ def parse(text, library=None, keep=None):
     data = text.encode() if isinstance(text, str) else text
     buf = ffi.new("char[]", data) if data else ffi.NULL  # exact bytes, NUL bytes and all
     route = ffi.new("gm_route *")
-    err = ffi.new("char[]", ERRLEN)
+    err = ffi.new("gm_error *")
     rc = lib.gm_servers_parse(buf, len(data), route, err)
     out = ffi.string(route.text).decode() if route.text != ffi.NULL else None
     if rc == 0:
@@ -61,7 +65,7 @@ def parse(text, library=None, keep=None):
         return out, None
     assert rc == -1
     assert route.n == 0 and route.text == ffi.NULL  # a refused list holds nothing
-    message = ffi.string(err).decode()
+    message = ffi.string(err.text).decode()
     assert 0 < len(message) < ERRLEN
     return None, message
 
@@ -182,10 +186,12 @@ def test_refused_lists_take_no_registry_slots():
 
 def servers_set(library, text, function):
     ffi, lib = library
-    out, err = ffi.new("char[]", 4800), ffi.new("char[]", ERRLEN)
+    out, err = ffi.new("char[]", 4800), ffi.new("gm_error *")
     f = function.encode() if function is not None else ffi.NULL
-    rc = lib.gm_servers_set(text.encode(), len(text), f, len(function or ""), out, 4800, err)
-    return (ffi.string(out).decode(), None) if rc == 0 else (None, ffi.string(err).decode())
+    cfg = lib.gm_settings(err)
+    assert cfg != ffi.NULL, ffi.string(err.text)
+    rc = lib.gm_servers_set(cfg, text.encode(), len(text), f, len(function or ""), out, 4800, err)
+    return (ffi.string(out).decode(), None) if rc == 0 else (None, ffi.string(err.text).decode())
 
 
 def test_gm_servers_set_refuses_the_65th_function_list_and_changes_nothing(monkeypatch):
