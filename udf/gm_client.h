@@ -4,7 +4,8 @@
  * Single jobs (gman_do*, gman_do_*background) take a pooled connection to the first usable
  * server of the function's list, and fall over to the next one when a server cannot be
  * reached or does not answer within the I/O timeout; that server then sits out its
- * back-off. Streams (gm_stream.h) walk the list with the same picker.
+ * back-off. Pipelined calls (gm_pipeline.h) and streams (gm_stream.h) walk the list with
+ * the same picker (gm_pick.h).
  *
  * Errors name the server: "gearmand 127.0.0.1:4730: connect: Connection refused", one
  * such item per server tried, separated by "; ".
@@ -19,7 +20,6 @@
 #include "gm_conn.h"
 #include "gm_error.h"
 #include "gm_limits.h"
-#include "gm_routes.h"
 
 typedef struct gm_job {
     unsigned type; /* GM_SUBMIT_JOB, GM_SUBMIT_JOB_BG, ... */
@@ -53,26 +53,5 @@ int gm_client_do(const gm_config *cfg, const gm_job *job, enum gm_outcome *outco
 /* Ask gearmand to forward WORK_EXCEPTION (it sends WORK_FAIL otherwise). GM_OK, or GM_ERR
  * + e when the connection failed. */
 int gm_client_enable_exceptions(gm_conn *c, const gm_config *cfg, gm_error *e);
-
-/* ---- the server picker: a function's servers in list order ---- */
-
-typedef struct gm_pick {
-    const gm_config *cfg;
-    gm_routes *routes;  /* the snapshot walked (a reference held until gm_pick_end) */
-    const gm_route *rt;
-    unsigned next;      /* index of the next server to consider */
-    int64_t now;
-    gm_error tried;     /* "gearmand h:p: why" for each server skipped or failed, "; "-separated */
-} gm_pick;
-
-void gm_pick_begin(gm_pick *pk, const gm_config *cfg, const char *fn, size_t fn_len);
-/* The next server not in back-off (the skipped ones are noted), or NULL at the end. */
-gm_server *gm_pick_next(gm_pick *pk);
-/* s failed with why: noted, and with backoff s sits out its back-off. */
-void gm_pick_failed(gm_pick *pk, gm_server *s, const gm_error *why, int backoff);
-/* What every server tried said, into e ("no gearmand server configured" when none was).
- * Returns GM_ERR. */
-int gm_pick_error(const gm_pick *pk, gm_error *e);
-void gm_pick_end(gm_pick *pk); /* releases the snapshot; a zeroed pick is a no-op */
 
 #endif

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gm_routes.h"
+#include "gm_pick.h"
 
 #define GM_DRAIN_MAX 4096 /* replies read in one go without waiting: a flood cannot pin us */
 
@@ -306,6 +306,48 @@ static void gm_submit_take_idle(gm_server *s, gm_submit *sub)
     }
 }
 
+/* s (index i of the list) failed with why: noted, in back-off; when it is gone, so are
+ * the jobs on its idle connections, which go with this call's. */
+static void gm_submit_failed(gm_submit *sub, gm_pick *pk, unsigned i, int rc, const gm_error *why, int *busy)
+{
+    gm_server *s = pk->rt->servers[i];
+    gm_pick_failed(pk, s, why, 1);
+    if (rc == GM_ERR)
+        gm_submit_take_idle(s, sub);
+    else
+        busy[i] = 1;
+}
+
+/* Send sub->out on the function's servers. First the usable ones in list order; then,
+ * only when jobs taken off a failed connection are left, the servers skipped for back-off
+ * too, rather than drop the jobs; then, when every server that still answers was only
+ * silent (busy, or frozen), each of those in turn, up to do_timeout_ms each, rather than
+ * fail a statement while a server is up. */
+static void gm_submit_failover(gm_submit *sub, gm_pick *pk)
+{
+    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
+    gm_server *s;
+    gm_error why;
+    while (sub->out.count && (s = gm_pick_next(pk)) != NULL) {
+        unsigned i = pk->next - 1;
+        int rc = gm_submit_on(s, sub, &why);
+        tried[i] = 1;
+        if (rc != GM_OK)
+            gm_submit_failed(sub, pk, i, rc, &why, busy);
+    }
+    for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++) {
+        if (tried[i] || !(sub->out.count > 1 || !gm_submit_mine_left(sub)))
+            continue;
+        int rc = gm_submit_on(pk->rt->servers[i], sub, &why);
+        if (rc != GM_OK)
+            gm_submit_failed(sub, pk, i, rc, &why, busy);
+    }
+    sub->patient = 1;
+    for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++)
+        if (busy[i] && gm_submit_on(pk->rt->servers[i], sub, &why) != GM_OK)
+            gm_pick_failed(pk, pk->rt->servers[i], &why, 1);
+}
+
 int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size_t fn_len, const char *unique,
                        size_t unique_len, const char *workload, size_t workload_len, gm_error *note, gm_error *e)
 {
@@ -328,61 +370,21 @@ int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size
     sub.mine_len = size;
     GM_COUNT(jobs, 1);
 
-    gm_routes *routes = gm_routes_acquire();
-    const gm_route *rt = gm_routes_for(routes, fn, fn_len);
-    gm_error tried_all, one;
-    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
-    gm_error_clear(&tried_all);
-    /* Pass 0: the usable servers in list order. Pass 1, only when jobs taken off a failed
-     * connection are left: the servers skipped for back-off too, rather than drop the jobs. */
-    for (int pass = 0; pass < 2 && sub.out.count; pass++) {
-        int64_t now = gm_now_us();
-        for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
-            gm_server *s = rt->servers[i];
-            if (tried[i] || (pass == 1 && !(sub.out.count > 1 || !gm_submit_mine_left(&sub))))
-                continue;
-            if (pass == 0 && !gm_server_usable(s, now, cfg->backoff_ms)) {
-                gm_server_skipped(s, now, &one);
-                gm_error_add(&tried_all, "gearmand %s: %s", s->name, one.text);
-                continue;
-            }
-            tried[i] = 1;
-            int rc = gm_submit_on(s, &sub, &one);
-            if (rc == GM_OK)
-                break;
-            gm_error_add(&tried_all, "gearmand %s: %s", s->name, one.text);
-            gm_server_mark_down(s, one.text, cfg->backoff_ms);
-            if (rc == GM_ERR) /* gone: so are the jobs on its idle connections */
-                gm_submit_take_idle(s, &sub);
-            else
-                busy[i] = 1;
-        }
-    }
-    /* Every server that still answers was only silent (busy, or frozen): rather than fail a
-     * statement while a server is up, wait on them in turn, up to do_timeout_ms each. */
-    sub.patient = 1;
-    for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
-        if (!busy[i])
-            continue;
-        if (gm_submit_on(rt->servers[i], &sub, &one) == GM_OK)
-            break;
-        gm_error_add(&tried_all, "gearmand %s: %s", rt->servers[i]->name, one.text);
-        gm_server_mark_down(rt->servers[i], one.text, cfg->backoff_ms);
-    }
-    gm_routes_release(routes);
+    gm_pick pk;
+    gm_pick_begin(&pk, cfg, fn, fn_len);
+    gm_submit_failover(&sub, &pk);
     int rc = GM_OK;
     if (sub.out.count) {
-        int mine = gm_submit_mine_left(&sub);
-        unsigned lost = sub.out.count - (unsigned)mine;
-        const char *what = tried_all.text[0] ? tried_all.text : "no gearmand server configured";
+        unsigned lost = sub.out.count - (unsigned)gm_submit_mine_left(&sub);
+        gm_pick_error(&pk, e);
         if (lost) {
             GM_COUNT(lost, lost);
-            gm_error_set(e, "%u unconfirmed jobs lost (no server took them): %.200s", lost, what);
-        } else
-            gm_error_set(e, "%s", what);
+            gm_error_prefix(e, "%u unconfirmed jobs lost (no server took them): ", lost);
+        }
         /* Even when this job was sent, a call that lost others' jobs fails: the loss is seen. */
         rc = GM_ERR;
     }
+    gm_pick_end(&pk);
     free(pkt);
     gm_jobq_free(&sub.out);
     return rc;

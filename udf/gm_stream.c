@@ -1,5 +1,6 @@
 /*
- * gm_stream.c -- pipelined groups of jobs (see gm_stream.h).
+ * gm_stream.c -- pipelined groups of jobs, moving to the next server before a burst is
+ * answered (see gm_stream.h).
  */
 #include "gm_stream.h"
 
@@ -43,6 +44,7 @@ static int gm_stream_on_reply(void *vst, const gm_packet *pkt, const gm_reply *r
     gm_stream *st = vst;
     if (r->kind == GM_REPLY_CONFIRMED) {
         if (st->want_results && gm_handles_add(&st->handles, pkt->arg[0].p, pkt->arg[0].len) != GM_OK) {
+            st->fatal = 1;
             return gm_error_set(e, "out of memory (or a handle over %d bytes)", GM_HANDLE_MAX);
         }
         st->created++;
@@ -69,6 +71,7 @@ static int gm_stream_on_reply(void *vst, const gm_packet *pkt, const gm_reply *r
         long long v = strtoll(num, NULL, 10); /* a non-number counts 0, as in gearman-mysql-udf */
         st->completed++;
         if (errno == ERANGE || __builtin_add_overflow(st->sum, (int64_t)v, &st->sum)) {
+            st->fatal = 1;
             return gm_error_set(e, "the sum is out of the BIGINT range");
         }
         return GM_OK;
@@ -82,13 +85,59 @@ static int gm_stream_on_reply(void *vst, const gm_packet *pkt, const gm_reply *r
     }
 }
 
-/* Wait until at most `keep` jobs are unanswered. */
+/* The server in use failed with e. Before any job of this burst was answered (and, for
+ * foreground jobs, before any was confirmed at all), the burst's jobs go to the next
+ * server, which carries the stream from now on. GM_OK when they went; else GM_ERR, e
+ * naming every server tried, the stream broken. */
+static int gm_stream_move(gm_stream *st, gm_error *e)
+{
+    int movable = !st->fatal && st->created + st->refused <= st->burst_start &&
+                  (!st->want_results || st->created == 0);
+    if (!movable) {
+        gm_error_prefix(e, "gearmand %s: ", st->server->name);
+        st->broken = 1;
+        return GM_ERR;
+    }
+    gm_conn *old = st->conn;
+    gm_server *old_server = st->server;
+    gm_pick_failed(&st->pick, old_server, e, 1);
+    st->conn = NULL;
+    if (gm_stream_connect(st, e) != GM_OK) {
+        st->conn = old; /* closed with its jobs (abandoned) by gm_stream_close */
+        st->server = old_server;
+        st->broken = 1;
+        return GM_ERR;
+    }
+    gm_jobq burst;
+    memset(&burst, 0, sizeof burst);
+    gm_pipe_rescue(old, &burst);
+    gm_conn_close(old);
+    const char *p;
+    size_t n;
+    int rc = GM_OK;
+    while (rc == GM_OK && (n = gm_jobq_front(&burst, &p)) != 0) {
+        rc = gm_pipe_send(st->conn, p, n, e);
+        gm_jobq_pop(&burst);
+    }
+    gm_jobq_free(&burst);
+    if (rc != GM_OK) {
+        gm_error_prefix(e, "gearmand %s: ", st->server->name);
+        st->broken = 1;
+    }
+    return rc;
+}
+
+/* Wait until at most `keep` jobs are unanswered, moving to the next server as above. */
 static int gm_stream_drain(gm_stream *st, unsigned keep, gm_error *e)
 {
-    if (gm_pipe_drain(st->conn, keep, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) == GM_OK)
-        return GM_OK;
-    st->broken = 1;
-    return gm_error_prefix(e, "gearmand %s: ", st->server->name);
+    for (;;) {
+        if (gm_pipe_drain(st->conn, keep, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) == GM_OK) {
+            st->burst_start = st->sent;
+            return GM_OK;
+        }
+        if (gm_stream_move(st, e) != GM_OK)
+            return GM_ERR;
+    }
 }
 
 int gm_stream_add(gm_stream *st, const gm_job *job, gm_error *e)

@@ -3,8 +3,11 @@
  * pipelined: a bounded number in flight (gm_pipeline.h), the window adapted to the
  * server's pace.
  *
- * The server is picked like a single call's (gm_client.h); once the stream has one, a
- * failure of it fails the group.
+ * The server is picked like a single call's (gm_pick.h). When it fails or stays silent
+ * before answering any job of the current burst, the burst's jobs go to the next server
+ * of the list, which then carries the stream; a job gearmand confirmed (JOB_CREATED) is
+ * never sent again. A foreground stream (gman_sum) moves only before its first job was
+ * confirmed: the results of confirmed jobs come from their server alone.
  */
 #ifndef GMAN_GM_STREAM_H
 #define GMAN_GM_STREAM_H
@@ -13,6 +16,7 @@
 
 #include "gm_client.h"
 #include "gm_handles.h"
+#include "gm_pick.h"
 
 typedef struct gm_stream {
     const gm_config *cfg;
@@ -23,8 +27,10 @@ typedef struct gm_stream {
     gm_handles handles;     /* with want_results: our jobs, so that only their results count */
     unsigned window;        /* unanswered jobs allowed now (adapted to the server's pace) */
     uint64_t sent, created, refused, completed, failed;
+    uint64_t burst_start;   /* jobs sent before the current burst (replies pair in sending order) */
     int64_t sum;
     int broken;             /* the connection failed: the group fails, the connection is closed */
+    int fatal;              /* a reply could not be taken (the sum overflowed, out of memory): no move */
     gm_error refusal;       /* the first ERROR reply, described: the group fails, the connection stays */
 } gm_stream;
 

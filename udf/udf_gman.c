@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "gm_client.h"
+#include "gm_routes.h"
 #include "udf_error.h"
 #include "udf_gman.h"
 #include "udf_host.h"

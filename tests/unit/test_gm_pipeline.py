@@ -33,8 +33,8 @@ size_t gm_jobq_front(const gm_jobq *q, const char **p);
 void gm_jobq_pop(gm_jobq *q);
 void gm_jobq_free(gm_jobq *q);
 """
-SOURCES = ["gm_pipeline.c", "gm_jobq.c", "gm_servers.c", "gm_routes.c", "gm_settings.c", "gm_config.c", "gm_conn.c",
-           "gm_proto.c", "gm_error.c"]
+SOURCES = ["gm_pipeline.c", "gm_pick.c", "gm_jobq.c", "gm_servers.c", "gm_routes.c", "gm_settings.c", "gm_config.c",
+           "gm_conn.c", "gm_proto.c", "gm_error.c"]
 ffi, lib = cbuild.build("gm_pipeline", SOURCES, CDEF)
 
 SUBMIT_JOB_BG, JOB_CREATED, ERROR, NOOP = 18, 8, 19, 6

@@ -31,8 +31,8 @@ int gm_servers_set(const gm_config *cfg, const char *list, size_t len, const cha
                    size_t outlen, gm_error *e);
 void free(void *);
 """
-SOURCES = ["gm_servers.c", "gm_routes.c", "gm_settings.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_jobq.c",
-           "gm_proto.c", "gm_error.c"]
+SOURCES = ["gm_servers.c", "gm_routes.c", "gm_settings.c", "gm_config.c", "gm_conn.c", "gm_pipeline.c", "gm_pick.c",
+           "gm_jobq.c", "gm_proto.c", "gm_error.c"]
 ffi, lib = cbuild.build("gm_servers", SOURCES, CDEF)
 ERRLEN = 256  # GM_ERRLEN
 # A name that does not resolve takes what the machine's resolver takes (resolv.conf: 5 s per
