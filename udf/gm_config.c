@@ -5,24 +5,49 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "gm_proto.h"
+
+/* Every key but the per-function lists: where it goes, its bounds and default. The file
+ * and the environment (GMAN_UDF_<KEY>) both take each key listed here. */
+enum gm_config_kind { GM_KEY_SERVERS, GM_KEY_INT, GM_KEY_SIZE };
+
+static const struct gm_config_key {
+    const char *key;
+    enum gm_config_kind kind;
+    size_t offset;
+    long min, max, dflt;
+} gm_config_keys[] = {
+    {"servers", GM_KEY_SERVERS, 0, 0, 0, 0},
+    {"lock", GM_KEY_INT, offsetof(gm_config, locked), 0, 1, 0},
+    {"connect_timeout_ms", GM_KEY_INT, offsetof(gm_config, connect_timeout_ms), 1, 600000, 200},
+    {"io_timeout_ms", GM_KEY_INT, offsetof(gm_config, io_timeout_ms), 1, 600000, 300},
+    {"do_timeout_ms", GM_KEY_INT, offsetof(gm_config, do_timeout_ms), 1, 86400000, 30000},
+    {"backoff_ms", GM_KEY_INT, offsetof(gm_config, backoff_ms), 0, 3600000, 1000},
+    {"max_workload", GM_KEY_SIZE, offsetof(gm_config, max_workload), 1, GM_WORKLOAD_LIMIT, (long)GM_WORKLOAD_DEFAULT},
+    {"pipeline_window", GM_KEY_INT, offsetof(gm_config, pipeline_window), 0, 65536, 0},
+};
+#define GM_CONFIG_NKEYS (sizeof gm_config_keys / sizeof gm_config_keys[0])
+
+static void gm_config_store(gm_config *cfg, const struct gm_config_key *k, long v)
+{
+    if (k->kind == GM_KEY_SIZE)
+        *(size_t *)((char *)cfg + k->offset) = (size_t)v;
+    else
+        *(int *)((char *)cfg + k->offset) = (int)v;
+}
 
 static void gm_config_defaults(gm_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->connect_timeout_ms = 200;
-    cfg->io_timeout_ms = 300;
-    cfg->do_timeout_ms = 30000;
-    cfg->backoff_ms = 1000;
-    cfg->max_workload = (size_t)16 << 20;
-    cfg->pipeline_window = 0;
-    cfg->locked = 0;
+    for (size_t i = 0; i < GM_CONFIG_NKEYS; i++)
+        if (gm_config_keys[i].kind != GM_KEY_SERVERS)
+            gm_config_store(cfg, &gm_config_keys[i], gm_config_keys[i].dflt);
     snprintf(cfg->source, sizeof cfg->source, "defaults");
 }
 
@@ -35,7 +60,7 @@ void gm_config_free(gm_config *cfg)
     cfg->n_routes = 0;
 }
 
-static int gm_config_set_route(gm_config *cfg, const char *function, const char *servers, char *err, size_t errlen)
+static int gm_config_set_route(gm_config *cfg, const char *function, const char *servers, gm_error *e)
 {
     unsigned i;
     for (i = 0; i < cfg->n_routes; i++) {
@@ -43,16 +68,13 @@ static int gm_config_set_route(gm_config *cfg, const char *function, const char 
         if ((f == NULL && function == NULL) || (f && function && strcmp(f, function) == 0))
             break;
     }
-    if (i == GM_CONFIG_MAX_ROUTES) {
-        snprintf(err, errlen, "more than %d server lists", GM_CONFIG_MAX_ROUTES);
-        return GM_ERR;
-    }
+    if (i == GM_ROUTES_MAX)
+        return gm_error_set(e, "more than %d server lists", GM_ROUTES_MAX);
     char *s = strdup(servers), *f = function ? strdup(function) : NULL;
     if (s == NULL || (function && f == NULL)) {
         free(s);
         free(f);
-        snprintf(err, errlen, "out of memory");
-        return GM_ERR;
+        return gm_error_set(e, "out of memory");
     }
     if (i == cfg->n_routes)
         cfg->n_routes++;
@@ -65,55 +87,28 @@ static int gm_config_set_route(gm_config *cfg, const char *function, const char 
     return GM_OK;
 }
 
-static int gm_config_int(const char *key, const char *value, long min, long max, long *out, char *err, size_t errlen)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(value, &end, 10);
-    while (*end && isspace((unsigned char)*end))
-        end++;
-    if (errno || end == value || *end || v < min || v > max) {
-        snprintf(err, errlen, "%s = '%s': expected a whole number from %ld to %ld", key, value, min, max);
-        return GM_ERR;
-    }
-    *out = v;
-    return GM_OK;
-}
-
 /* Apply one key = value. */
-static int gm_config_set(gm_config *cfg, const char *key, const char *value, char *err, size_t errlen)
+static int gm_config_set(gm_config *cfg, const char *key, const char *value, gm_error *e)
 {
-    long v;
-    if (strcasecmp(key, "servers") == 0)
-        return gm_config_set_route(cfg, NULL, value, err, errlen);
     if (strncasecmp(key, "servers.", 8) == 0 && key[8])
-        return gm_config_set_route(cfg, key + 8, value, err, errlen);
-    static const struct {
-        const char *key;
-        long min, max;
-    } ints[] = {
-        {"connect_timeout_ms", 1, 600000}, {"io_timeout_ms", 1, 600000}, {"do_timeout_ms", 1, 86400000},
-        {"backoff_ms", 0, 3600000},        {"max_workload", 1, 1L << 30}, {"pipeline_window", 0, 65536},
-        {"lock", 0, 1},
-    };
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        if (strcasecmp(key, ints[i].key) != 0)
+        return gm_config_set_route(cfg, key + 8, value, e);
+    for (size_t i = 0; i < GM_CONFIG_NKEYS; i++) {
+        const struct gm_config_key *k = &gm_config_keys[i];
+        if (strcasecmp(key, k->key) != 0)
             continue;
-        if (gm_config_int(key, value, ints[i].min, ints[i].max, &v, err, errlen) != GM_OK)
-            return GM_ERR;
-        switch (i) {
-        case 0: cfg->connect_timeout_ms = (int)v; break;
-        case 1: cfg->io_timeout_ms = (int)v; break;
-        case 2: cfg->do_timeout_ms = (int)v; break;
-        case 3: cfg->backoff_ms = (int)v; break;
-        case 4: cfg->max_workload = (size_t)v; break;
-        case 5: cfg->pipeline_window = (int)v; break;
-        default: cfg->locked = (int)v; break;
-        }
+        if (k->kind == GM_KEY_SERVERS)
+            return gm_config_set_route(cfg, NULL, value, e);
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        while (*end && isspace((unsigned char)*end))
+            end++;
+        if (errno || end == value || *end || v < k->min || v > k->max)
+            return gm_error_set(e, "%s = '%s': expected a whole number from %ld to %ld", key, value, k->min, k->max);
+        gm_config_store(cfg, k, v);
         return GM_OK;
     }
-    snprintf(err, errlen, "unknown setting '%s'", key);
-    return GM_ERR;
+    return gm_error_set(e, "unknown setting '%s'", key);
 }
 
 static char *gm_config_trim(char *s)
@@ -126,14 +121,13 @@ static char *gm_config_trim(char *s)
     return s;
 }
 
-static int gm_config_read_file(gm_config *cfg, const char *path, int must_exist, char *err, size_t errlen)
+static int gm_config_read_file(gm_config *cfg, const char *path, int must_exist, gm_error *e)
 {
     FILE *f = fopen(path, "re");
     if (f == NULL) {
         if (errno == ENOENT && !must_exist)
             return GM_OK;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return GM_ERR;
+        return gm_error_set(e, "%s: %s", path, strerror(errno));
     }
     char line[4096];
     int lineno = 0, rc = GM_OK;
@@ -144,16 +138,13 @@ static int gm_config_read_file(gm_config *cfg, const char *path, int must_exist,
             continue;
         char *eq = strchr(s, '=');
         if (eq == NULL) {
-            snprintf(err, errlen, "expected key = value (%s line %d)", path, lineno);
-            rc = GM_ERR;
+            rc = gm_error_set(e, "expected key = value (%s line %d)", path, lineno);
             break;
         }
         *eq = '\0';
-        char sub[GM_ERRLEN_CFG];
-        if (gm_config_set(cfg, gm_config_trim(s), gm_config_trim(eq + 1), sub, sizeof sub) != GM_OK) {
-            snprintf(err, errlen, "%s (%s line %d)", sub, path, lineno);
-            rc = GM_ERR;
-        }
+        gm_error why;
+        if (gm_config_set(cfg, gm_config_trim(s), gm_config_trim(eq + 1), &why) != GM_OK)
+            rc = gm_error_set(e, "%s (%s line %d)", why.text, path, lineno);
     }
     fclose(f);
     if (rc == GM_OK)
@@ -190,41 +181,34 @@ void gm_config_library_dir(char *out, size_t outlen)
     fclose(maps);
 }
 
-int gm_config_load(gm_config *cfg, const char *file_path, char *err, size_t errlen)
+int gm_config_load(gm_config *cfg, const char *file_path, gm_error *e)
 {
     char path[4096];
     gm_config_defaults(cfg);
     const char *explicit_path = file_path ? file_path : getenv("GMAN_UDF_CONFIG");
     if (explicit_path && *explicit_path) {
         snprintf(path, sizeof path, "%s", explicit_path);
-        if (gm_config_read_file(cfg, path, 1, err, errlen) != GM_OK)
+        if (gm_config_read_file(cfg, path, 1, e) != GM_OK)
             return GM_ERR;
     } else {
         char dir[4000];
         gm_config_library_dir(dir, sizeof dir);
         if (dir[0]) {
             snprintf(path, sizeof path, "%s/gman_udf.cnf", dir);
-            if (gm_config_read_file(cfg, path, 0, err, errlen) != GM_OK)
+            if (gm_config_read_file(cfg, path, 0, e) != GM_OK)
                 return GM_ERR;
         }
     }
     /* The environment wins over the file: GMAN_UDF_<KEY>. */
-    static const char *const keys[] = {"servers", "lock", "connect_timeout_ms", "io_timeout_ms", "do_timeout_ms",
-                                       "backoff_ms", "max_workload", "pipeline_window"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    for (size_t i = 0; i < GM_CONFIG_NKEYS; i++) {
         char name[64] = "GMAN_UDF_";
         size_t n = strlen(name);
-        for (const char *k = keys[i]; *k && n + 1 < sizeof name; k++)
+        for (const char *k = gm_config_keys[i].key; *k && n + 1 < sizeof name; k++)
             name[n++] = (char)toupper((unsigned char)*k);
         name[n] = '\0';
         const char *v = getenv(name);
-        if (v == NULL)
-            continue;
-        char sub[GM_ERRLEN_CFG];
-        if (gm_config_set(cfg, keys[i], v, sub, sizeof sub) != GM_OK) {
-            snprintf(err, errlen, "environment %s: %s", name, sub);
-            return GM_ERR;
-        }
+        if (v != NULL && gm_config_set(cfg, gm_config_keys[i].key, v, e) != GM_OK)
+            return gm_error_prefix(e, "environment %s: ", name);
     }
     return GM_OK;
 }

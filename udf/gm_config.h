@@ -1,13 +1,14 @@
 /*
- * gm_config.h -- the plugin's settings, read once when the first gman_* function runs.
+ * gm_config.h -- the plugin's settings: defaults, file and environment (gm_settings.c reads
+ * them once, when the first gman_* function runs).
  *
  * Sources, later ones winning:
- *   1. defaults (below);
+ *   1. defaults (the key table in gm_config.c);
  *   2. the file $GMAN_UDF_CONFIG, or else gman_udf.cnf in the directory of gman_udf.so
  *      (the server's plugin_dir): `key = value` lines, '#' comments, [sections] ignored;
  *   3. environment variables of mysqld: GMAN_UDF_<KEY in upper case>, e.g.
  *      GMAN_UDF_SERVERS=10.0.0.5:4730,10.0.0.6 GMAN_UDF_LOCK=1.
- * Keys: servers, servers.<function>, lock, connect_timeout_ms, io_timeout_ms,
+ * Keys: servers, servers.<function> (file only), lock, connect_timeout_ms, io_timeout_ms,
  * do_timeout_ms, backoff_ms, max_workload, pipeline_window.
  * Nothing is written back: gman_servers_set() changes the running server only.
  */
@@ -16,9 +17,10 @@
 
 #include <stddef.h>
 
+#include "gm_error.h"
+#include "gm_limits.h"
+
 #define GM_DEFAULT_SERVERS "127.0.0.1:4730"
-#define GM_CONFIG_MAX_ROUTES 64
-#define GM_ERRLEN_CFG 256
 
 typedef struct gm_config_route {
     char *function; /* NULL: the default list */
@@ -35,13 +37,16 @@ typedef struct gm_config {
     int locked;             /* default 0: 1 refuses gman_servers_set() */
     char source[1024];      /* the file read, or "defaults" */
     unsigned n_routes;
-    gm_config_route routes[GM_CONFIG_MAX_ROUTES];
+    gm_config_route routes[GM_ROUTES_MAX];
 } gm_config;
 
-/* Read the settings. Returns GM_OK, or GM_ERR with a message (a bad value, an unreadable
+/* Read the settings. Returns GM_OK, or GM_ERR with e set (a bad value, an unreadable
  * file): the caller reports it on every call rather than running with a guessed setup. */
-int gm_config_load(gm_config *cfg, const char *file_path, char *err, size_t errlen);
+int gm_config_load(gm_config *cfg, const char *file_path, gm_error *e);
 void gm_config_free(gm_config *cfg);
+
+/* The largest reply a connection accepts: a result of max_workload with its handle. */
+static inline size_t gm_config_max_reply(const gm_config *cfg) { return cfg->max_workload + GM_REPLY_SLACK; }
 
 /* The directory of the loaded library (for gman_udf.cnf), into out; "" if unknown. */
 void gm_config_library_dir(char *out, size_t outlen);

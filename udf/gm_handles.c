@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gm_proto.h"
+#include "gm_error.h"
 
 static size_t gm_handles_hash(const char *p, size_t len)
 {

@@ -6,8 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gm_conn.h"
-#include "gm_proto.h"
+#include "gm_conn.h" /* gm_now_us */
 
 size_t gm_jobq_packet_len(const char *p)
 {

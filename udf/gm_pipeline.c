@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gm_servers.h"
+#include "gm_pick.h"
 
 #define GM_DRAIN_MAX 4096 /* replies read in one go without waiting: a flood cannot pin us */
 
@@ -35,40 +35,52 @@ void gm_pipe_free(gm_jobq *pending)
     free(pending);
 }
 
-static int gm_pipe_remember(gm_conn *c, const char *p, size_t len, char *err)
+static int gm_pipe_remember(gm_conn *c, const char *p, size_t len, gm_error *e)
 {
     if ((c->pending == NULL && (c->pending = calloc(1, sizeof *c->pending)) == NULL) ||
-        gm_jobq_push(c->pending, p, len) != GM_OK) {
-        snprintf(err, GM_ERRLEN, "out of memory");
-        return GM_ERR;
-    }
+        gm_jobq_push(c->pending, p, len) != GM_OK)
+        return gm_error_set(e, "out of memory");
     GM_COUNT(sent, 1);
     return GM_OK;
 }
 
-int gm_pipe_send(gm_conn *c, const char *p, size_t len, char *err)
+int gm_pipe_send(gm_conn *c, const char *p, size_t len, gm_error *e)
 {
-    if (gm_conn_queue_raw(c, p, len, err) != GM_OK)
+    if (gm_conn_queue_raw(c, p, len, e) != GM_OK)
         return GM_ERR;
-    if (gm_pipe_remember(c, p, len, err) != GM_OK) {
+    if (gm_pipe_remember(c, p, len, e) != GM_OK) {
         c->wlen -= len; /* the newest bytes of the send buffer: take them back */
         return GM_ERR;
     }
     return GM_OK;
 }
 
-int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err)
+int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, gm_error *e)
 {
     size_t n = gm_proto_packet_size(args, nargs);
-    if (gm_conn_queue(c, type, args, nargs, err) != GM_OK)
+    if (gm_conn_queue(c, type, args, nargs, e) != GM_OK)
         return GM_ERR;
     /* the packet just encoded ends the send buffer */
-    if (gm_pipe_remember(c, c->wbuf + c->wlen - n, n, err) != GM_OK) {
+    if (gm_pipe_remember(c, c->wbuf + c->wlen - n, n, e) != GM_OK) {
         c->wlen -= n;
         return GM_ERR;
     }
     GM_COUNT(jobs, 1);
     return GM_OK;
+}
+
+void gm_pipe_rescue(gm_conn *c, gm_jobq *out)
+{
+    gm_jobq *pend = c->pending;
+    if (pend == NULL || pend->count == 0)
+        return;
+    unsigned n = pend->count;
+    if (gm_jobq_append(pend, out) != GM_OK)
+        return; /* out of memory: left on c, counted as abandoned when it closes */
+    gm_jobq tmp = *out;
+    *out = *pend;
+    *pend = tmp;
+    GM_COUNT(rescued, n);
 }
 
 /* The unique id of an encoded SUBMIT_JOB* packet (function NUL unique NUL workload). */
@@ -78,28 +90,26 @@ static void gm_pipe_unique(const char *p, size_t len, char *out)
     const char *a = memchr(d, '\0', (size_t)(end - d));
     const char *b = a ? memchr(a + 1, '\0', (size_t)(end - a - 1)) : NULL;
     size_t n = a && b ? (size_t)(b - a - 1) : 0;
-    if (n >= GM_PIPE_UNIQUE_MAX)
-        n = GM_PIPE_UNIQUE_MAX - 1;
+    if (n > GM_UNIQUE_MAX)
+        n = GM_UNIQUE_MAX;
     memcpy(out, a ? a + 1 : "", n);
     out[n] = '\0';
 }
 
 /* Pair a reply with the oldest unanswered job. */
-static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, char *err)
+static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, gm_error *e)
 {
     r->kind = GM_REPLY_OTHER;
-    r->unique[0] = r->why[0] = '\0';
+    r->unique[0] = '\0';
+    gm_error_clear(&r->why);
     if (pkt->type != GM_JOB_CREATED && pkt->type != GM_ERROR)
         return GM_OK;
     const char *p;
     size_t n = c->pending ? gm_jobq_front(c->pending, &p) : 0;
     if (n == 0) { /* a reply to nothing we sent: the connection is out of step */
         if (pkt->type == GM_ERROR)
-            snprintf(err, GM_ERRLEN, "ERROR %.*s: %.*s", (int)(pkt->arg[0].len > 64 ? 64 : pkt->arg[0].len),
-                     pkt->arg[0].p, (int)(pkt->arg[1].len > 160 ? 160 : pkt->arg[1].len), pkt->arg[1].p);
-        else
-            snprintf(err, GM_ERRLEN, "JOB_CREATED for a job it was not sent");
-        return GM_ERR;
+            return gm_conn_error_reply(pkt, e);
+        return gm_error_set(e, "JOB_CREATED for a job it was not sent");
     }
     gm_pipe_unique(p, n, r->unique);
     gm_jobq_pop(c->pending);
@@ -111,41 +121,40 @@ static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, char *err
         GM_COUNT(confirmed, 1);
     } else {
         r->kind = GM_REPLY_REFUSED;
-        snprintf(r->why, sizeof r->why, "ERROR %.*s: %.*s", (int)(pkt->arg[0].len > 64 ? 64 : pkt->arg[0].len),
-                 pkt->arg[0].p, (int)(pkt->arg[1].len > 160 ? 160 : pkt->arg[1].len), pkt->arg[1].p);
+        gm_conn_error_reply(pkt, &r->why);
         GM_COUNT(refused, 1);
     }
     return GM_OK;
 }
 
 int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
-                 char *err)
+                 gm_error *e)
 {
     *nread = 0;
     for (;;) {
-        if (gm_conn_flush_some(c, err) != GM_OK)
+        if (gm_conn_flush_some(c, e) != GM_OK)
             return GM_ERR;
         for (int n = 0; n < GM_DRAIN_MAX; n++) {
             gm_packet pkt;
             gm_reply r;
-            int rc = gm_conn_recv(c, &pkt, max_reply, -1, err);
+            int rc = gm_conn_recv(c, &pkt, max_reply, -1, e);
             if (rc == GM_NEED_MORE)
                 break;
             if (rc != GM_OK)
                 return GM_ERR;
             (*nread)++;
-            if (gm_pipe_pair(c, &pkt, &r, err) != GM_OK || (h && h(ctx, &pkt, &r, err) != GM_OK))
+            if (gm_pipe_pair(c, &pkt, &r, e) != GM_OK || (h && h(ctx, &pkt, &r, e) != GM_OK))
                 return GM_ERR;
         }
         if (*nread || deadline < 0)
             return GM_OK;
-        if (gm_conn_wait_io(c, deadline, err) != GM_OK)
+        if (gm_conn_wait_io(c, deadline, e) != GM_OK)
             return GM_ERR;
     }
 }
 
 int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
-                  void *ctx, char *err)
+                  void *ctx, gm_error *e)
 {
     int64_t io = (int64_t)silence_ms * 1000;
     int64_t start = gm_now_us(), deadline = start + io;
@@ -163,13 +172,12 @@ int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, 
             if (heard + io <= now || now >= limit) {
                 c->timed_out = 1;
                 GM_COUNT(timeouts, 1);
-                snprintf(err, GM_ERRLEN, "timed out waiting for confirmations");
-                return GM_ERR;
+                return gm_error_set(e, "timed out waiting for confirmations");
             }
             deadline = heard + io < limit ? heard + io : limit;
         }
         unsigned nread;
-        if (gm_pipe_read(c, cfg->max_workload + 4096, deadline, h, ctx, &nread, err) != GM_OK) {
+        if (gm_pipe_read(c, gm_config_max_reply(cfg), deadline, h, ctx, &nread, e) != GM_OK) {
             if (!c->timed_out)
                 return GM_ERR;
             c->timed_out = 0; /* decided above, on the next turn */
@@ -190,71 +198,54 @@ typedef struct gm_submit {
     unsigned refused;    /* refusals read during this call */
     int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
     int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
-    char *note;          /* the last refusal, described */
+    gm_error *note;      /* the last refusal, described */
     const char *server;  /* name of the server in use, for the note */
 } gm_submit;
 
-static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *r, char *err)
+static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *r, gm_error *e)
 {
     gm_submit *sub = vctx;
-    (void)err;
     if (r->kind == GM_REPLY_REFUSED) {
         sub->refused++;
         if (sub->refused == 1)
-            snprintf(sub->note, GM_ERRLEN, "job %s refused by gearmand %s: %s", r->unique, sub->server, r->why);
+            gm_error_set(sub->note, "job %s refused by gearmand %s: %s", r->unique, sub->server, r->why.text);
         else
-            snprintf(sub->note, GM_ERRLEN, "%u jobs refused, the last one %s by gearmand %s: %s", sub->refused,
-                     r->unique, sub->server, r->why);
+            gm_error_set(sub->note, "%u jobs refused, the last one %s by gearmand %s: %s", sub->refused, r->unique,
+                         sub->server, r->why.text);
     } else if (r->kind == GM_REPLY_OTHER && pkt->type != GM_NOOP) {
-        snprintf(err, GM_ERRLEN, "unexpected %s", gm_proto_type_name(pkt->type));
-        return GM_ERR;
+        return gm_error_set(e, "unexpected %s", gm_proto_type_name(pkt->type));
     }
     return GM_OK;
 }
 
 /* Send sub->out on c, oldest first, keeping at most pipeline_window jobs unanswered. */
-static int gm_submit_send(gm_conn *c, gm_submit *sub, char *err)
+static int gm_submit_send(gm_conn *c, gm_submit *sub, gm_error *e)
 {
     const gm_config *cfg = sub->cfg;
-    size_t max_reply = cfg->max_workload + 4096;
+    size_t max_reply = gm_config_max_reply(cfg);
     unsigned keep = (unsigned)cfg->pipeline_window - 1;
     unsigned nread;
     c->timed_out = 0;
     /* Replies that are already there first: they make room and report earlier refusals. */
-    if (gm_pipe_read(c, max_reply, -1, gm_submit_on_reply, sub, &nread, err) != GM_OK)
+    if (gm_pipe_read(c, max_reply, -1, gm_submit_on_reply, sub, &nread, e) != GM_OK)
         return GM_ERR;
     if (gm_pipe_count(c) && gm_now_us() - c->pending->progress_us >= (int64_t)cfg->do_timeout_ms * 1000) {
-        snprintf(err, GM_ERRLEN, "%u jobs without an answer for do_timeout_ms (%d ms)", gm_pipe_count(c),
-                 cfg->do_timeout_ms);
         sub->gone = 1; /* its jobs go elsewhere, and no fresh connection to it is tried */
-        return GM_ERR;
+        return gm_error_set(e, "%u jobs without an answer for do_timeout_ms (%d ms)", gm_pipe_count(c),
+                            cfg->do_timeout_ms);
     }
     const char *p;
     size_t n;
     while ((n = gm_jobq_front(&sub->out, &p)) != 0) {
         if (gm_pipe_drain(c, keep, n, cfg, sub->patient ? cfg->do_timeout_ms : cfg->io_timeout_ms,
-                          gm_submit_on_reply, sub, err) != GM_OK ||
-            gm_pipe_send(c, p, n, err) != GM_OK)
+                          gm_submit_on_reply, sub, e) != GM_OK ||
+            gm_pipe_send(c, p, n, e) != GM_OK)
             return GM_ERR;
         gm_jobq_pop(&sub->out);
     }
-    return gm_conn_flush(c, gm_deadline(cfg->io_timeout_ms), err);
+    return gm_conn_flush(c, gm_deadline(cfg->io_timeout_ms), e);
 }
 
-/* c failed: its unanswered jobs go back in front of what is still to send. */
-static void gm_submit_rescue(gm_submit *sub, gm_conn *c)
-{
-    gm_jobq *pend = c->pending;
-    if (pend == NULL || pend->count == 0)
-        return;
-    unsigned n = pend->count;
-    if (gm_jobq_append(pend, &sub->out) != GM_OK)
-        return; /* out of memory: left on c, counted as abandoned when it closes */
-    gm_jobq tmp = sub->out;
-    sub->out = *pend;
-    *pend = tmp;
-    GM_COUNT(rescued, n);
-}
 
 /* Is this call's job among those left to send? (A rescued job with the very same bytes
  * would be the same job sent twice: telling them apart does not matter.) */
@@ -274,17 +265,17 @@ static int gm_submit_mine_left(const gm_submit *sub)
 
 /* Try one server: a pooled connection (then one fresh one if that had died while idle).
  * GM_OK, GM_SUBMIT_BUSY, or GM_ERR (the server is gone; its jobs were taken off). */
-static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
+static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
 {
     const gm_config *cfg = sub->cfg;
     sub->server = s->name;
     sub->gone = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         int reused = 0;
-        gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, 0, &reused, err);
+        gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, 0, &reused, e);
         if (c == NULL)
             return GM_ERR;
-        if (gm_submit_send(c, sub, err) == GM_OK) {
+        if (gm_submit_send(c, sub, e) == GM_OK) {
             gm_server_checkin(s, c);
             gm_server_mark_up(s);
             return GM_OK;
@@ -297,7 +288,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, char *err)
             return GM_SUBMIT_BUSY;
         }
         int timed_out = c->timed_out;
-        gm_submit_rescue(sub, c);
+        gm_pipe_rescue(c, &sub->out);
         gm_conn_close(c);
         if (!reused || timed_out || sub->gone) /* a silent server would cost a second timeout */
             return GM_ERR;
@@ -310,105 +301,90 @@ static void gm_submit_take_idle(gm_server *s, gm_submit *sub)
 {
     gm_conn *c;
     while ((c = gm_server_take_owing(s)) != NULL) {
-        gm_submit_rescue(sub, c);
+        gm_pipe_rescue(c, &sub->out);
         gm_conn_close(c);
     }
 }
 
-static void gm_submit_note_err(char *acc, size_t *used, const gm_server *s, const char *what)
+/* s (index i of the list) failed with why: noted, in back-off; when it is gone, so are
+ * the jobs on its idle connections, which go with this call's. */
+static void gm_submit_failed(gm_submit *sub, gm_pick *pk, unsigned i, int rc, const gm_error *why, int *busy)
 {
-    if (*used >= GM_ERRLEN - 1)
-        return;
-    int n = snprintf(acc + *used, GM_ERRLEN - *used, "%sgearmand %s: %s", *used ? "; " : "", s->name, what);
-    if (n > 0)
-        *used += (size_t)n < GM_ERRLEN - *used ? (size_t)n : GM_ERRLEN - 1 - *used;
+    gm_server *s = pk->rt->servers[i];
+    gm_pick_failed(pk, s, why, 1);
+    if (rc == GM_ERR)
+        gm_submit_take_idle(s, sub);
+    else
+        busy[i] = 1;
 }
 
-int gm_pipeline_submit(unsigned type, const char *fn, size_t fn_len, const char *unique, size_t unique_len,
-                       const char *workload, size_t workload_len, char *note, char *err)
+/* Send sub->out on the function's servers. First the usable ones in list order; then,
+ * only when jobs taken off a failed connection are left, the servers skipped for back-off
+ * too, rather than drop the jobs; then, when every server that still answers was only
+ * silent (busy, or frozen), each of those in turn, up to do_timeout_ms each, rather than
+ * fail a statement while a server is up. */
+static void gm_submit_failover(gm_submit *sub, gm_pick *pk)
+{
+    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
+    gm_server *s;
+    gm_error why;
+    while (sub->out.count && (s = gm_pick_next(pk)) != NULL) {
+        unsigned i = pk->next - 1;
+        int rc = gm_submit_on(s, sub, &why);
+        tried[i] = 1;
+        if (rc != GM_OK)
+            gm_submit_failed(sub, pk, i, rc, &why, busy);
+    }
+    for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++) {
+        if (tried[i] || !(sub->out.count > 1 || !gm_submit_mine_left(sub)))
+            continue;
+        int rc = gm_submit_on(pk->rt->servers[i], sub, &why);
+        if (rc != GM_OK)
+            gm_submit_failed(sub, pk, i, rc, &why, busy);
+    }
+    sub->patient = 1;
+    for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++)
+        if (busy[i] && gm_submit_on(pk->rt->servers[i], sub, &why) != GM_OK)
+            gm_pick_failed(pk, pk->rt->servers[i], &why, 1);
+}
+
+int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size_t fn_len, const char *unique,
+                       size_t unique_len, const char *workload, size_t workload_len, gm_error *note, gm_error *e)
 {
     gm_submit sub;
     memset(&sub, 0, sizeof sub);
-    note[0] = '\0';
+    gm_error_clear(note);
     sub.note = note;
-    if ((sub.cfg = gm_settings(err)) == NULL)
-        return GM_ERR;
+    sub.cfg = cfg;
     gm_slice args[3] = {{fn, fn_len}, {unique, unique_len}, {workload, workload_len}};
     const char *why = NULL;
     size_t size = gm_proto_packet_size(args, 3);
     char *pkt = size ? malloc(size) : NULL;
     if (pkt == NULL || gm_proto_encode(pkt, size, GM_MAGIC_REQ, type, args, 3, &why) != size ||
         gm_jobq_push(&sub.out, pkt, size) != GM_OK) {
-        snprintf(err, GM_ERRLEN, "%s", why ? why : "out of memory");
         free(pkt);
         gm_jobq_free(&sub.out);
-        return GM_ERR;
+        return gm_error_set(e, "%s", why ? why : "out of memory");
     }
     sub.mine = pkt;
     sub.mine_len = size;
     GM_COUNT(jobs, 1);
 
-    gm_routes *routes = gm_routes_acquire();
-    const gm_route *rt = gm_routes_for(routes, fn, fn_len);
-    char acc[GM_ERRLEN], e[GM_ERRLEN];
-    size_t used = 0;
-    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
-    acc[0] = '\0';
-    /* Pass 0: the usable servers in list order. Pass 1, only when jobs taken off a failed
-     * connection are left: the servers skipped for back-off too, rather than drop the jobs. */
-    for (int pass = 0; pass < 2 && sub.out.count; pass++) {
-        int64_t now = gm_now_us();
-        for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
-            gm_server *s = rt->servers[i];
-            if (tried[i] || (pass == 1 && !(sub.out.count > 1 || !gm_submit_mine_left(&sub))))
-                continue;
-            if (pass == 0 && !gm_server_usable(s, now)) {
-                char down[GM_ERRLEN];
-                pthread_mutex_lock(&s->lock);
-                snprintf(down, sizeof down, "skipped for %d ms after: %.180s",
-                         (int)((s->down_until - now) / 1000 > 0 ? (s->down_until - now) / 1000 : 0), s->last_err);
-                pthread_mutex_unlock(&s->lock);
-                gm_submit_note_err(acc, &used, s, down);
-                continue;
-            }
-            tried[i] = 1;
-            int rc = gm_submit_on(s, &sub, e);
-            if (rc == GM_OK)
-                break;
-            gm_submit_note_err(acc, &used, s, e);
-            gm_server_mark_down(s, e, sub.cfg->backoff_ms);
-            if (rc == GM_ERR) /* gone: so are the jobs on its idle connections */
-                gm_submit_take_idle(s, &sub);
-            else
-                busy[i] = 1;
-        }
-    }
-    /* Every server that still answers was only silent (busy, or frozen): rather than fail a
-     * statement while a server is up, wait on them in turn, up to do_timeout_ms each. */
-    sub.patient = 1;
-    for (unsigned i = 0; i < rt->n && sub.out.count; i++) {
-        if (!busy[i])
-            continue;
-        if (gm_submit_on(rt->servers[i], &sub, e) == GM_OK)
-            break;
-        gm_submit_note_err(acc, &used, rt->servers[i], e);
-        gm_server_mark_down(rt->servers[i], e, sub.cfg->backoff_ms);
-    }
-    gm_routes_release(routes);
+    gm_pick pk;
+    gm_pick_begin(&pk, cfg, fn, fn_len);
+    gm_submit_failover(&sub, &pk);
     int rc = GM_OK;
     if (sub.out.count) {
-        int mine = gm_submit_mine_left(&sub);
-        unsigned lost = sub.out.count - (unsigned)mine;
-        if (lost)
+        unsigned lost = sub.out.count - (unsigned)gm_submit_mine_left(&sub);
+        gm_pick_error(&pk, e);
+        if (lost) {
             GM_COUNT(lost, lost);
-        if (lost)
-            snprintf(err, GM_ERRLEN, "%u unconfirmed jobs lost (no server took them): %.200s", lost,
-                     used ? acc : "no gearmand server configured");
-        else
-            snprintf(err, GM_ERRLEN, "%s", used ? acc : "no gearmand server configured");
+            gm_error_prefix(e, "%u unconfirmed jobs lost (no server took them): ", lost);
+        }
         /* Even when this job was sent, a call that lost others' jobs fails: the loss is seen. */
         rc = GM_ERR;
     }
+    gm_pick_end(&pk);
     free(pkt);
     gm_jobq_free(&sub.out);
     return rc;

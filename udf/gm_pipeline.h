@@ -20,7 +20,7 @@
  * (their replies are read by its next user) and the server sits out its back-off.
  *
  * Used by pipelined gman_do*_background (gm_pipeline_submit, with failover and rescue) and
- * by the streams of gman_sum / gman_bulk_background (gm_client.c: no failover).
+ * by the streams of gman_sum / gman_bulk_background (gm_stream.c).
  */
 #ifndef GMAN_GM_PIPELINE_H
 #define GMAN_GM_PIPELINE_H
@@ -30,11 +30,10 @@
 
 #include "gm_config.h"
 #include "gm_conn.h"
+#include "gm_error.h"
 #include "gm_jobq.h"
+#include "gm_limits.h"
 #include "gm_proto.h"
-
-#define GM_PIPE_BYTES_MAX (4u << 20) /* unanswered bytes per connection (a job larger than this goes alone) */
-#define GM_PIPE_UNIQUE_MAX 64
 
 /* Unanswered jobs on c, and their bytes. */
 unsigned gm_pipe_count(const gm_conn *c);
@@ -45,23 +44,27 @@ void gm_pipe_free(gm_jobq *pending);
 /* What a reply meant for the pipe. */
 typedef struct gm_reply {
     enum { GM_REPLY_OTHER, GM_REPLY_CONFIRMED, GM_REPLY_REFUSED } kind;
-    char unique[GM_PIPE_UNIQUE_MAX]; /* CONFIRMED, REFUSED: the job's unique id */
-    char why[GM_ERRLEN];             /* REFUSED: "ERROR code: text" */
+    char unique[GM_UNIQUE_MAX + 1]; /* CONFIRMED, REFUSED: the job's unique id */
+    gm_error why;                   /* REFUSED: "ERROR code: text" */
 } gm_reply;
 
 /* Queue a job on c (written by the next flush or wait) and remember it as unanswered:
  * an encoded packet (a re-sent one), or a new job from its arguments. */
-int gm_pipe_send(gm_conn *c, const char *p, size_t len, char *err);
-int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err);
+int gm_pipe_send(gm_conn *c, const char *p, size_t len, gm_error *e);
+int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, gm_error *e);
 
-/* Called for every reply read on c, after it was paired (r->kind). GM_ERR + err stops. */
-typedef int (*gm_pipe_handler)(void *ctx, const gm_packet *pkt, const gm_reply *r, char *err);
+/* c failed: its unanswered jobs are taken off, in front of out's (counted as rescued; left
+ * on c, to be counted as abandoned, when out cannot grow). */
+void gm_pipe_rescue(gm_conn *c, gm_jobq *out);
+
+/* Called for every reply read on c, after it was paired (r->kind). GM_ERR + e stops. */
+typedef int (*gm_pipe_handler)(void *ctx, const gm_packet *pkt, const gm_reply *r, gm_error *e);
 
 /* Read the replies that are there (at most a few thousand), pairing each; with deadline >= 0
  * and none there, wait for one until deadline (sending what is unsent meanwhile). *nread:
- * packets read. GM_ERR + err when the connection failed or timed out (c->timed_out). */
+ * packets read. GM_ERR + e when the connection failed or timed out (c->timed_out). */
 int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
-                 char *err);
+                 gm_error *e);
 
 /* Wait until at most `keep` jobs are unanswered and `room` more bytes fit under
  * GM_PIPE_BYTES_MAX, sending what is unsent meanwhile (nothing is flushed when there is
@@ -69,18 +72,18 @@ int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler
  * server answered none of our connections ("timed out waiting for confirmations",
  * c->timed_out), and after do_timeout_ms in all however busy the server. */
 int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
-                  void *ctx, char *err);
+                  void *ctx, gm_error *e);
 
 /* Pipelined gman_do*_background (pipeline_window > 0): send the job on the first usable
  * server of its function without waiting for its reply. Replies found meanwhile are paired;
- * refusals of earlier jobs are described in note (GM_ERRLEN, "" when none). When a connection
+ * refusals of earlier jobs are described in note ("" when none). When a connection
  * fails, its unanswered jobs go with this one to the next server (servers in back-off too).
- * GM_OK, or GM_ERR + err when no server took this job (and the earlier jobs carried along,
+ * GM_OK, or GM_ERR + e when no server took this job (and the earlier jobs carried along,
  * counted as lost). */
-int gm_pipeline_submit(unsigned type, const char *fn, size_t fn_len, const char *unique, size_t unique_len,
-                       const char *workload, size_t workload_len, char *note, char *err);
+int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size_t fn_len, const char *unique,
+                       size_t unique_len, const char *workload, size_t workload_len, gm_error *note, gm_error *e);
 
-/* Process-wide counters as a JSON object into out (GM_ERRLEN at least). */
+/* Process-wide counters as a JSON object into out (256 bytes at least). */
 void gm_pipeline_stats(char *out, size_t len);
 
 #endif

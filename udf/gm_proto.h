@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GM_OK 0
-#define GM_ERR (-1)
-#define GM_NEED_MORE 1
+#include "gm_error.h"
+
+#define GM_NEED_MORE 1 /* beside GM_OK and GM_ERR (gm_error.h) */
 
 #define GM_HEADER_SIZE 12
 #define GM_MAX_ARGS 5 /* STATUS_RES has the most: handle, known, running, num, den

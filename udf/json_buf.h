@@ -15,10 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef GM_OK
-#define GM_OK 0
-#define GM_ERR (-1)
-#endif
+#include "gm_error.h" /* GM_OK, GM_ERR */
+
 
 /* Largest result we build: well above any max_allowed_packet, far below size_t wrap. */
 #define JSON_BUF_MAX ((size_t)1 << 30)

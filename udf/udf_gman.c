@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "gm_client.h"
+#include "gm_routes.h"
 #include "udf_error.h"
 #include "udf_gman.h"
 #include "udf_host.h"
@@ -49,14 +50,15 @@ int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char *fname
 }
 
 /* Settings problems are reported when the function is prepared, not row after row. */
-int gman_init_settings(const char *fname, char *message)
+const gm_config *gman_init_settings(const char *fname, char *message)
 {
-    char err[GM_ERRLEN];
-    if (gm_settings(err) == NULL) {
-        udf_error_set("%s: %s", fname, err); /* whole, for gman_last_error(): the server cuts message */
-        return udf_init_fail(message, "%s: %s", fname, err);
+    gm_error e;
+    const gm_config *cfg = gm_settings(&e);
+    if (cfg == NULL) {
+        udf_error_set("%s: %s", fname, e.text); /* whole, for gman_last_error(): the server cuts message */
+        udf_init_fail(message, "%s: %s", fname, e.text);
     }
-    return 0;
+    return cfg;
 }
 
 /* A row that fails is NULL with the reason in gman_last_error(). Not *error: with it set,
@@ -75,26 +77,24 @@ static char *gman_fail(const char *fname, const char *why, char *is_null)
 
 UDF_EXPORT my_bool gman_servers_set_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
 {
-    char err[GM_ERRLEN];
+    gm_error e;
+    const gm_config *cfg;
     const char *fname = "gman_servers_set";
     /* Before the coercion below: a number would reach the parser as its 8 raw bytes here
      * ("NUL byte in server list") and as its digits at row time (a host "4730"). */
     if (args->arg_count >= 1 && args->arg_type[0] != STRING_RESULT)
         return (my_bool)udf_init_fail(message, "%s: the server list must be a string ('host:port,...')", fname);
     if (gman_init_args(args, 1, 2, fname, "(servers [, function])", message) ||
-        gman_init_settings(fname, message))
+        (cfg = gman_init_settings(fname, message)) == NULL)
         return 1;
-    const gm_config *cfg = gm_settings(err);
     if (cfg->locked)
         return (my_bool)udf_init_fail(message, "%s: the server list is locked by the configuration (%s: lock = 1)",
                                       fname, cfg->source);
     if (args->args[0] != NULL) { /* a constant list: refuse a bad one before running */
         gm_route probe;
-        int ok = gm_servers_parse(args->args[0], args->lengths[0], &probe, err) == GM_OK;
-        if (ok)
-            gm_route_clear(&probe);
-        if (!ok)
-            return (my_bool)udf_init_fail(message, "%s: %s", fname, err);
+        if (gm_servers_parse(args->args[0], args->lengths[0], &probe, &e) != GM_OK)
+            return (my_bool)udf_init_fail(message, "%s: %s", fname, e.text);
+        gm_route_clear(&probe);
     }
     initid->ptr = malloc(GMAN_LIST_TEXT_MAX);
     if (initid->ptr == NULL)
@@ -114,9 +114,12 @@ UDF_EXPORT void gman_servers_set_deinit(UDF_INIT *initid)
 UDF_EXPORT char *gman_servers_set(UDF_INIT *initid, UDF_ARGS *args, char *result, unsigned long *length,
                                   char *is_null, char *error)
 {
-    char err[GM_ERRLEN];
+    gm_error e;
+    const gm_config *cfg;
     (void)result;
     (void)error;
+    if ((cfg = gm_settings(&e)) == NULL)
+        return gman_fail("gman_servers_set", e.text, is_null);
     if (args->args[0] == NULL)
         return gman_fail("gman_servers_set", "the server list is NULL", is_null);
     /* A NULL name is no name: taken for "the default list" it would redirect every job. */
@@ -124,8 +127,8 @@ UDF_EXPORT char *gman_servers_set(UDF_INIT *initid, UDF_ARGS *args, char *result
         return gman_fail("gman_servers_set", "the function name is NULL", is_null);
     const char *fn = args->arg_count > 1 ? args->args[1] : NULL;
     size_t flen = fn ? args->lengths[1] : 0;
-    if (gm_servers_set(args->args[0], args->lengths[0], fn, flen, initid->ptr, GMAN_LIST_TEXT_MAX, err) != GM_OK)
-        return gman_fail("gman_servers_set", err, is_null);
+    if (gm_servers_set(cfg, args->args[0], args->lengths[0], fn, flen, initid->ptr, GMAN_LIST_TEXT_MAX, &e) != GM_OK)
+        return gman_fail("gman_servers_set", e.text, is_null);
     *is_null = 0;
     *length = strlen(initid->ptr);
     return initid->ptr;
@@ -142,15 +145,15 @@ _Static_assert(GM_HANDLE_MAX + 1 <= UDF_RESULT_SIZE, "a handle and its NUL fit t
 static my_bool gman_job_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *fname, int background)
 {
     if (gman_init_args(args, 2, 3, fname, "(function, workload [, unique])", message) ||
-        gman_init_settings(fname, message))
+        gman_init_settings(fname, message) == NULL)
         return 1;
     if (args->args[0] != NULL && args->lengths[0] == 0)
         return (my_bool)udf_init_fail(message, "%s: the function name is empty", fname);
-    if (args->arg_count > 2 && args->args[2] != NULL && args->lengths[2] > 63)
-        return (my_bool)udf_init_fail(message, "%s: the unique id is longer than 63 bytes", fname);
+    if (args->arg_count > 2 && args->args[2] != NULL && args->lengths[2] > GM_UNIQUE_MAX)
+        return (my_bool)udf_init_fail(message, "%s: the unique id is longer than %d bytes", fname, GM_UNIQUE_MAX);
     initid->maybe_null = 1;
     initid->const_item = 0;
-    initid->max_length = background ? GM_HANDLE_MAX : 16777216;
+    initid->max_length = background ? GM_HANDLE_MAX : GM_RESULT_LENGTH;
     if (!background && (initid->ptr = calloc(1, sizeof(gman_do_state))) == NULL)
         return (my_bool)udf_init_fail(message, "%s: out of memory", fname);
     return 0;
@@ -165,20 +168,13 @@ static void gman_job_deinit(UDF_INIT *initid)
     initid->ptr = NULL;
 }
 
-/* Fill job from the row's arguments; GM_ERR + err when it cannot be sent. */
-int gman_job_from_args(UDF_ARGS *args, unsigned type, gm_job *job, char unique[33], char *err)
+int gman_job_from_args(const gm_config *cfg, UDF_ARGS *args, unsigned type, gm_job *job, char unique[33],
+                       gm_error *e)
 {
-    const gm_config *cfg = gm_settings(err);
-    if (cfg == NULL)
-        return GM_ERR;
-    if (args->args[0] == NULL) {
-        snprintf(err, GM_ERRLEN, "the function name is NULL");
-        return GM_ERR;
-    }
-    if (args->args[1] == NULL) {
-        snprintf(err, GM_ERRLEN, "the workload is NULL (nothing sent)");
-        return GM_ERR;
-    }
+    if (args->args[0] == NULL)
+        return gm_error_set(e, "the function name is NULL");
+    if (args->args[1] == NULL)
+        return gm_error_set(e, "the workload is NULL (nothing sent)");
     job->type = type;
     job->fn = args->args[0];
     job->fn_len = args->lengths[0];
@@ -192,24 +188,26 @@ int gman_job_from_args(UDF_ARGS *args, unsigned type, gm_job *job, char unique[3
         job->unique = unique;
         job->unique_len = 32;
     }
-    return gm_client_check(cfg, job, err);
+    return gm_client_check(cfg, job, e);
 }
 
 static char *gman_job_run(UDF_INIT *initid, UDF_ARGS *args, char *result, unsigned long *length, char *is_null,
                           char *error, const char *fname, unsigned type, int background)
 {
-    char err[GM_ERRLEN], unique[33];
+    gm_error e;
+    char unique[33];
     gm_job job;
     (void)error;
-    if (gman_job_from_args(args, type, &job, unique, err) != GM_OK)
-        return gman_fail(fname, err, is_null);
+    const gm_config *cfg = gm_settings(&e); /* once per row, passed down */
+    if (cfg == NULL || gman_job_from_args(cfg, args, type, &job, unique, &e) != GM_OK)
+        return gman_fail(fname, e.text, is_null);
     if (background) {
         size_t hlen;
-        char note[GM_ERRLEN];
-        if (gm_client_submit_bg(&job, result, &hlen, note, err) != GM_OK)
-            return gman_fail(fname, err, is_null);
-        if (note[0]) /* an earlier pipelined job was refused: this one went, but say it */
-            udf_error_set("%s: %s", fname, note);
+        gm_error note;
+        if (gm_client_submit_bg(cfg, &job, result, &hlen, &note, &e) != GM_OK)
+            return gman_fail(fname, e.text, is_null);
+        if (note.text[0]) /* an earlier pipelined job was refused: this one went, but say it */
+            udf_error_set("%s: %s", fname, note.text);
         *is_null = 0;
         *length = hlen;
         return result;
@@ -219,8 +217,8 @@ static char *gman_job_run(UDF_INIT *initid, UDF_ARGS *args, char *result, unsign
     size_t len;
     free(st->data);
     st->data = NULL;
-    if (gm_client_do(&job, &outcome, &st->data, &len, err) != GM_OK)
-        return gman_fail(fname, err, is_null);
+    if (gm_client_do(cfg, &job, &outcome, &st->data, &len, &e) != GM_OK)
+        return gman_fail(fname, e.text, is_null);
     if (outcome == GM_JOB_FAIL) {
         udf_error_set("%s: the job failed (WORK_FAIL)", fname);
         *is_null = 1;

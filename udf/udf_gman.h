@@ -6,16 +6,20 @@
 #define GMAN_UDF_GMAN_H
 
 #include "gm_client.h"
+#include "gm_settings.h"
 #include "udf_host.h"
 
 /* _init helpers: 0, or 1 with message filled (the value _init returns). Arguments are
  * coerced to strings, the form a Gearman packet carries; rows are refused. */
 int gman_init_args(UDF_ARGS *args, unsigned min, unsigned max, const char *fname, const char *usage,
                    char *message);
-int gman_init_settings(const char *fname, char *message);
+/* The settings, checked when the function is prepared: NULL with message filled (and
+ * gman_last_error() set) when they cannot be read. */
+const gm_config *gman_init_settings(const char *fname, char *message);
 
-/* Fill job from the row's (function, workload [, unique]); GM_ERR + err when it cannot be
+/* Fill job from the row's (function, workload [, unique]); GM_ERR + e when it cannot be
  * sent. unique[33] holds a generated id when the row gives none. */
-int gman_job_from_args(UDF_ARGS *args, unsigned type, gm_job *job, char unique[33], char *err);
+int gman_job_from_args(const gm_config *cfg, UDF_ARGS *args, unsigned type, gm_job *job, char unique[33],
+                       gm_error *e);
 
 #endif

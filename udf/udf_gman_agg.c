@@ -10,12 +10,13 @@
  * whose start moves. NULL function or workload, and every failure, give NULL with the
  * reason in gman_last_error().
  */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gm_client.h"
+#include "gm_stream.h"
 #include "udf_error.h"
 #include "udf_gman.h"
 #include "udf_host.h"
@@ -48,9 +49,6 @@
  *     remove makes it NULL with an error for the rest of the statement.
  */
 
-#define GMAN_AGG_FUNCTIONS 8 /* distinct function names in one group: one connection each */
-#define GMAN_AGG_LEVELS 16   /* ROLLUP levels followed */
-
 /* What the original's groups settled, summed over the statement. */
 typedef struct gman_agg_totals {
     uint64_t adds, created, failed, bad; /* bad: groups that did not go through */
@@ -65,31 +63,35 @@ typedef struct gman_agg_level {
 
 typedef struct gman_agg {
     UDF_INIT *owner;
+    const gm_config *cfg;
     unsigned n;
-    gm_stream stream[GMAN_AGG_FUNCTIONS]; /* each on its function's server list */
-    char *fn[GMAN_AGG_FUNCTIONS];
-    size_t fn_len[GMAN_AGG_FUNCTIONS];
+    gm_stream stream[GM_AGG_FUNCTIONS]; /* each on its function's server list */
+    char *fn[GM_AGG_FUNCTIONS];
+    size_t fn_len[GM_AGG_FUNCTIONS];
     int want_results;
     int failed;         /* this group: a job could not be sent or confirmed */
-    char err[GM_ERRLEN];
+    gm_error err;
     uint64_t adds;      /* this group's rows */
     uint64_t removed;   /* rows that left the window frame */
     gman_agg_totals settled; /* of this group, already in `totals` */
     gman_agg_totals totals;
     unsigned nlevels;
-    gman_agg_level level[GMAN_AGG_LEVELS];
-    char refused[GM_ERRLEN]; /* a form we cannot compute: every value is NULL with this */
+    gman_agg_level level[GM_AGG_LEVELS];
+    gm_error refused; /* a form we cannot compute: every value is NULL with this */
 } gman_agg;
 
 static my_bool gman_agg_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *fname, unsigned max_args)
 {
     const char *usage = max_args == 2 ? "(function, workload)" : "(function, workload [, unique])";
-    if (gman_init_args(args, 2, max_args, fname, usage, message) || gman_init_settings(fname, message))
+    const gm_config *cfg;
+    if (gman_init_args(args, 2, max_args, fname, usage, message) ||
+        (cfg = gman_init_settings(fname, message)) == NULL)
         return 1;
     gman_agg *st = calloc(1, sizeof *st);
     if (st == NULL)
         return (my_bool)udf_init_fail(message, "%s: out of memory", fname);
     st->owner = initid;
+    st->cfg = cfg; /* read once: every row of the statement uses these */
     initid->ptr = (char *)st;
     initid->maybe_null = 1;
     initid->const_item = 0;
@@ -105,7 +107,7 @@ static void gman_agg_reset(gman_agg *st)
     }
     st->n = 0;
     st->failed = 0;
-    st->err[0] = '\0';
+    gm_error_clear(&st->err);
     st->adds = st->removed = 0;
     memset(&st->settled, 0, sizeof st->settled);
 }
@@ -125,7 +127,7 @@ static gman_agg_level *gman_agg_level_of(gman_agg *st, UDF_INIT *id)
     for (unsigned i = 0; i < st->nlevels; i++)
         if (st->level[i].id == id)
             return &st->level[i];
-    if (st->nlevels == GMAN_AGG_LEVELS)
+    if (st->nlevels == GM_AGG_LEVELS)
         return NULL;
     gman_agg_level *lv = &st->level[st->nlevels++];
     lv->id = id;
@@ -134,10 +136,18 @@ static gman_agg_level *gman_agg_level_of(gman_agg *st, UDF_INIT *id)
     return lv;
 }
 
-static void gman_agg_refuse(gman_agg *st, const char *fname, const char *why)
+static void gman_agg_refuse(gman_agg *st, const char *fname, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void gman_agg_refuse(gman_agg *st, const char *fname, const char *fmt, ...)
 {
-    if (st->refused[0] == '\0')
-        snprintf(st->refused, sizeof st->refused, "%s: %s", fname, why);
+    if (st->refused.text[0])
+        return; /* the first reason stays */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->refused.text, sizeof st->refused.text, fmt, ap);
+    va_end(ap);
+    gm_error_prefix(&st->refused, "%s: ", fname);
 }
 
 static void gman_agg_clear(UDF_INIT *initid, int want_results, const char *fname)
@@ -146,7 +156,7 @@ static void gman_agg_clear(UDF_INIT *initid, int want_results, const char *fname
     if (initid != st->owner) {
         gman_agg_level *lv = gman_agg_level_of(st, initid);
         if (lv == NULL)
-            gman_agg_refuse(st, fname, "more than 16 ROLLUP levels");
+            gman_agg_refuse(st, fname, "more than %d ROLLUP levels", GM_AGG_LEVELS);
         else {
             lv->base = st->totals;
             lv->adds = 0;
@@ -167,17 +177,17 @@ static gm_stream *gman_agg_stream(gman_agg *st, const gm_job *job)
     for (unsigned i = 0; i < st->n; i++)
         if (st->fn_len[i] == job->fn_len && memcmp(st->fn[i], job->fn, job->fn_len) == 0)
             return &st->stream[i];
-    if (st->n == GMAN_AGG_FUNCTIONS) {
-        snprintf(st->err, sizeof st->err, "more than %d function names in one group", GMAN_AGG_FUNCTIONS);
+    if (st->n == GM_AGG_FUNCTIONS) {
+        gm_error_set(&st->err, "more than %d function names in one group", GM_AGG_FUNCTIONS);
         return NULL;
     }
     if ((st->fn[st->n] = malloc(job->fn_len)) == NULL) {
-        snprintf(st->err, sizeof st->err, "out of memory");
+        gm_error_set(&st->err, "out of memory");
         return NULL;
     }
     memcpy(st->fn[st->n], job->fn, job->fn_len);
     st->fn_len[st->n] = job->fn_len;
-    gm_stream_init(&st->stream[st->n], st->want_results);
+    gm_stream_init(&st->stream[st->n], st->cfg, st->want_results);
     return &st->stream[st->n++];
 }
 
@@ -194,10 +204,10 @@ static void gman_agg_add(UDF_INIT *initid, UDF_ARGS *args, unsigned type)
         return;
     }
     st->adds++;
-    if (st->failed || st->refused[0])
+    if (st->failed || st->refused.text[0])
         return;
-    if (gman_job_from_args(args, type, &job, unique, st->err) != GM_OK ||
-        (stream = gman_agg_stream(st, &job)) == NULL || gm_stream_add(stream, &job, st->err) != GM_OK)
+    if (gman_job_from_args(st->cfg, args, type, &job, unique, &st->err) != GM_OK ||
+        (stream = gman_agg_stream(st, &job)) == NULL || gm_stream_add(stream, &job, &st->err) != GM_OK)
         st->failed = 1;
 }
 
@@ -222,11 +232,11 @@ static int gman_agg_settle(gman_agg *st, const char *fname, gman_agg_totals *g)
     g->adds = st->adds;
     for (unsigned i = 0; i < st->n; i++) {
         gm_stream *s = &st->stream[i];
-        if (!st->failed && gm_stream_finish(s, st->err) != GM_OK)
+        if (!st->failed && gm_stream_finish(s, &st->err) != GM_OK)
             st->failed = 1;
         g->sum += s->sum;
         if (!st->failed && (g->sum > INT64_MAX || g->sum < INT64_MIN)) {
-            snprintf(st->err, sizeof st->err, "the sum is out of the BIGINT range");
+            gm_error_set(&st->err, "the sum is out of the BIGINT range");
             st->failed = 1;
         }
         sent += s->sent;
@@ -241,7 +251,7 @@ static int gman_agg_settle(gman_agg *st, const char *fname, gman_agg_totals *g)
     st->totals.sum += g->sum - st->settled.sum;
     st->settled = *g;
     if (st->failed)
-        udf_error_set("%s: %s (%llu of %llu jobs confirmed)", fname, st->err, (unsigned long long)g->created,
+        udf_error_set("%s: %s (%llu of %llu jobs confirmed)", fname, st->err.text, (unsigned long long)g->created,
                       (unsigned long long)sent);
     else if (g->failed)
         udf_error_set("%s: %llu of %llu jobs failed", fname, (unsigned long long)g->failed, (unsigned long long)sent);
@@ -256,8 +266,8 @@ static int gman_agg_value(UDF_INIT *initid, const char *fname, gman_agg_totals *
     gman_agg *st = (gman_agg *)initid->ptr;
     gman_agg_totals g;
     int rc = GM_OK;
-    if (st->refused[0]) {
-        udf_error_set("%s is not supported", st->refused);
+    if (st->refused.text[0]) {
+        udf_error_set("%s is not supported", st->refused.text);
         return GM_ERR;
     }
     if (gman_agg_settle(st, fname, &g) != GM_OK)
@@ -273,7 +283,7 @@ static int gman_agg_value(UDF_INIT *initid, const char *fname, gman_agg_totals *
     }
     gman_agg_level *lv = gman_agg_level_of(st, initid);
     if (lv == NULL) {
-        udf_error_set("%s: more than %d ROLLUP levels", fname, GMAN_AGG_LEVELS);
+        udf_error_set("%s: more than %d ROLLUP levels", fname, GM_AGG_LEVELS);
         return GM_ERR;
     }
     const gman_agg_totals *t = &st->totals, *b = &lv->base;

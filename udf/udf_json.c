@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gm_limits.h"
 #include "json_buf.h"
 #include "udf_error.h"
 #include "udf_host.h"
@@ -182,7 +183,7 @@ static my_bool json_udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, en
     }
     initid->ptr = (char *)st;
     initid->maybe_null = 1;
-    initid->max_length = 16777216; /* results of any size: a MEDIUMTEXT-or-larger column */
+    initid->max_length = GM_RESULT_LENGTH; /* results of any size: a MEDIUMTEXT-or-larger column */
     initid->const_item = 0;
     udf_host_result_utf8mb4(initid); /* MySQL: JSON text, not a binary string */
     return 0;

@@ -11,19 +11,20 @@ CDEF = """
 typedef struct gm_conn gm_conn;
 typedef struct { const char *p; size_t len; } gm_slice;
 typedef struct { int magic; unsigned type; size_t size; unsigned nargs; gm_slice arg[5]; } gm_packet;
-typedef struct { int kind; char unique[64]; char why[256]; } gm_reply;
+typedef struct { char text[256]; } gm_error;
+typedef struct { int kind; char unique[64]; gm_error why; } gm_reply;
 typedef struct { char *buf; size_t pos, len, cap; unsigned count; int64_t progress_us; } gm_jobq;
-typedef int (*gm_pipe_handler)(void *ctx, const gm_packet *pkt, const gm_reply *r, char *err);
+typedef int (*gm_pipe_handler)(void *ctx, const gm_packet *pkt, const gm_reply *r, gm_error *e);
 
 int64_t gm_now_us(void);
-gm_conn *gm_conn_open(const void *addr, unsigned addrlen, int timeout_ms, char *err);
+gm_conn *gm_conn_open(const void *addr, unsigned addrlen, int timeout_ms, gm_error *e);
 void gm_conn_close(gm_conn *c);
-int gm_conn_flush(gm_conn *c, int64_t deadline, char *err);
-int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, char *err);
+int gm_conn_flush(gm_conn *c, int64_t deadline, gm_error *e);
+int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, gm_error *e);
 unsigned gm_pipe_count(const gm_conn *c);
 size_t gm_pipe_bytes(const gm_conn *c);
 int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
-                 char *err);
+                 gm_error *e);
 void gm_pipeline_stats(char *out, size_t len);
 
 int gm_jobq_push(gm_jobq *q, const char *p, size_t len);
@@ -60,40 +61,40 @@ class Peer:
     def connect(self):
         port = self.listener.getsockname()[1]
         addr = ffi.new("char[16]", b"\x02\x00" + struct.pack(">H", port) + bytes([127, 0, 0, 1]) + b"\0" * 8)
-        err = ffi.new("char[]", 256)
+        err = ffi.new("gm_error *")
         c = lib.gm_conn_open(addr, 16, 2000, err)
-        assert c != ffi.NULL, ffi.string(err)
+        assert c != ffi.NULL, ffi.string(err.text)
         sock, _ = self.listener.accept()
         sock.settimeout(5)
         return c, sock
 
 
 def send_jobs(c, uniques):
-    err = ffi.new("char[]", 256)
+    err = ffi.new("gm_error *")
     keep = []
     for u in uniques:
         parts = [b"fn", u, b"workload of " + u]
         keep += [ffi.new("char[]", p) for p in parts]
         args = ffi.new("gm_slice[3]", [(keep[-3 + i], len(p)) for i, p in enumerate(parts)])
-        assert lib.gm_pipe_send_job(c, SUBMIT_JOB_BG, args, 3, err) == 0, ffi.string(err)
-    assert lib.gm_conn_flush(c, lib.gm_now_us() + 2_000_000, err) == 0, ffi.string(err)
+        assert lib.gm_pipe_send_job(c, SUBMIT_JOB_BG, args, 3, err) == 0, ffi.string(err.text)
+    assert lib.gm_conn_flush(c, lib.gm_now_us() + 2_000_000, err) == 0, ffi.string(err.text)
 
 
 def read_all(c, want):
     """Read replies until `want` were handed to the handler; returns them as (kind, unique, why)."""
     seen = []
 
-    @ffi.callback("int(void *, const gm_packet *, const gm_reply *, char *)")
+    @ffi.callback("int(void *, const gm_packet *, const gm_reply *, gm_error *)")
     def handler(ctx, pkt, r, err):
-        seen.append((r.kind, ffi.string(r.unique), ffi.string(r.why).decode()))
+        seen.append((r.kind, ffi.string(r.unique), ffi.string(r.why.text).decode()))
         return 0
 
-    err = ffi.new("char[]", 256)
+    err = ffi.new("gm_error *")
     nread = ffi.new("unsigned *")
     while len(seen) < want:
         rc = lib.gm_pipe_read(c, 1 << 20, lib.gm_now_us() + 2_000_000, handler, ffi.NULL, nread, err)
         if rc != 0:
-            return seen, ffi.string(err).decode()
+            return seen, ffi.string(err.text).decode()
     return seen, None
 
 

@@ -31,7 +31,10 @@ def _cdef_from_header(text):
     return consts + body
 
 
-CDEF = _cdef_from_header((cbuild.UDF / "gm_proto.h").read_text())
+# GM_OK and GM_ERR come from gm_error.h: its integer #defines only (its struct is not needed here).
+_RETURN_CODES = "".join(line + "\n" for line in (cbuild.UDF / "gm_error.h").read_text().splitlines()
+                        if re.match(r"#define GM_(OK|ERR) ", line))
+CDEF = _cdef_from_header(_RETURN_CODES + (cbuild.UDF / "gm_proto.h").read_text())
 ffi, lib = cbuild.load("gm_proto", CDEF)
 ffi.cdef("void *malloc(size_t); void free(void *);")
 _libc = ffi.dlopen(None)  # the global scope: ASan's malloc when it is preloaded

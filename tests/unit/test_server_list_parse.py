@@ -1,4 +1,4 @@
-"""Server lists: gm_servers_parse and gm_servers_set (udf/gm_servers.c) called directly through
+"""Server lists: gm_servers_parse and gm_servers_set (udf/gm_routes.c, udf/gm_servers.c) called directly through
 cffi (through SQL: tests/integration/test_server_list_sql.py).
 
 They keep a process-wide registry of the host:port entries in use, 64 at most, each
@@ -14,6 +14,8 @@ from tests.support import cbuild
 from tests.support.gearman import RESOLVER_BOUND_S
 
 CDEF = """
+typedef struct gm_error { char text[256]; } gm_error;
+typedef struct gm_config gm_config;
 typedef struct gm_server gm_server;
 typedef struct gm_route {
     char *function;
@@ -21,10 +23,11 @@ typedef struct gm_route {
     unsigned n;
     gm_server *servers[16];
 } gm_route;
-int gm_servers_parse(const char *list, size_t len, gm_route *route, char *err);
+const gm_config *gm_settings(gm_error *e);
+int gm_servers_parse(const char *list, size_t len, gm_route *route, gm_error *e);
 void gm_route_clear(gm_route *route);
-int gm_servers_set(const char *list, size_t len, const char *function, size_t flen, char *out, size_t outlen,
-                   char *err);
+int gm_servers_set(const gm_config *cfg, const char *list, size_t len, const char *function, size_t flen, char *out,
+                   size_t outlen, gm_error *e);
 void free(void *);
 """
 ffi, lib = cbuild.load("gm_servers", CDEF)
@@ -39,7 +42,7 @@ def parse(text, library=None, keep=None):
     data = text.encode() if isinstance(text, str) else text
     buf = ffi.new("char[]", data) if data else ffi.NULL  # exact bytes, NUL bytes and all
     route = ffi.new("gm_route *")
-    err = ffi.new("char[]", ERRLEN)
+    err = ffi.new("gm_error *")
     rc = lib.gm_servers_parse(buf, len(data), route, err)
     out = ffi.string(route.text).decode() if route.text != ffi.NULL else None
     if rc == 0:
@@ -54,7 +57,7 @@ def parse(text, library=None, keep=None):
         return out, None
     assert rc == -1
     assert route.n == 0 and route.text == ffi.NULL  # a refused list holds nothing
-    message = ffi.string(err).decode()
+    message = ffi.string(err.text).decode()
     assert 0 < len(message) < ERRLEN
     return None, message
 
@@ -175,10 +178,12 @@ def test_refused_lists_take_no_registry_slots():
 
 def servers_set(library, text, function):
     ffi, lib = library
-    out, err = ffi.new("char[]", 4800), ffi.new("char[]", ERRLEN)
+    out, err = ffi.new("char[]", 4800), ffi.new("gm_error *")
     f = function.encode() if function is not None else ffi.NULL
-    rc = lib.gm_servers_set(text.encode(), len(text), f, len(function or ""), out, 4800, err)
-    return (ffi.string(out).decode(), None) if rc == 0 else (None, ffi.string(err).decode())
+    cfg = lib.gm_settings(err)
+    assert cfg != ffi.NULL, ffi.string(err.text)
+    rc = lib.gm_servers_set(cfg, text.encode(), len(text), f, len(function or ""), out, 4800, err)
+    return (ffi.string(out).decode(), None) if rc == 0 else (None, ffi.string(err.text).decode())
 
 
 def test_gm_servers_set_refuses_the_65th_function_list_and_changes_nothing(monkeypatch):
