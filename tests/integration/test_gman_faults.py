@@ -339,6 +339,28 @@ def test_bulk_background_to_a_frozen_gearmand_fails_within_io_timeout(sql, fresh
     assert elapsed < 1.5, elapsed
 
 
+@pytest.mark.parametrize("fault", [signal.SIGSTOP, signal.SIGKILL], ids=["frozen", "killed"])
+def test_bulk_background_moves_to_the_next_gearmand(sql, fresh_gearmand, fault):
+    """A stream whose first server froze or died before it answered any job of the burst sends
+    the burst to the next server of the list, as a single call fails over: every row reaches a
+    live server. (It returned NULL after io_timeout_ms, and a retry of the statement sent the
+    rows the first server had confirmed again.)"""
+    a, b = fresh_gearmand(), fresh_gearmand()
+    fn = fname("bulkmoves")
+    sql.servers_set(a, b, function=fn)
+    assert sql.one("SELECT gman_bulk_background(%s, seq) FROM seq_1_to_10", (fn,)) == 10  # a pooled
+    assert (queued(a, fn), queued(b, fn)) == (10, 0)
+    a.kill(fault)
+    try:
+        got = sql.one("SELECT gman_bulk_background(%s, seq) FROM seq_1_to_2000", (fn,))
+        assert got == 2000, sql.last_error()
+        assert queued(b, fn) == 2000  # each row once on the live server
+    finally:
+        if fault == signal.SIGSTOP:
+            a.kill(signal.SIGCONT)
+            a.kill(signal.SIGKILL)  # throwaway (see above): a thawed gearmand may ignore SIGTERM
+
+
 def test_bulk_background_fails_cleanly_when_gearmand_dies(sql, fresh_gearmand):
     g = fresh_gearmand()
     fn = fname("bulkdies")
