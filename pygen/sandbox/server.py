@@ -174,7 +174,7 @@ class Server(Managed):
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def logtail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         parts = [f"--- {p}\n{tail(p, lines)}" for p in (self.log_path, self.out_path) if p.exists()]
         return "\n".join(parts) or "(no log written)"
 
@@ -226,7 +226,7 @@ class Server(Managed):
 
     def _fail(self, what: str):
         raise ServerError(f"{self.name} on {self.host}:{self.port} (pid {self.pid}) {what}\n"
-                          f"command: {' '.join(self._command())}\n{self.logtail()}")
+                          f"command: {' '.join(self._command())}\n{self.log_tail()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send `sig` (SIGSTOP, SIGCONT, SIGKILL...) to the process; SIGKILL also reaps it."""
