@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "gm_error.h"
+#include "gm_grow.h"
 
 static size_t gm_handles_hash(const char *p, size_t len)
 {
@@ -59,16 +60,8 @@ int gm_handles_add(gm_handles *h, const char *p, size_t len)
     size_t *s = gm_handles_find(h, p, len);
     if (*s)
         return GM_OK; /* already known */
-    if (h->acap - h->alen < len + 2) {
-        size_t cap = h->acap ? h->acap * 2 : 4096;
-        while (cap - h->alen < len + 2)
-            cap *= 2;
-        char *a = realloc(h->arena, cap);
-        if (a == NULL)
-            return GM_ERR;
-        h->arena = a;
-        h->acap = cap;
-    }
+    if (gm_grow(&h->arena, &h->acap, h->alen + len + 2, 4096, SIZE_MAX / 2) != GM_OK)
+        return GM_ERR;
     unsigned char *e = (unsigned char *)h->arena + h->alen;
     e[0] = 0;
     e[1] = (unsigned char)len;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gm_conn.h" /* gm_now_us */
+#include "gm_grow.h"
 
 size_t gm_jobq_packet_len(const char *p)
 {
@@ -25,15 +26,7 @@ static int gm_jobq_room(gm_jobq *q, size_t extra)
         return GM_OK;
     if (extra > SIZE_MAX / 2 - q->len)
         return GM_ERR;
-    size_t want = q->len + extra, ncap = q->cap ? q->cap : 1024;
-    while (ncap < want)
-        ncap *= 2;
-    char *p = realloc(q->buf, ncap);
-    if (p == NULL)
-        return GM_ERR;
-    q->buf = p;
-    q->cap = ncap;
-    return GM_OK;
+    return gm_grow(&q->buf, &q->cap, q->len + extra, 1024, SIZE_MAX / 2);
 }
 
 int gm_jobq_push(gm_jobq *q, const char *p, size_t len)

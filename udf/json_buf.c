@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gm_grow.h"
+
 static int json_buf_fail(json_buf *b, const char *why)
 {
     b->err = why;
@@ -37,15 +39,8 @@ int json_buf_reserve(json_buf *b, size_t extra)
         return GM_OK;
     if (extra > JSON_BUF_MAX - b->len)
         return json_buf_fail(b, "result larger than 1 GiB");
-    size_t want = b->len + extra;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < want)
-        cap = cap > JSON_BUF_MAX / 2 ? JSON_BUF_MAX : cap * 2;
-    char *p = realloc(b->p, cap);
-    if (p == NULL)
+    if (gm_grow(&b->p, &b->cap, b->len + extra, 256, JSON_BUF_MAX) != GM_OK)
         return json_buf_fail(b, "out of memory");
-    b->p = p;
-    b->cap = cap;
     return GM_OK;
 }
 
