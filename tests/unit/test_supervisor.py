@@ -9,7 +9,7 @@ import pytest
 
 from pygen.sync import supervisor
 from pygen.sync.metrics import SLOT, Stats
-from worker_fakes import config_for
+from tests.support.worker_fakes import config_for
 
 
 @pytest.fixture(autouse=True)

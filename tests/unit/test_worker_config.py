@@ -3,7 +3,7 @@ anything starts, and what the loop is given."""
 import pytest
 
 from pygen.sync import plan
-from worker_fakes import TABLE, config_for
+from tests.support.worker_fakes import TABLE, config_for
 
 
 @pytest.mark.parametrize("argv, tables, message", [

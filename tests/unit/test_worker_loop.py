@@ -1,5 +1,5 @@
 """The worker loop (pygen/sync/worker.py Runner, with committed mode's half in
-pygen/sync/committed_loop.py) over fakes of gearmand, Redis and MySQL (worker_fakes.py): batches,
+pygen/sync/committed_loop.py) over fakes of gearmand, Redis and MySQL (tests/support/worker_fakes.py): batches,
 refusals, a Redis or MySQL outage, and what a stop leaves to gearmand. What committed mode
 decides for a row is tested apart (the decision's own tests); here only how the loop carries a
 job through it: at least once, and never answered before Redis acknowledged its write."""
@@ -11,7 +11,7 @@ from pygen.sync.committed import CommittedReader, Gone
 from pygen.sync.metrics import Stats
 from pygen.sync.redis_writer import RedisWriter
 from pygen.sync.worker_cli import build_runner
-from worker_fakes import TABLE, FakeReader, FakeRedis, config_for, count, make_runner, run_jobs
+from tests.support.worker_fakes import TABLE, FakeReader, FakeRedis, config_for, count, make_runner, run_jobs
 
 COMMITTED = ("--consistency", "committed", "--mysql", "mysql://u@h/db", "--waiters", "0")
 

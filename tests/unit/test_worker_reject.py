@@ -1,7 +1,7 @@
 """Bad jobs never stop the worker (issue 7, sections 3 and 4): the parse and plan path refuses
 them (WORK_FAIL, counted as refused) and the loop goes on; and the allow-list of tables and
 the future-version limit. The loop (pygen/sync/worker.py Runner) runs against fakes of gearmand
-and Redis here (worker_fakes.py)."""
+and Redis here (tests/support/worker_fakes.py)."""
 import base64
 import json
 import time
@@ -15,7 +15,7 @@ from pygen.sync import plan, schema, triggers, worker, worker_cli
 from pygen.sync.metrics import Stats
 from pygen.sync.payload import MAX_VERSION, PayloadError, parse
 from pygen.sync.plan import PlanError
-from worker_fakes import TABLE, FakeGearman, FakeReader, FakeRedis, config_for, count, run_jobs
+from tests.support.worker_fakes import TABLE, FakeGearman, FakeReader, FakeRedis, config_for, count, run_jobs
 
 NOW_US = time.time_ns() // 1000
 
