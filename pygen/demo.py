@@ -105,38 +105,11 @@ def _queued(gm):
 
 
 def run(args) -> int:
-    seconds, rate = args.seconds, args.rate
     with contextlib.ExitStack() as stack:
         _say("== gman-udf demo: MySQL -> Gearman -> Redis on throwaway servers ==")
-        plugin_dir = Path(tempfile.mkdtemp(prefix="gman-demo-plugin-"))
-        stack.callback(shutil.rmtree, plugin_dir, True)
-        library = library_path()
-        gm = stack.enter_context(Gearmand())
-        rd = stack.enter_context(Redis())
-        # The server list lives in gman_udf.cnf next to the library, locked against SQL users.
-        (plugin_dir / "gman_udf.cnf").write_text(f"servers = {gm.address}\nlock = 1\n")
-        db = stack.enter_context(MariaDB(plugin_dir=plugin_dir))
-        _say(f"started MariaDB {db.version} on {db.host}:{db.port}, gearmand on {gm.address}, Redis on {rd.url}")
-
+        db, gm, rd = _start_servers(stack)
         conn = db.connect()
-        rep = install.install(conn, library, local=True)
-        _say(f"installed {library.name} into {rep.plugin_dir}: {len(rep.registered)} functions")
-        cur = conn.cursor()
-        cur.execute("CREATE DATABASE demo")
-        cur.execute("USE demo")
-        cur.execute(f"CREATE TABLE {TABLE} (id INT PRIMARY KEY, volume DECIMAL(20,4), name VARCHAR(100),"
-                    " note TEXT CHARACTER SET latin1)")
-        cur.execute(f"INSERT INTO {TABLE} SELECT seq, seq * 1.5, CONCAT('item ', seq), 'café' FROM seq_1_to_1000")
-        cur.execute(f"SELECT udf_json_object(id, volume, name, note) FROM {TABLE} WHERE id <= 3")
-        for (doc,) in cur.fetchall():
-            _say(f"  udf_json_object(id, volume, name, note) -> {doc.decode()}")
-        _say("  (note is a latin1 column: its bytes are not UTF-8, so they travel as $base64;"
-             " generated triggers send CONVERT(note USING utf8mb4) instead)")
-
-        t = schema.read_schema(conn, TABLE)
-        names = triggers.apply(conn, t)
-        _say(f"created triggers {', '.join(names)} (gman-udf trigger --table {TABLE} --apply)")
-
+        _install_and_show(conn)
         dsn = f"mysql://root@localhost/demo?socket={db.socket}"
         worker = subprocess.Popen(_cli("worker", "--gearman", gm.address, "--redis", rd.url,
                                        "--consistency", "committed", "--mysql", dsn, "--log-level", "WARNING"))
@@ -144,38 +117,8 @@ def run(args) -> int:
         proc = subprocess.run(_cli("load", "--table", TABLE, "--redis", rd.url, "-S", db.socket, "-u", "root"),
                               capture_output=True, text=True)
         _say(f"initial load: {(proc.stdout or proc.stderr).strip()}")
-
         redis = rd.client()
-        stream = Stream(db, rate, seconds)
-        probe_stop = threading.Event()
-        probe = LagProbe(db, redis, probe_stop)
-        stack.callback(probe_stop.set)
-        _say(f"streaming INSERT/UPDATE/DELETE for {seconds} s at ~{rate}/s (worker in committed mode) ...")
-        stream.start()
-        probe.start()
-        # One transaction that is rolled back: its job is queued by the trigger, but the
-        # committed-mode worker never lets its value into Redis.
-        cur.execute("START TRANSACTION")
-        cur.execute(f"UPDATE {TABLE} SET name = 'ROLLED BACK' WHERE id = 1")
-        time.sleep(0.3)
-        cur.execute("ROLLBACK")
-        last, start = 0, time.monotonic()
-        while stream.is_alive():
-            stream.join(1.0)
-            done = sum(stream.counts.values())
-            lag = f"{statistics.median(probe.lags):.1f} ms" if probe.lags else "-"
-            _say(f"  t={time.monotonic() - start:4.1f}s  changes {done:6d} ({done - last:4d}/s)  "
-                 f"jobs waiting {_queued(gm):5d}  Redis keys {redis.dbsize():6d}  commit->Redis p50 {lag}")
-            last = done
-        if stream.error:
-            raise stream.error
-        deadline = time.monotonic() + 30
-        while _queued(gm) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-        probe_stop.set()
-        probe.join()
-        lags = sorted(probe.lags)
+        lags = _stream_changes(stack, conn, db, gm, redis, args.rate, args.seconds)
         if lags:
             p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
             _say(f"commit -> visible in Redis over {len(lags)} probe updates: "
@@ -189,6 +132,74 @@ def run(args) -> int:
         _say("== in sync ==" if ok else "== NOT in sync ==")
         _say("stopping the worker, Redis, gearmand and MariaDB")
         return 0 if ok else 1
+
+
+def _start_servers(stack):
+    plugin_dir = Path(tempfile.mkdtemp(prefix="gman-demo-plugin-"))
+    stack.callback(shutil.rmtree, plugin_dir, True)
+    gm = stack.enter_context(Gearmand())
+    rd = stack.enter_context(Redis())
+    # The server list lives in gman_udf.cnf next to the library, locked against SQL users.
+    (plugin_dir / "gman_udf.cnf").write_text(f"servers = {gm.address}\nlock = 1\n")
+    db = stack.enter_context(MariaDB(plugin_dir=plugin_dir))
+    _say(f"started MariaDB {db.version} on {db.host}:{db.port}, gearmand on {gm.address}, Redis on {rd.url}")
+    return db, gm, rd
+
+
+def _install_and_show(conn) -> None:
+    """The plugin installed, the demo table with its rows and triggers, a few rows as JSON."""
+    library = library_path()
+    rep = install.install(conn, library, local=True)
+    _say(f"installed {library.name} into {rep.plugin_dir}: {len(rep.registered)} functions")
+    cur = conn.cursor()
+    cur.execute("CREATE DATABASE demo")
+    cur.execute("USE demo")
+    cur.execute(f"CREATE TABLE {TABLE} (id INT PRIMARY KEY, volume DECIMAL(20,4), name VARCHAR(100),"
+                " note TEXT CHARACTER SET latin1)")
+    cur.execute(f"INSERT INTO {TABLE} SELECT seq, seq * 1.5, CONCAT('item ', seq), 'café' FROM seq_1_to_1000")
+    cur.execute(f"SELECT udf_json_object(id, volume, name, note) FROM {TABLE} WHERE id <= 3")
+    for (doc,) in cur.fetchall():
+        _say(f"  udf_json_object(id, volume, name, note) -> {doc.decode()}")
+    _say("  (note is a latin1 column: its bytes are not UTF-8, so they travel as $base64;"
+         " generated triggers send CONVERT(note USING utf8mb4) instead)")
+    t = schema.read_schema(conn, TABLE)
+    names = triggers.apply(conn, t)
+    _say(f"created triggers {', '.join(names)} (gman-udf trigger --table {TABLE} --apply)")
+
+
+def _stream_changes(stack, conn, db, gm, redis, rate, seconds):
+    """Changes streamed for `seconds`, one rolled back, until the queue is drained: the probe's
+    commit -> Redis lags (ms), sorted."""
+    stream = Stream(db, rate, seconds)
+    probe_stop = threading.Event()
+    probe = LagProbe(db, redis, probe_stop)
+    stack.callback(probe_stop.set)
+    _say(f"streaming INSERT/UPDATE/DELETE for {seconds} s at ~{rate}/s (worker in committed mode) ...")
+    stream.start()
+    probe.start()
+    # One transaction that is rolled back: its job is queued by the trigger, but the
+    # committed-mode worker never lets its value into Redis.
+    cur = conn.cursor()
+    cur.execute("START TRANSACTION")
+    cur.execute(f"UPDATE {TABLE} SET name = 'ROLLED BACK' WHERE id = 1")
+    time.sleep(0.3)
+    cur.execute("ROLLBACK")
+    last, start = 0, time.monotonic()
+    while stream.is_alive():
+        stream.join(1.0)
+        done = sum(stream.counts.values())
+        lag = f"{statistics.median(probe.lags):.1f} ms" if probe.lags else "-"
+        _say(f"  t={time.monotonic() - start:4.1f}s  changes {done:6d} ({done - last:4d}/s)  "
+             f"jobs waiting {_queued(gm):5d}  Redis keys {redis.dbsize():6d}  commit->Redis p50 {lag}")
+        last = done
+    if stream.error:
+        raise stream.error
+    deadline = time.monotonic() + 30
+    while _queued(gm) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    probe_stop.set()
+    probe.join()
+    return sorted(probe.lags)
 
 
 def _stop(proc):
