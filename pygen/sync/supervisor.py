@@ -49,9 +49,13 @@ def _start_reporting(config, array, slots, stop) -> None:
                          name="stats", daemon=True).start()
 
 
-def _child(config, make_runner, array, slot) -> None:
+STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _child(config, make_runner, array, slot, mask) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one that came since the fork ends us now
     code = 1
     try:
         runner = make_runner(config, Stats(array, slot))
@@ -70,10 +74,18 @@ def _supervise(config, make_runner, array, slots, stop) -> int:
     children: Dict[int, int] = {}  # pid -> slot
 
     def spawn(slot):
-        pid = os.fork()
-        if pid == 0:
-            _child(config, make_runner, array, slot)
-        children[pid] = slot
+        # Blocked over the fork: the child would run the inherited forward() (and not stop),
+        # and here the new pid would be missed by a forward() before it is recorded.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(config, make_runner, array, slot, mask)
+            children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if stop.is_set():  # a signal taken by another thread (unblocked there) ran forward() meanwhile
+            os.kill(pid, signal.SIGTERM)
 
     def forward(*_):
         stop.set()
@@ -83,7 +95,7 @@ def _supervise(config, make_runner, array, slots, stop) -> int:
             except ProcessLookupError:
                 pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOPS:
         signal.signal(sig, forward)
     for slot in range(slots):
         spawn(slot)

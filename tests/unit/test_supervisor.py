@@ -76,3 +76,68 @@ def test_processes_are_forked_restarted_and_stopped_together(tmp_path, dies):
     threading.Thread(target=stop_when_all_run, daemon=True).start()
     assert supervisor.run(config_for("--processes", "2"), make_runner) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == (["0.0", "1.0", "1.1"] if dies == 1 else ["0.0", "1.0"])
+
+
+def fork_hooked(monkeypatch, hook):
+    """supervisor's os.fork, calling hook(n, pid) just after the n-th fork returns (in both processes)."""
+    real, forks = os.fork, []
+
+    def fork():
+        forks.append(None)
+        pid = real()
+        hook(len(forks), pid)
+        return pid
+
+    monkeypatch.setattr(supervisor.os, "fork", fork)
+
+
+def run_timed(tmp_path):
+    started = time.monotonic()
+    code = supervisor.run(config_for("--processes", "2"), lambda config, stats: FakeLoop(stats, tmp_path))
+    return code, time.monotonic() - started  # a child never stopped: FakeLoop's 20 s, then 9
+
+
+def test_a_sigterm_right_after_the_fork_reaches_the_new_child(tmp_path, monkeypatch):
+    def hook(n, pid):
+        if n == 2 and pid:  # here, before the supervisor has recorded the second child
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    fork_hooked(monkeypatch, hook)
+    code, seconds = run_timed(tmp_path)
+    assert code == 0 and seconds < 10
+
+
+def test_a_sigterm_another_thread_takes_right_after_the_fork_reaches_the_new_child(tmp_path, monkeypatch):
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)  # started before: SIGTERM not blocked there
+    other.start()
+
+    def hook(n, pid):
+        if n == 2 and pid:
+            signal.pthread_kill(other.ident, signal.SIGTERM)
+            time.sleep(0.3)  # its handler runs here, at the first bytecode after the sleep
+
+    fork_hooked(monkeypatch, hook)
+    code, seconds = run_timed(tmp_path)
+    idle.set()
+    assert code == 0 and seconds < 10
+
+
+def test_a_sigterm_to_a_child_before_its_handlers_are_reset_ends_it(tmp_path, monkeypatch, caplog):
+    def hook(n, pid):
+        if n == 2 and not pid:  # in the second child, still with the supervisor's forward()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop_when_all_run():
+        wait_for(tmp_path / "0.0")
+        wait_for(tmp_path / "1.0")
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    fork_hooked(monkeypatch, hook)
+    threading.Thread(target=stop_when_all_run, daemon=True).start()
+    code, seconds = run_timed(tmp_path)
+    assert code == 0 and seconds < 10
+    # it died of the signal and was restarted; its sibling was not stopped by it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.0", "1.0"]
+    assert "worker process 1 (pid" in caplog.text and f"exited with -{int(signal.SIGTERM)}; restarting" in caplog.text
