@@ -60,7 +60,10 @@ class Fake:
                         if type_ == Type.ECHO_REQ and reply is None:  # every server answers it
                             reply = encode(RES, Type.ECHO_RES, args[0])
                     if reply:
-                        conn.sendall(reply)
+                        try:
+                            conn.sendall(reply)
+                        except OSError:  # the client dropped the link (BrokenPipe, reset): as a real server
+                            return
 
     def count(self, type_):
         with self.lock:
