@@ -60,7 +60,7 @@ def cpu_seconds(pid):
 def one_pass(db, redis, rate):
     """(pass seconds, rows, mariadbd CPU seconds, this process's CPU seconds) of one pass."""
     opts = mysql.ConnOptions.from_dsn(f"mysql://root@localhost/{DB}?socket={db.socket}")
-    rec = reconcile.Reconciler([f"{DB}.t"], opts.connect, redis, rate=rate, interval=0)
+    rec = reconcile.Reconciler([f"{DB}.t"], opts.connect, lambda: redis, rate=rate, interval=0)
     mysql_cpu, own_cpu = cpu_seconds(db.pid), time.process_time()
     rec.run(1)
     return (rec.metrics.get("pass_seconds", f"{DB}.t"), rec.metrics.get("rows_checked_total", f"{DB}.t"),

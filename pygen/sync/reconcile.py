@@ -198,12 +198,15 @@ class Pass:
 
 class Reconciler:
     """Passes over `tables` until stop is set. connect() returns a new MySQL connection;
-    redis: a redis-py client (redis_writer.redis_client)."""
+    connect_redis() returns the redis-py client (redis_writer.redis_client), called at the
+    first step until it gives one: a cluster client reaches a node when made, and a cluster
+    away at the start is an outage like any other."""
 
-    def __init__(self, tables: List[str], connect, redis, options: plan_mod.Options = plan_mod.Options(),
+    def __init__(self, tables: List[str], connect, connect_redis, options: plan_mod.Options = plan_mod.Options(),
                  rate: float = DEFAULT_RATE, interval: float = DEFAULT_INTERVAL, function: str = "syncToRedis",
                  metrics: Optional[Metrics] = None, stop: Optional[threading.Event] = None):
-        self.tables, self.connect, self.redis, self.options = tables, connect, redis, options
+        self.tables, self.connect, self.connect_redis, self.options = tables, connect, connect_redis, options
+        self.redis = None  # the client, once connect_redis() gave one
         self.interval, self.function = interval, function
         self.chunk = chunk_size(rate)
         self.bucket = TokenBucket(rate, self.chunk)
@@ -300,6 +303,8 @@ class Reconciler:
         if p.schema is None:
             p.schema = self._schema(conn, p.table)
         t = p.schema
+        if self.redis is None:
+            self.redis = self.connect_redis()
         repairer = Repairer(t, self.redis, conn, self.options)
         if p.since is None:
             p.since = repairer.stamp()

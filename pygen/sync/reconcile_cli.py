@@ -14,7 +14,7 @@ from pygen import mysql
 from pygen.sync.metrics import add_service_arguments
 from pygen.sync import plan as plan_mod
 from pygen.sync import triggers
-from pygen.sync.redis_writer import redis_client
+from pygen.sync.redis_writer import redis_client, redis_target
 from pygen.sync.reconcile import DEFAULT_INTERVAL, DEFAULT_RATE, LOCK_WAIT, Metrics, Reconciler, log
 
 def mysql_connector(dsn: str, timeout: float):
@@ -42,7 +42,7 @@ def start_in_worker(config, stop: threading.Event) -> Optional[Metrics]:
     if not config.mysql or not tables:
         raise ValueError("--reconcile needs --mysql DSN and table names")
     rec = Reconciler(tables, mysql_connector(config.mysql, config.timeout),
-                     redis_client(config.redis, config.redis_cluster, config.timeout), config.options,
+                     lambda: redis_client(config.redis, config.redis_cluster, config.timeout), config.options,
                      config.reconcile_rate, config.reconcile_interval, config.function, stop=stop)
     threading.Thread(target=rec.run, name="reconcile", daemon=True).start()
     return rec.metrics
@@ -85,6 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from redis.connection import parse_url
     from pygen.sync.metrics import serve_metrics
     if not logging.getLogger().handlers:
         logging.basicConfig(level=getattr(logging, args.log_level),
@@ -96,12 +97,13 @@ def run(args) -> int:
                                    tombstone_ttl=args.tombstone_ttl)
         if args.interval < 0 or args.timeout <= 0:
             raise ValueError("--interval must be >= 0 and --timeout > 0")
-        redis = redis_client(args.redis, False, args.timeout)
+        parse_url(redis_target(args.redis)[1])  # a bad URL now; the client is made at the first step
     except ValueError as e:
         print(f"gman-udf reconcile: {e}", file=sys.stderr)
         return 2
     metrics = Metrics()
-    rec = Reconciler(args.table, mysql_connector(args.mysql, args.timeout), redis, options, args.rate,
+    rec = Reconciler(args.table, mysql_connector(args.mysql, args.timeout),
+                     lambda: redis_client(args.redis, False, args.timeout), options, args.rate,
                      args.interval, args.function, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: rec.stop.set())
@@ -110,5 +112,6 @@ def run(args) -> int:
     log.info("reconciling %s at %s rows/s, a round at most every %.0f s", ", ".join(args.table),
              "max" if math.isinf(args.rate) else f"{args.rate:.0f}", args.interval)
     left = rec.run(1 if args.once else None)
-    redis.close()
+    if rec.redis is not None:
+        rec.redis.close()
     return 1 if args.once and left else 0

@@ -135,7 +135,8 @@ def _with_mysql(command: str, args, body) -> int:
         with contextlib.ExitStack() as stack:
             conn = stack.enter_context(contextlib.closing(opts.connect()))
             return body(conn, lambda: stack.enter_context(contextlib.closing(opts.connect())))
-    except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError) as e:
+    except (schema.SchemaError, ValueError, RuntimeError, MySQLdb.MySQLError, redislib.RedisError,
+            redislib.exceptions.RedisClusterException) as e:  # the latter: no cluster node reachable
         return triggers.fail(command, e)
 
 

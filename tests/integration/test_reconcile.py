@@ -305,3 +305,13 @@ def test_a_chunk_reads_only_its_rows(server):
     assert len(got) == 500 and got[0][2:4] == (3, 10006)
     assert read <= 600, read
     conn.close()
+
+
+def test_a_cluster_away_at_the_start_is_an_outage(server, tmp_path):
+    # the cluster client reaches a node when made: made at the first step, retried like any outage
+    table = make_table(server, 10)
+    with reconciler(server, f"redis+cluster://127.0.0.1:{free_port()}", table, "--interval", 0.2, "--timeout", 1,
+                    log=tmp_path / "rec.log") as (proc, port):
+        wait_for(lambda: metrics(port).get(("errors_total", None), 0) >= 2, 30, "Redis errors")
+        assert proc.poll() is None
+    assert "RedisClusterException: Redis Cluster cannot be connected" in (tmp_path / "rec.log").read_text()

@@ -207,6 +207,10 @@ def test_errors_are_one_line(server, redis_server, items, capsys):
     assert cli.main(["verify", "--table", items, "--redis", "redis://127.0.0.1:1/0", *conn_args(server)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gman-udf verify: ") and "Traceback" not in err
+    for command in ("verify", "load"):  # a Redis Cluster no node of which answers
+        assert cli.main([command, "--table", items, "--redis", "redis+cluster://127.0.0.1:1", *conn_args(server)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gman-udf {command}: ") and "Redis Cluster cannot be connected" in err, err
 
 
 FORGED = 9999999999999999  # a forged job's "v": above any gman_stamp() until the year 2286
