@@ -9,6 +9,8 @@ call the client still cannot place goes one write at a time (a slot half migrate
 TRYAGAIN to a call whose keys are on both sides). A connection that fails (a master gone in a
 failover) raises: the caller retries the batch, and the next batch first reloads the map.
 Every write is guarded (or idempotent): a batch sent twice, or half, changes nothing.
+each() sends one call per write the same way, for the repairs of verify, load and reconcile
+(pygen/sync/repair.py), which report each write skipped as stale.
 """
 from __future__ import annotations
 
@@ -30,17 +32,21 @@ def _same_slot(w: plan.Write, slot: int) -> bool:
     return slot_of(w.version_key) == slot
 
 
+def _slot(w: plan.Write) -> int:
+    """The write's slot; a write whose version key is in another slot than its key (not one
+    named by plan.version_key()) raises plan.PlanError: no single script could guard it."""
+    slot = slot_of(w.key)
+    if w.version is not None and not _same_slot(w, slot):
+        raise plan.PlanError(f"key {w.key!r:.80} and its version key {w.version_key!r:.80} are in "
+                             "different cluster slots")
+    return slot
+
+
 def slot_groups(writes: Sequence[plan.Write]) -> Dict[int, List[plan.Write]]:
-    """{slot: its writes, in batch order}. A write whose version key is in another slot than
-    its key (not one named by plan.version_key()) raises plan.PlanError: no single script
-    could guard it on a cluster."""
+    """{slot: its writes, in batch order} (_slot() raises for a write no script can guard)."""
     groups: Dict[int, List[plan.Write]] = {}
     for w in writes:
-        slot = slot_of(w.key)
-        if w.version is not None and not _same_slot(w, slot):
-            raise plan.PlanError(f"key {w.key!r:.80} and its version key {w.version_key!r:.80} are in "
-                                  "different cluster slots")
-        groups.setdefault(slot, []).append(w)
+        groups.setdefault(_slot(w), []).append(w)
     return groups
 
 
@@ -79,19 +85,29 @@ class ClusterWriter:
     def write(self, writes: List[plan.Write]) -> int:
         return self.finish(self.begin(writes))
 
+    def each(self, writes: Sequence[plan.Write]) -> List[bool]:
+        """One call per write, pipelined per master as write() does: for each write, whether
+        it was skipped as stale (what verify's and reconcile's repairs report)."""
+        calls = [[w] for w in writes]
+        skipped = {id(ws): n for ws, n in self._replies(self._send([(_slot(ws[0]), ws) for ws in calls]))}
+        return [bool(skipped[id(ws)]) for ws in calls]
+
     def begin(self, writes: List[plan.Write]):
         """Send every master its pipeline; returns what finish() reads."""
-        if not writes:
+        return self._send(slot_groups(writes).items())
+
+    def _send(self, calls):
+        """Send each (slot, writes) call to its slot's master, a pipeline per master."""
+        if not calls:
             return []
         import redis
-        groups = slot_groups(writes)
         if self.reload:
             self.client.nodes_manager.initialize()
             self.reload = False
         by_node: Dict[str, tuple] = {}
         manager = self.client.nodes_manager
         cache = manager.slots_cache  # slot -> [primary, replicas...]; read, as get_node_from_slot does
-        for slot, ws in groups.items():
+        for slot, ws in calls:
             nodes = cache.get(slot)
             node = nodes[0] if nodes else manager.get_node_from_slot(slot)  # raises SlotNotCoveredError
             entry = by_node.get(node.name)
@@ -117,13 +133,17 @@ class ClusterWriter:
     def finish(self, sent) -> int:
         """Read every master's replies; calls answered with an error go again through the
         cluster client. Returns the number of writes skipped as stale."""
+        return sum(n for _, n in self._replies(sent))
+
+    def _replies(self, sent) -> List[tuple]:
+        """(writes, how many of them were skipped) for every call sent."""
         import redis
-        skipped, again, failed = 0, [], None
+        done, again, failed = [], [], None
         for pool, conn, calls in sent:
             try:
                 for ws in calls:
                     try:
-                        skipped += conn.read_response()
+                        done.append((ws, conn.read_response()))
                     except redis.ResponseError as e:  # this call only; the pipeline's others stand
                         again.append((ws, e))
             except BaseException as e:  # the connection is lost: its unread replies with it
@@ -137,9 +157,8 @@ class ClusterWriter:
             raise failed
         if any(isinstance(e, redis.exceptions.NoScriptError) for _, e in again):
             self.client.script_load(APPLY)  # on every primary: a new, restarted or flushed one lacked it
-        for ws, e in again:
-            skipped += self._again(ws)
-        return skipped
+        done += [(ws, self._again(ws)) for ws, _ in again]
+        return done
 
     def _again(self, writes: List[plan.Write]) -> int:
         import redis

@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 from pygen import mysql
 from pygen.sync import plan as plan_mod
 from pygen.sync import schema
+from pygen.sync.cluster_writer import ClusterWriter
 from pygen.sync.compare import BATCH, Report, bulk_sql, expected_write, reread_sql, stream_rows, version_ahead
 from pygen.sync.payload import loads as payload_loads
 from pygen.sync.redis_scripts import APPLY, RESET
@@ -31,20 +32,9 @@ class Repairer:
         self.script = redis.register_script(APPLY)
         self.reset_script = redis.register_script(RESET)
         self.since: Optional[int] = None  # the stamp before the scan: guards the deletes of extras
-        # a ClusterPipeline refuses evalsha() (so Script objects): EVALSHA as a plain command,
-        # the scripts loaded on every primary first
-        self.cluster = type(redis).__name__ == "RedisCluster"
-        self.loaded = False
-
-    def _call(self, pipe, script, keys, args) -> None:
-        if not self.cluster:
-            script(keys=keys, args=args, client=pipe)
-            return
-        if not self.loaded:
-            self.redis.script_load(APPLY)
-            self.redis.script_load(RESET)
-            self.loaded = True
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        # a ClusterPipeline refuses evalsha() (so Script objects): the worker's cluster writer,
+        # which sends each master its calls and loads the script where one lacks it
+        self.cluster = ClusterWriter(redis) if type(redis).__name__ == "RedisCluster" else None
 
     def start(self) -> None:
         self.since = self.stamp()
@@ -55,10 +45,12 @@ class Repairer:
     def _run(self, writes: Sequence[plan_mod.Write]) -> List[bool]:
         """The worker's guarded writes, one script call each (one Cluster slot each); for each,
         whether it was skipped because Redis holds a newer version."""
+        if self.cluster is not None:
+            return self.cluster.each(writes)
         pipe = self.redis.pipeline(transaction=False)
         for w in writes:
             keys, args = plan_mod.script_args([w])
-            self._call(pipe, self.script, keys, args)
+            self.script(keys=keys, args=args, client=pipe)
         return [bool(int(n)) for n in pipe.execute()]
 
     def reset_ahead(self, version_keys: Sequence[str], report: Report) -> None:
@@ -71,13 +63,14 @@ class Repairer:
             pipe.get(vkey)
         held = pipe.execute()
         now = self.stamp()
+        ahead = [(vkey, version) for vkey, version in zip(version_keys, held) if version_ahead(version, now)]
+        if self.cluster is not None:  # one call each (forged versions are rare); Script loads it where lacking
+            report.repaired["reset"] += sum(int(self.reset_script(keys=[k], args=[v])) for k, v in ahead)
+            return
         pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        for vkey, version in zip(version_keys, held):
-            if version_ahead(version, now):
-                self._call(pipe, self.reset_script, [vkey], [version])
-                n += 1
-        if n:
+        for vkey, version in ahead:
+            self.reset_script(keys=[vkey], args=[version], client=pipe)
+        if ahead:
             report.repaired["reset"] += sum(int(x) for x in pipe.execute())
 
     def _write(self, writes: Sequence[plan_mod.Write], report: Report, kind: str) -> None:

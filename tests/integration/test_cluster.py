@@ -1,17 +1,19 @@
 """The worker and `gman-udf verify` against a real 3-master Redis Cluster (pygen.sandbox.RedisCluster):
 INSERT/UPDATE/DELETE through generated-style triggers and gearmand, two racing workers, a slot
 moved (MOVED) and half-moved (ASK) under the writer, a reshard and a master restart during a
-drain, and verify/repair/load across the masters."""
+drain, verify/repair/load and reconcile across the masters (extras found by a SCAN of every
+master, a newer version left alone, the scripts loaded again on a master that lost them)."""
 import json
 
 import pytest
 
-from pygen.sandbox import RedisCluster
+from pygen.sandbox import RedisCluster, free_port
 from pygen import cli
 from pygen.sync import plan
 from pygen.sync.payload import Change
 from pygen.sync.redis_writer import RedisWriter
 
+from test_reconcile import metrics, process
 from test_worker import (DB, bulk_insert, committed_worker, drained, fn_status, gm, hammer, mysql,  # noqa: F401
                          mysql_rows, schema, wait_for, worker)
 
@@ -181,6 +183,29 @@ def test_a_master_restarted_during_a_drain(mysql, gm, tmp_path):
 
 # ---- verify ----------------------------------------------------------------------------------
 
+def spoil_on_every_master(crd, rows=range(1, 101)):
+    """One row's key deleted (missing), one overwritten (stale) and one extra key added, on each
+    of the three masters; returns (missing, stale, extra) key lists."""
+    prefix = f"{DB}.t:"
+    by_port = {}
+    for i in rows:
+        by_port.setdefault(crd.get_node_from_key(prefix + str(i)).port, []).append(prefix + str(i))
+    extra_by_port = {}
+    for i in range(100000, 100100):
+        extra_by_port.setdefault(crd.get_node_from_key(prefix + str(i)).port, []).append(prefix + str(i))
+    assert len(by_port) == len(extra_by_port) == 3
+    missing = [keys[0] for keys in by_port.values()]
+    stale = [keys[1] for keys in by_port.values()]
+    extra = [keys[0] for keys in extra_by_port.values()]
+    for k in missing:
+        crd.delete(k)
+    for k in stale:
+        crd.set(k, '{"stale": true}')
+    for k in extra:
+        crd.set(k, "{}")
+    return missing, stale, extra
+
+
 def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, schema):
     bulk_insert(mysql, 100)
     with worker(gm, cluster.url):
@@ -189,13 +214,13 @@ def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, s
     assert cli.main(["verify", *args]) == 0
     assert capsys.readouterr().out == f"{DB}.t: 100 rows; 0 missing, 0 stale, 0 extra\n"
     prefix = f"{DB}.t:"
-    crd.delete(prefix + "5")
-    crd.set(prefix + "7", "{}")
-    crd.set(prefix + "999", "{}")
+    missing, stale, extra = spoil_on_every_master(crd)  # the extras: a SCAN of every master finds them
     assert cli.main(["verify", *args]) == 1
-    assert "1 missing, 1 stale, 1 extra" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 missing, 3 stale, 3 extra" in out
+    assert all(k in out for k in missing + stale + extra), out
     assert cli.main(["verify", *args, "--repair"]) == 0
-    assert "repaired: 2 written, 0 queued as jobs, 1 deleted" in capsys.readouterr().out
+    assert "repaired: 6 written, 0 queued as jobs, 3 deleted" in capsys.readouterr().out
     assert cli.main(["verify", *args]) == 0 and cluster_rows(crd) == mysql_rows(mysql)
     future = str(10**17)  # a forged version ahead of gman_stamp(): the RESET script, then the guarded write
     crd.set(prefix + "8", '{"id": 8}')
@@ -208,3 +233,99 @@ def test_verify_and_repair_across_the_masters(mysql, gm, crd, cluster, capsys, s
     cluster.flushall()
     assert cli.main(["load", *args]) == 0  # `gman-udf load` goes through the same guarded writes
     assert cli.main(["verify", *args]) == 0 and cluster_rows(crd) == mysql_rows(mysql)
+
+
+# ---- reconcile -------------------------------------------------------------------------------
+
+def test_reconcile_heals_every_master_and_keeps_a_newer_version(mysql, gm, crd, cluster, schema, monkeypatch):
+    from pygen.sync import reconcile
+    from pygen.sync.redis_writer import redis_client
+    bulk_insert(mysql, 100)
+    args = ["--redis", cluster.url, "--table", "t", "-S", schema.socket, "-u", "root", "-D", DB]
+    assert cli.main(["load", *args]) == 0
+    missing, stale, extra = spoil_on_every_master(crd)
+    # a key a worker wrote during the pass (its version after the pass's start): not an extra to delete
+    newer = f"{DB}.t:100200"
+    original = reconcile.compare_extras
+
+    def meanwhile(*a, **kw):
+        stamp = schema.connect()
+        crd.set(newer, '{"id": 100200}')
+        crd.set(plan.version_key(newer), str(mysql_stamp(stamp)))
+        stamp.close()
+        return original(*a, **kw)
+
+    monkeypatch.setattr(reconcile, "compare_extras", meanwhile)
+    rec = reconcile.Reconciler([f"{DB}.t"], lambda: schema.connect(database=DB), lambda: redis_client(cluster.url),
+                               rate=float("inf"), interval=0)
+    assert rec.run(1) == 1  # the newer key is left alone
+    report = rec.run_pass(f"{DB}.t")
+    m = rec.metrics
+    table = f"{DB}.t"
+    assert {k: m.get("differences_total", table, k) for k in ("missing", "stale", "extra")} == \
+        {"missing": 3, "stale": 3, "extra": 3 + 2}  # the newer key, an extra of both passes
+    assert {k: m.get("repaired_total", table, k) for k in ("written", "deleted", "newer")} == \
+        {"written": 6, "deleted": 3, "newer": 2}
+    assert m.get("rows_checked_total", table) == 200 and m.get("passes_total", table) == 2
+    assert m.get("errors_total", table) == 0
+    text = m.render()
+    assert f'gman_reconcile_repaired_total{{table="{table}",kind="deleted"}} 3' in text, text
+    assert report.counts == {"missing": 0, "stale": 0, "extra": 1, "frozen": 0}
+    assert crd.get(newer) == b'{"id": 100200}'
+    for k in extra:
+        assert crd.get(k) is None and crd.get(plan.version_key(k))  # a tombstone
+    crd.delete(newer)
+    assert cluster_rows(crd) == mysql_rows(mysql)
+    rec.redis.close()
+
+
+def mysql_stamp(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT gman_stamp()")
+    return cur.fetchone()[0]
+
+
+def test_repairs_load_the_scripts_again_on_a_master_that_lost_them(mysql, gm, crd, cluster, schema):
+    # a master restarted (or SCRIPT FLUSH) while a long load or repair runs: NOSCRIPT, then loaded again
+    from pygen.sync import schema as schema_mod
+    from pygen.sync.redis_writer import redis_client
+    from pygen.sync.repair import load_into_redis
+    bulk_insert(mysql, 100)
+
+    class FlushAfterTheFirstBatch:
+        def update(self, n):
+            for node in cluster.nodes:
+                with node.client() as c:
+                    c.script_flush()
+
+    conn, spare = schema.connect(database=DB), schema.connect(database=DB)
+    redis = redis_client(cluster.url)
+    t = schema_mod.read_schema(conn, f"{DB}.t")
+    report = load_into_redis(conn, spare, t, redis, plan.Options(), FlushAfterTheFirstBatch(), batch=30)
+    assert report.repaired["written"] == 100 and cluster_rows(crd) == mysql_rows(mysql)
+    future = str(10**17)  # and the RESET script, on a master that lost it too
+    crd.set(plan.version_key(f"{DB}.t:9"), future)
+    FlushAfterTheFirstBatch().update(0)
+    args = ["--redis", cluster.url, "--table", "t", "-S", schema.socket, "-u", "root", "-D", DB]
+    assert cli.main(["verify", *args, "--repair"]) == 0
+    assert crd.get(plan.version_key(f"{DB}.t:9")) != future.encode()
+    redis.close()
+    conn.close()
+    spare.close()
+
+
+def test_reconcile_command_on_the_cluster_and_its_metrics(mysql, gm, crd, cluster, schema):
+    bulk_insert(mysql, 100)  # no worker: every row missing, but three stale
+    spoil_on_every_master(crd)
+    port = free_port()
+    with process("reconcile", "--table", f"{DB}.t", "--redis", cluster.url, "--mysql",
+                 f"mysql://root@localhost/{DB}?socket={schema.socket}", "--rate", "max", "--interval", 60,
+                 "--metrics-port", port) as proc:
+        wait_for(lambda: metrics(port).get(("passes_total", None), 0) >= 1, what="the first pass")
+        m = metrics(port)
+        assert proc.poll() is None
+    assert {k: m[("differences_total", k)] for k in ("missing", "stale", "extra")} == \
+        {"missing": 97, "stale": 3, "extra": 3}
+    assert {k: m[("repaired_total", k)] for k in ("written", "deleted")} == {"written": 100, "deleted": 3}
+    assert m[("rows_checked_total", None)] == 100 and ("errors_total", None) not in m
+    assert cluster_rows(crd) == mysql_rows(mysql)
