@@ -329,3 +329,59 @@ def test_reconcile_command_on_the_cluster_and_its_metrics(mysql, gm, crd, cluste
     assert {k: m[("repaired_total", k)] for k in ("written", "deleted")} == {"written": 100, "deleted": 3}
     assert m[("rows_checked_total", None)] == 100 and ("errors_total", None) not in m
     assert cluster_rows(crd) == mysql_rows(mysql)
+
+
+def test_reconcile_refills_a_master_restarted_empty(mysql, gm, schema, tmp_path):
+    # no persistence: the master comes back with no keys and no scripts, on its port
+    with RedisCluster() as own:
+        client = own.client()
+        bulk_insert(mysql, 3000)
+        port = free_port()
+        with process("reconcile", "--table", f"{DB}.t", "--redis", own.url, "--mysql",
+                     f"mysql://root@localhost/{DB}?socket={schema.socket}", "--rate", "max", "--interval", 0.2,
+                     "--metrics-port", port, log=tmp_path / "rec.log") as proc:
+            wait_for(lambda: metrics(port).get(("passes_total", None), 0) >= 1, what="the first pass")
+            assert cluster_rows(client) == mysql_rows(mysql)
+            own.restart_node(1)
+            assert len(cluster_rows(client)) < 2500
+            done = metrics(port)[("passes_total", None)]
+            wait_for(lambda: metrics(port).get(("passes_total", None), 0) >= done + 2, what="two more passes")
+            assert cluster_rows(client) == mysql_rows(mysql)
+            assert proc.poll() is None
+        client.close()
+
+
+def test_reconcile_waits_out_a_slot_half_moved(mysql, gm, crd, cluster, capsys, schema):
+    import threading
+    from pygen.sync import reconcile
+    from pygen.sync.redis_writer import redis_client
+    bulk_insert(mysql, 100)
+    args = ["--redis", cluster.url, "--table", "t", "-S", schema.socket, "-u", "root", "-D", DB]
+    assert cli.main(["load", *args]) == 0
+    key = f"{DB}.t:7"
+    slot = crd.keyslot(key)
+    source = cluster.node_of(key)
+    target = next(n for n in cluster.nodes if n is not source)
+    move_slot(cluster, slot, source, target, finish=False)  # the source answers ASK for its keys
+    target_id = target.client().execute_command("CLUSTER MYID")
+    try:
+        crd.delete(key)  # its version key moved: the repair's call has keys on both sides (TRYAGAIN)
+        crd.set(f"{DB}.t:8", "{}")
+        assert cli.main(["verify", *args]) == 1  # the reads follow ASK
+        assert "1 missing, 1 stale, 0 extra" in capsys.readouterr().out
+        rec = reconcile.Reconciler([f"{DB}.t"], lambda: schema.connect(database=DB),
+                                   lambda: redis_client(cluster.url), rate=float("inf"), interval=0)
+        done = []
+        thread = threading.Thread(target=lambda: done.append(rec.run_pass(f"{DB}.t")), daemon=True)
+        thread.start()
+        wait_for(lambda: rec.metrics.get("errors_total", f"{DB}.t") >= 1, what="the repair refused mid-move")
+        assert thread.is_alive()
+    finally:
+        for node in cluster.nodes:  # the move ends: the next retry of the pass repairs the key
+            with node.client() as c:
+                c.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+    thread.join(30)
+    (report,) = done
+    assert report.counts["missing"] == 1 and report.repaired["newer"] == 0
+    assert cli.main(["verify", *args]) == 0
+    rec.redis.close()
