@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pygen.sandbox import Redis, free_port
+from pygen.sandbox import Redis, RedisCluster, free_port
 from pygen.sync import plan, schema, triggers
 from pygen.sync.compare import compare
 
@@ -315,3 +315,19 @@ def test_a_cluster_away_at_the_start_is_an_outage(server, tmp_path):
         wait_for(lambda: metrics(port).get(("errors_total", None), 0) >= 2, 30, "Redis errors")
         assert proc.poll() is None
     assert "RedisClusterException: Redis Cluster cannot be connected" in (tmp_path / "rec.log").read_text()
+
+
+def test_worker_reconcile_on_a_cluster(server, fresh_gearmand):
+    gm = fresh_gearmand()
+    table = make_table(server, 500)
+    port = free_port()
+    with RedisCluster() as cluster:
+        client = cluster.client()
+        with process("worker", "--gearman", gm.address, "--redis", cluster.url, "--function", FN, "--tables",
+                     f"{DB}.{table}", "--mysql", dsn(server), "--reconcile", f"{DB}.{table}", "--reconcile-rate",
+                     "max", "--reconcile-interval", 0.2, "--metrics-port", port) as proc:
+            wait_for(lambda: passes(port) >= 1, 30, "a pass of the worker's reconciler")
+            assert differences(server, client, table) == 0
+            assert len({client.get_node_from_key(k).port for k in client.scan_iter(match=f"{DB}.{table}:*")}) == 3
+            assert proc.poll() is None
+        client.close()
