@@ -1,12 +1,12 @@
 """--consistency committed: reads rows as MySQL has committed them, rendered by the same UDF
-as the trigger, and works out what to write for a change MySQL does not hold as sent (the
-rules are in pygen/sync/worker.py's docstring; the pure SQL and decisions in pygen/sync/plan.py).
+as the trigger, for the decisions on a change MySQL does not hold as sent (the
+rules are in pygen/sync/worker.py's docstring; the pure SQL in pygen/sync/plan.py, the decisions in
+pygen/sync/decision.py).
 pygen/sync/committed_loop.py parks the jobs (Pending) and runs the loop; pygen/sync/waiters.py runs
 the locking reads that wait for an open transaction (wait_statement, waited).
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
@@ -17,8 +17,6 @@ from pygen.sync.payload import loads as payload_loads
 from pygen.sync.plan import parse_dsn
 from pygen import mysql
 from pygen.sync.triggers import SYNCED_SQL, Column, synced_tables
-
-log = logging.getLogger("gman-udf.worker")  # the worker's log
 
 
 class Gone(Exception):
@@ -173,26 +171,6 @@ class CommittedReader:
                 for i in chunk:
                     out[i] = found.get(plan.key_id(changes[i].key, key_cols))
         return out
-
-    def settled(self, change: Change, waited: float, commit_window: float, max_wait: float):
-        """The decision for a change MySQL does not hold as sent: RETRY while its transaction
-        may still be open, else what is committed. Its trigger ran under the row's lock, held
-        until COMMIT or ROLLBACK, so a free lock means that transaction is over, and a read
-        after seeing it free shows its outcome."""
-        locked = self.locked(change)
-        if locked is None:  # no NOWAIT on this server: wait out the commit window
-            if waited < commit_window:
-                return plan.RETRY
-        elif locked and waited < max_wait:
-            return plan.RETRY
-        try:
-            (row,) = self.read([change])
-        except Exception as e:  # noqa: BLE001 - MySQL away: look again later
-            log.warning("mysql: %s", e)
-            return plan.RETRY
-        if isinstance(row, Gone):
-            return plan.RETRY  # it was readable a moment ago
-        return plan.decide(change, row, True)
 
     def _table(self, table: str, names) -> FrozenSet[str]:
         """The table's text columns in a non-UTF-8 charset; PlanError when it has no column of

@@ -21,6 +21,7 @@ from typing import List
 from pygen.sync import plan
 from pygen.sync.committed import Gone, Pending
 from pygen.sync.compare import stored_matches, version_ahead
+from pygen.sync.decision import Decision, Facts, Lock, Rules, Step, Waiter, decide
 from pygen.sync.payload import Change, parse
 from pygen.sync.waiters import TIMEOUT, Waiters
 
@@ -37,6 +38,7 @@ class CommittedLoop:
         self.stamp = -1  # the largest gman_stamp() read: the server has stamped every version up to it
         self.writing = None  # (writes, pairs, versions, jobs, token): sent to Redis, not yet acknowledged
         self.waiters = None
+        self.rules = Rules(self.args.commit_window, self.args.max_wait, self.args.waiters > 0)
         if self.args.waiters > 0:
             read_timeout = self.args.lock_wait + max(self.args.timeout, 5.0)  # the wait must not look like an outage
             self.waiters = Waiters(lambda: self.reader.connect(read_timeout), self.args.waiters, self.args.lock_wait,
@@ -95,15 +97,22 @@ class CommittedLoop:
             if isinstance(outcome, Exception):
                 self.stats.add("errors")
                 log.warning("mysql (waiting for %s %s): %s", p.change.table, p.change.key, outcome)
-                p.attempt += 1
-                p.due = now + plan.retry_delay(p.attempt, 0.2, 2.0)
-            elif outcome is not TIMEOUT:  # timed out: read again, and waited on again if still open
-                p.outcome = outcome
+                facts = Facts(waiter=Waiter.FAILED, attempt=p.attempt)
+            elif outcome is TIMEOUT:
+                facts = Facts(waiter=Waiter.TIMED_OUT, attempt=p.attempt)
+            else:
+                p.outcome = outcome  # decided with the others due now
+                continue
+            self._poll(p, decide(p.change, facts, self.rules), now)
 
-    def _wait_for(self, p: Pending, now: float) -> bool:
-        """Hand the job to a waiter; False (the old rule applies) when none can take it."""
-        if self.waiters is None or now - p.first >= self.args.max_wait:
-            return False
+    def _poll(self, p: Pending, d: Decision, now: float) -> None:
+        """Run a POLL (one more attempt, due after its delay) or a READ (due now)."""
+        if d.step is Step.POLL:
+            p.attempt += 1
+            p.due = now + d.delay
+
+    def _wait_for(self, p: Pending) -> bool:
+        """Hand the job to a waiter; False when none can take it."""
         try:
             sql, params = self.reader.wait_statement(p.change)
         except Exception as e:  # noqa: BLE001 - PlanError, MySQL away: polled instead
@@ -115,6 +124,30 @@ class CommittedLoop:
         self.stats.add("waits")
         return True
 
+    def _decide(self, p: Pending, row, outcome, now: float) -> Decision:
+        """decide() for a due job, running the steps that learn more (WAIT, TRY_LOCK,
+        READ_FINAL) until one is the caller's: WRITE, SKIP, REFUSE, POLL, or a WAIT taken."""
+        facts = Facts(row, waited=now - p.first, stamp=self.stamp, attempt=p.attempt)
+        if outcome is not None:  # read under the row's lock, free at last: the change's transaction is over
+            facts = facts._replace(row=self.reader.waited(outcome), final=True)
+        while True:
+            d = decide(p.change, facts, self.rules)
+            if d.step is Step.WAIT:
+                if self._wait_for(p):
+                    return d
+                facts = facts._replace(waiter=Waiter.BUSY)
+            elif d.step is Step.TRY_LOCK:
+                facts = facts._replace(lock=_LOCK[self.reader.locked(p.change)])
+            elif d.step is Step.READ_FINAL:
+                try:
+                    (row,) = self.reader.read([p.change])
+                    facts = facts._replace(row=row, final=True)
+                except Exception as e:  # noqa: BLE001 - MySQL away: look again later
+                    log.warning("mysql: %s", e)
+                    facts = facts._replace(read_failed=True, final=True)
+            else:
+                return d
+
     def _resolve(self, due: List[Pending], now: float) -> None:
         fresh = [p for p in due if p.outcome is None]
         try:
@@ -125,46 +158,35 @@ class CommittedLoop:
             self.stats.add("errors")
             log.warning("mysql: %s; %d jobs wait", e, len(due))
             for p in due:
-                p.attempt += 1
-                p.due = now + plan.retry_delay(p.attempt, 0.2, 2.0)
+                self._poll(p, decide(p.change, Facts(read_failed=True, attempt=p.attempt), self.rules), now)
             self._settle_writes()
             return
         self._settle_writes()  # the previous batch's Redis call ran meanwhile
         read = dict(zip(map(id, fresh), rows))
         done, writes, versions, gone, pairs = [], [], [], set(), []
         for p in due:
-            waited, outcome, p.outcome = p.outcome is not None, p.outcome, None
-            row = None if waited else read[id(p)]
-            if isinstance(row, Gone) or p.change.version > self.stamp:
-                # no trigger of this server can have stamped a version it has not reached yet
-                why = row if isinstance(row, Gone) else f"version {p.change.version} is ahead of gman_stamp() {self.stamp}"
-                gone.add(id(p))
-                self._refuse(p.job, why)
-                continue
+            outcome, p.outcome = p.outcome, None
             try:
-                if waited:  # read under the row's lock, free at last: the change's transaction is over
-                    row = self.reader.waited(outcome)
-                action = plan.decide(p.change, row, waited)
-                if action is plan.RETRY:
-                    if self._wait_for(p, now):
-                        continue
-                    action = self.reader.settled(p.change, now - p.first, self.args.commit_window, self.args.max_wait)
-                planned = [] if action in (plan.RETRY, plan.DROP) else plan.plan(action, self.options)
+                d = self._decide(p, read.get(id(p)), outcome, now)
+                planned = plan.plan(d.change, self.options) if d.step is Step.WRITE else []
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
-                gone.add(id(p))
-                self._refuse(p.job, e)
+                d = Decision(Step.REFUSE, reason=e)
+            if d.step is Step.WAIT:
                 continue
-            if action is plan.RETRY:
-                p.attempt += 1
-                p.due = now + plan.retry_delay(p.attempt)
+            if d.step is Step.REFUSE:
+                gone.add(id(p))
+                self._refuse(p.job, d.reason)
+                continue
+            if d.step is Step.POLL:
+                self._poll(p, d, now)
                 self.stats.add("retries")
                 continue
-            if action is not plan.DROP:
-                if action is not p.change:
+            if d.step is Step.WRITE:
+                if d.change is not p.change:
                     log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
                               "committed", p.change.table, p.change.key)
                 writes += planned
-                pairs += [(w, action) for w in planned]
+                pairs += [(w, d.change) for w in planned]
                 versions.append(p.change.version)
             done.append(p)
         gone.update(id(p) for p in done)  # no longer parked: completed once Redis has their writes
@@ -224,6 +246,9 @@ class CommittedLoop:
         except Exception as e:  # noqa: BLE001 - Redis or MySQL away: the row's next change fixes it
             self.stats.add("errors")
             log.warning("re-checking skipped writes: %s", e)
+
+
+_LOCK = {True: Lock.HELD, False: Lock.FREE, None: Lock.UNKNOWN}  # CommittedReader.locked() -> Lock
 
 
 def _alive(job) -> bool:

@@ -4,8 +4,8 @@
     collapse(writes)                        one write per key where the result is the same
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
-and, for --consistency committed, the SQL that re-reads rows and the decision taken on what
-it returns (read_statement, lock_statement, decide); then the worker's URL/DSN parsing.
+and, for --consistency committed, the SQL that re-reads rows (read_statement, lock_statement;
+the decision on what they return is pygen/sync/decision.py); then the worker's URL/DSN parsing.
 pygen/sync/worker.py does the I/O; the metrics text is pygen/sync/metrics.py.
 
 Redis layout (json mode, default key template):
@@ -20,7 +20,7 @@ import json
 import os
 from binascii import crc_hqx
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qs, unquote, urlsplit
 from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -31,7 +31,7 @@ from pygen.sync import triggers
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
            "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "split_table",
-           "read_statement", "lock_statement", "key_params", "key_id", "RETRY", "DROP", "decide", "retry_delay",
+           "read_statement", "lock_statement", "key_params", "key_id",
            "redis_target", "parse_dsn"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
@@ -386,34 +386,6 @@ def key_id(key: Dict[str, Any], key_cols: Sequence[str]):
         if type(v) is not int and type(v) is not str:
             return json.dumps(list(values), sort_keys=True)
     return values
-
-
-RETRY, DROP = "retry", "drop"
-
-
-def decide(change: Change, committed: Optional[Dict[str, Any]], expired: bool):
-    """What to write for a change, given its row as committed now (None: no such row):
-    a Change to write, RETRY (not yet: look again later) or DROP (nothing to write).
-    The payload's image when what is committed agrees with it; once the commit window has
-    passed, what is committed: a delete when the row is gone, the committed row for an
-    upsert, nothing for a delete of a row that is still there (rolled back: Redis never lost
-    it; re-inserted: that INSERT sends its own job). The payload's version stays: any later
-    change of the row carries a larger one."""
-    if change.op == "delete":
-        if committed is None:
-            return change
-        return DROP if expired else RETRY
-    if committed is not None and committed == change.row:
-        return change
-    if not expired:
-        return RETRY
-    if committed is None:
-        return Change("delete", change.table, change.key, change.version, None)
-    return replace(change, row=committed)
-
-
-def retry_delay(attempt: int, base: float = 0.02, cap: float = 1.0) -> float:
-    return min(base * (2 ** attempt), cap)
 
 
 # ---- worker configuration --------------------------------------------------------------------
