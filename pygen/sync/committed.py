@@ -35,6 +35,7 @@ class CommittedReader:
         self.kw.setdefault("connect_timeout", max(1, round(timeout)))
         self.json_function = json_function
         self.conn = None
+        self._inflight: Optional[Reading] = None  # sent by send(), not yet read back
         self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
 
     def connect(self, read_timeout: Optional[float] = None):
@@ -46,6 +47,8 @@ class CommittedReader:
         return MySQLdb.connect(**kw)
 
     def _cursor(self):
+        if self._inflight is not None:
+            self._drain()
         if self.conn is None:
             conn = self.connect()
             conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -53,6 +56,7 @@ class CommittedReader:
         return self.conn.cursor()
 
     def close(self) -> None:
+        self._inflight = None
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -139,37 +143,63 @@ class CommittedReader:
 
     def read(self, changes: List[Change]) -> list:
         """For each change: its row as committed (dict), None (no such row) or a Gone."""
-        import MySQLdb
-        out: list = [None] * len(changes)
+        return self.receive(self.send(changes))
+
+    def send(self, changes: List[Change]) -> "Reading":
+        """read(), begun: its first query is sent and not waited for, so that the caller's
+        other work overlaps MySQL's; receive() returns what read() would. Any other query
+        of this reader meanwhile waits for that one first."""
         groups: Dict[tuple, List[int]] = {}
         for i, c in enumerate(changes):
             groups.setdefault((c.table, tuple(c.key), tuple(c.row or ())), []).append(i)
-        for (table, key_cols, row_cols), idx in groups.items():
-            for start in range(0, len(idx), self.CHUNK):
-                chunk = idx[start:start + self.CHUNK]
-                try:
-                    found = self._read_group(table, key_cols, row_cols, [changes[i] for i in chunk])
-                except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
-                        MySQLdb.NotSupportedError, plan.PlanError) as e:
+        reading = Reading(changes, [(*group, idx[start:start + self.CHUNK])
+                                    for group, idx in groups.items() for start in range(0, len(idx), self.CHUNK)])
+        if reading.chunks:
+            try:
+                query = self._query(*reading.chunks[0][:3], [changes[i] for i in reading.chunks[0][3]])
+                self.conn.send_query(query)
+                self._inflight = reading
+            except Exception as e:  # noqa: BLE001 - receive() sorts it out, as read() would
+                reading.error = e
+        return reading
+
+    def receive(self, reading: "Reading") -> list:
+        import MySQLdb
+        changes = reading.changes
+        out: list = [None] * len(changes)
+        for n, (table, key_cols, row_cols, chunk) in enumerate(reading.chunks):
+            try:
+                if n == 0:
+                    if self._inflight is reading:
+                        self._drain()
+                    if reading.error is not None:
+                        raise reading.error
+                    rows = reading.rows
+                else:
+                    self.conn.query(self._query(table, key_cols, row_cols, [changes[i] for i in chunk]))
+                    rows = self._rows()
+                found = self._found(rows, key_cols, row_cols)
+            except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
+                    MySQLdb.NotSupportedError, plan.PlanError) as e:
+                for i in chunk:
+                    out[i] = Gone(f"{table}: {e}")
+                continue
+            except MySQLdb.OperationalError as e:
+                if e.args and e.args[0] in (1054, 1146, 1049, 1305, 1142, 1143):  # no such column/table/db/function, denied
                     for i in chunk:
                         out[i] = Gone(f"{table}: {e}")
                     continue
-                except MySQLdb.OperationalError as e:
-                    if e.args and e.args[0] in (1054, 1146, 1049, 1305, 1142, 1143):  # no such column/table/db/function, denied
-                        for i in chunk:
-                            out[i] = Gone(f"{table}: {e}")
-                        continue
-                    self.close()
-                    raise
-                except MySQLdb.Error:  # the connection: an outage, retried
-                    self.close()
-                    raise
-                except Exception as e:  # noqa: BLE001 - a change no rule above foresaw: refused, not retried forever
-                    for i in chunk:
-                        out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
-                    continue
+                self.close()
+                raise
+            except MySQLdb.Error:  # the connection: an outage, retried
+                self.close()
+                raise
+            except Exception as e:  # noqa: BLE001 - a change no rule above foresaw: refused, not retried forever
                 for i in chunk:
-                    out[i] = found.get(plan.key_id(changes[i].key, key_cols))
+                    out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
+                continue
+            for i in chunk:
+                out[i] = found.get(_key_id(changes[i].key, key_cols))
         return out
 
     def _table(self, table: str, names) -> FrozenSet[str]:
@@ -193,27 +223,63 @@ class CommittedReader:
             raise plan.PlanError(f"no column {unknown[0]!r:.80}")
         return cached[2]
 
-    def _read_group(self, table, key_cols, row_cols, changes) -> dict:
+    def _query(self, table, key_cols, row_cols, changes) -> bytes:
+        """The read of one chunk, its parameters bound (as a cursor binds them)."""
         convert = self._table(table, (*key_cols, *row_cols))  # the SQL stays as wide as the table
         sql, params = plan.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
         for c in changes:
             params += plan.key_params(c.key, key_cols)
-        cur = self._cursor()
-        cur.execute(sql, params)
+        self._cursor()
+        conn = self.conn
+        return sql.encode(conn.encoding) % tuple(map(conn.literal, params))
+
+    def _rows(self) -> tuple:
+        result = self.conn.store_result()
+        return result.fetch_row(0) if result is not None else ()
+
+    def _drain(self) -> None:
+        """Wait for the query send() sent; its rows (or error) wait in its Reading."""
+        reading, self._inflight = self._inflight, None
+        try:
+            self.conn.read_query_result()
+            reading.rows = self._rows()
+        except Exception as e:  # noqa: BLE001 - raised by receive()
+            reading.error = e
+
+    def _found(self, rows, key_cols, row_cols) -> dict:
         found = {}
         if plan.key_in_row(key_cols, row_cols or key_cols):
-            for (row_json,) in cur.fetchall():
+            for (row_json,) in rows:
                 if row_json is None:
                     raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
                 row = payload_loads(row_json)
-                found[plan.key_id(row, key_cols)] = row
+                found[_key_id(row, key_cols)] = row
             return found
-        for key_json, row_json in cur.fetchall():
+        for key_json, row_json in rows:
             if key_json is None or row_json is None:
                 raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
             row = payload_loads(row_json)
-            found[plan.key_id(payload_loads(key_json), key_cols)] = row
+            found[_key_id(payload_loads(key_json), key_cols)] = row
         return found
+
+
+def _key_id(key: dict, key_cols) -> object:
+    """plan.key_id, at once for the common key (one int or str column)."""
+    if len(key_cols) == 1:
+        v = key.get(key_cols[0])
+        if type(v) is int or type(v) is str:
+            return (v,)
+    return plan.key_id(key, key_cols)
+
+
+@dataclass
+class Reading:
+    """A read() begun by CommittedReader.send(): its chunks (table, key columns, row columns,
+    indexes into changes) and the first one's rows or error once they are in."""
+    changes: List[Change]
+    chunks: list
+    rows: tuple = ()
+    error: Optional[Exception] = None
 
 
 @dataclass

@@ -127,7 +127,7 @@ class CommittedLoop:
     def _decide(self, p: Pending, row, outcome, now: float) -> Decision:
         """decide() for a due job, running the steps that learn more (WAIT, TRY_LOCK,
         READ_FINAL) until one is the caller's: WRITE, SKIP, REFUSE, POLL, or a WAIT taken."""
-        facts = Facts(row, waited=now - p.first, stamp=self.stamp, attempt=p.attempt)
+        facts = Facts(row, False, False, Lock.UNTRIED, Waiter.NONE, now - p.first, self.stamp, p.attempt)
         if outcome is not None:  # read under the row's lock, free at last: the change's transaction is over
             facts = facts._replace(row=self.reader.waited(outcome), final=True)
         while True:
@@ -153,15 +153,21 @@ class CommittedLoop:
         try:
             if fresh and max(p.change.version for p in fresh) > self.stamp:
                 self.stamp = max(self.stamp, self.reader.stamp())
-            rows = self.reader.read([p.change for p in fresh]) if fresh else []
-        except Exception as e:  # noqa: BLE001 - MySQL away: keep every job, look again later
+            reading = self.reader.send([p.change for p in fresh]) if fresh else None
+            failed = None
+        except Exception as e:  # noqa: BLE001 - MySQL away
+            failed = e
+        self._settle_writes()  # the previous batch's Redis call ran meanwhile, and runs while MySQL reads
+        try:
+            rows = self.reader.receive(reading) if failed is None and fresh else []
+        except Exception as e:  # noqa: BLE001 - MySQL away
+            failed = e
+        if failed is not None:  # keep every job, look again later
             self.stats.add("errors")
-            log.warning("mysql: %s; %d jobs wait", e, len(due))
+            log.warning("mysql: %s; %d jobs wait", failed, len(due))
             for p in due:
                 self._poll(p, decide(p.change, Facts(read_failed=True, attempt=p.attempt), self.rules), now)
-            self._settle_writes()
             return
-        self._settle_writes()  # the previous batch's Redis call ran meanwhile
         read = dict(zip(map(id, fresh), rows))
         done, writes, versions, gone, pairs = [], [], [], set(), []
         for p in due:
