@@ -39,7 +39,8 @@ class Waiters:
                  notify: Callable[[], None], idle: float = 60.0):
         self.connect, self.size, self.lock_wait = connect, size, lock_wait
         self.notify, self.idle = notify, idle
-        self._tasks: collections.deque = collections.deque()  # submitted, not yet sent
+        self._tasks: collections.deque = collections.deque()  # (connection or None, token, sql, params) to send
+        self._opening = 0  # connections being opened for a read
         self._done: collections.deque = collections.deque()
         self._lock = threading.Lock()
         self._outstanding = 0   # submitted, outcome not yet in done
@@ -60,7 +61,7 @@ class Waiters:
             if self._closed or self._outstanding >= self.size:
                 return False
             self._outstanding += 1
-            self._tasks.append((token, sql, params))
+            self._tasks.append((None, token, sql, params))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="gman-waiters", daemon=True)
                 self._thread.start()
@@ -118,63 +119,83 @@ class Waiters:
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ)
         idle: List[Tuple[object, float]] = []  # (connection, when it was last used)
+        running: Dict[object, Tuple[object, float]] = {}  # connection -> (token, deadline), in the order sent
         try:
             while True:
                 with self._lock:
-                    tasks, closed = list(self._tasks), self._closed
+                    tasks, closed, opening = list(self._tasks), self._closed, self._opening
                     self._tasks.clear()
-                for token, sql, params in tasks:
+                for conn, token, sql, params in tasks:
                     if closed:
+                        if conn is not None:
+                            _close(conn)
                         self._finish(token, RuntimeError("closed"))
+                    elif conn is None and not idle:  # a new connection, opened aside: the others' answers go on
+                        threading.Thread(target=self._opener, args=(token, sql, params), name="gman-waiter-open",
+                                         daemon=True).start()
                     else:
-                        self._send(sel, idle, token, sql, params)
-                if closed and len(sel.get_map()) == 1:
-                    return  # every read has ended
+                        self._send(sel, running, conn or idle.pop()[0], token, sql, params)
+                if closed and not running and not opening:
+                    return  # every read has ended (no connection opening can bring one)
                 now = time.monotonic()
-                reads = [key for key in sel.get_map().values() if key.data is not None]
-                wait = min([key.data[1] - now for key in reads] + [self.idle])
+                first = next(iter(running.values()), None)
+                wait = min(first[1] - now, self.idle) if first else self.idle
                 for key, _ in sel.select(max(0.0, wait)):
-                    if key.data is None:
+                    if key.fileobj is self._wake_r:
                         try:
                             while self._wake_r.recv(4096):
                                 pass
                         except BlockingIOError:
                             pass
                     else:
-                        self._receive(sel, idle, key)
+                        self._receive(sel, running, idle, key.fileobj)
                 now = time.monotonic()
-                for key in [key for key in sel.get_map().values() if key.data is not None and key.data[1] <= now]:
-                    self._end(sel, key.fileobj, key.data[0], TimeoutError(
-                        f"no answer to a locking read {self.lock_wait + MARGIN:g} s after it was sent"), idle=None)
+                while running:
+                    conn, (token, deadline) = next(iter(running.items()))
+                    if deadline > now:
+                        break
+                    self._end(sel, running, conn, TimeoutError(
+                        f"no answer to a locking read {self.lock_wait + MARGIN:g} s after it was sent"), None)
                 while idle and now - idle[0][1] > self.idle:
                     _close(idle.pop(0)[0])
         finally:
-            for key in list(sel.get_map().values()):
-                if key.data is not None:
-                    _close(key.fileobj)
+            for conn in running:
+                _close(conn)
             for conn, _ in idle:
                 _close(conn)
             sel.close()
             self._close_wake()
 
-    def _send(self, sel, idle, token, sql, params) -> None:
-        conn = None
+    def _opener(self, token, sql, params) -> None:
+        with self._lock:
+            self._opening += 1
         try:
-            conn = idle.pop()[0] if idle else self._open()
+            conn = self._open()
+        except Exception as e:  # noqa: BLE001 - the loop decides (retried, or the old rule)
+            self._finish(token, e)
+            conn = None
+        with self._lock:
+            self._opening -= 1
+            if conn is not None:
+                self._tasks.appendleft((conn, token, sql, params))
+        self._wake()
+
+    def _send(self, sel, running, conn, token, sql, params) -> None:
+        try:
             with self._lock:
                 self._reading[conn] = conn.thread_id()
             conn.send_query(sql.encode(conn.encoding) % tuple(map(conn.literal, params)))
-            sel.register(conn, selectors.EVENT_READ, (token, time.monotonic() + self.lock_wait + MARGIN))
+            sel.register(conn, selectors.EVENT_READ)
+            running[conn] = token, time.monotonic() + self.lock_wait + MARGIN
         except Exception as e:  # noqa: BLE001 - the loop decides (retried, or the old rule)
-            if conn is not None:
-                with self._lock:
-                    self._reading.pop(conn, None)
-                _close(conn)
+            with self._lock:
+                self._reading.pop(conn, None)
+            _close(conn)
             self._finish(token, e)
 
-    def _receive(self, sel, idle, key) -> None:
+    def _receive(self, sel, running, idle, conn) -> None:
         import MySQLdb
-        conn, token = key.fileobj, key.data[0]
+        token = running[conn][0]
         try:
             conn.read_query_result()
             result = conn.store_result()
@@ -183,11 +204,12 @@ class Waiters:
             outcome = TIMEOUT if e.args and e.args[0] in _LOCK_WAIT_CODES else e
         except Exception as e:  # noqa: BLE001 - the loop decides (retried, or the old rule)
             outcome = e
-        self._end(sel, conn, token, outcome, None if isinstance(outcome, Exception) else idle)
+        self._end(sel, running, conn, outcome, None if isinstance(outcome, Exception) else idle)
 
-    def _end(self, sel, conn, token, outcome, idle) -> None:
+    def _end(self, sel, running, conn, outcome, idle) -> None:
         """A read is over: its connection goes back to `idle` (None: closed, broken)."""
         sel.unregister(conn)
+        token = running.pop(conn)[0]
         with self._lock:
             self._reading.pop(conn, None)
         if idle is None:
