@@ -174,3 +174,26 @@ def test_a_read_without_an_answer_fails_after_its_lock_wait(world, monkeypatch):
     assert world["conns"][0].closed  # not taken again: the network, not a lock
     world["gate"]["a"].set()
     w.close()
+
+
+def test_opening_a_connection_does_not_hold_up_the_others(world):
+    slow, opened = threading.Event(), []
+
+    def connect():
+        if opened:  # every connection after the first opens only when the test says so
+            assert slow.wait(30)
+        opened.append(1)
+        return FakeConn(world)
+    notified = threading.Semaphore(0)
+    w = Waiters(connect, 2, 7, notified.release, idle=30)
+    assert read(world, w, "a", ())
+    finish(world, notified, "a")  # its connection is idle now
+    assert w.done() == [("a", ())]
+    assert read(world, w, "b", (("b",),))  # takes the idle connection
+    assert read(world, w, "c", (("c",),))  # needs a new one, still opening
+    finish(world, notified, "b")
+    assert w.done() == [("b", (("b",),))]
+    slow.set()
+    finish(world, notified, "c")
+    assert w.done() == [("c", (("c",),))]
+    w.close()
