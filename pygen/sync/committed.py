@@ -7,7 +7,10 @@ the locking reads that wait for an open transaction (wait_statement, waited).
 """
 from __future__ import annotations
 
+import json
+import re
 import time
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
@@ -163,7 +166,10 @@ class CommittedReader:
                 reading.error = e
         return reading
 
-    def receive(self, reading: "Reading") -> list:
+    def receive(self, reading: "Reading", expect: Optional[list] = None) -> list:
+        """read()'s answer to a send(). expect[i], when given and not None: changes[i].row as
+        payload.dumps writes it (bytes); a committed row of exactly that text is that row
+        (loads(dumps(r)) == r), so it is not parsed again."""
         import MySQLdb
         changes = reading.changes
         out: list = [None] * len(changes)
@@ -179,6 +185,15 @@ class CommittedReader:
                     self.conn.query(self._query(table, key_cols, row_cols, [changes[i] for i in chunk]))
                     rows = self._rows()
                 found = self._found(rows, key_cols, row_cols)
+                for i in chunk:
+                    k = _key_id(changes[i].key, key_cols)
+                    row = found.get(k)
+                    if type(row) is str:  # its text, not parsed yet
+                        if expect is not None and expect[i] is not None and row.encode() == expect[i]:
+                            row = changes[i].row
+                        else:
+                            row = found[k] = payload_loads(row)
+                    out[i] = row
             except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
                     MySQLdb.NotSupportedError, plan.PlanError) as e:
                 for i in chunk:
@@ -198,8 +213,6 @@ class CommittedReader:
                 for i in chunk:
                     out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
                 continue
-            for i in chunk:
-                out[i] = found.get(_key_id(changes[i].key, key_cols))
         return out
 
     def _table(self, table: str, names) -> FrozenSet[str]:
@@ -247,11 +260,19 @@ class CommittedReader:
             reading.error = e
 
     def _found(self, rows, key_cols, row_cols) -> dict:
+        """{key id: the row}, or the row's JSON text, unparsed, when the text shows the key:
+        the common key (one int column) rendered first, as the SELECT lists it."""
         found = {}
         if plan.key_in_row(key_cols, row_cols or key_cols):
+            lead = len(key_cols) == 1 and row_cols and row_cols[0] == key_cols[0] and _lead(key_cols[0])
             for (row_json,) in rows:
                 if row_json is None:
                     raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+                if lead and type(row_json) is str and row_json.startswith(lead):
+                    m = _INT.match(row_json, len(lead))
+                    if m:
+                        found[(int(m.group()),)] = row_json
+                        continue
                 row = payload_loads(row_json)
                 found[_key_id(row, key_cols)] = row
             return found
@@ -261,6 +282,15 @@ class CommittedReader:
             row = payload_loads(row_json)
             found[_key_id(payload_loads(key_json), key_cols)] = row
         return found
+
+
+_INT = re.compile(r"-?[0-9]+(?=[,}])")  # a JSON integer, then the next member or the end
+
+
+@lru_cache(maxsize=256)
+def _lead(name: str) -> str:
+    """How a row's JSON text begins when its first member is `name`."""
+    return "{" + json.dumps(name, ensure_ascii=False) + ":"
 
 
 def _key_id(key: dict, key_cols) -> object:

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from typing import List
+from typing import List, Optional
 
 from pygen.sync import plan
 from pygen.sync.committed import Gone, Pending
@@ -158,8 +158,11 @@ class CommittedLoop:
         except Exception as e:  # noqa: BLE001 - MySQL away
             failed = e
         self._settle_writes()  # the previous batch's Redis call ran meanwhile, and runs while MySQL reads
+        early = self._plan_early(fresh) if failed is None else {}
+        whole = self.options.mode == "json" and self.options.fields is None  # a SET of the whole row
         try:
-            rows = self.reader.receive(reading) if failed is None and fresh else []
+            rows = self.reader.receive(reading, [_text(early.get(id(p))) if whole else None for p in fresh]) \
+                if failed is None and fresh else []
         except Exception as e:  # noqa: BLE001 - MySQL away
             failed = e
         if failed is not None:  # keep every job, look again later
@@ -174,7 +177,8 @@ class CommittedLoop:
             outcome, p.outcome = p.outcome, None
             try:
                 d = self._decide(p, read.get(id(p)), outcome, now)
-                planned = plan.plan(d.change, self.options) if d.step is Step.WRITE else []
+                planned = [] if d.step is not Step.WRITE else \
+                    early[id(p)] if d.change is p.change and id(p) in early else plan.plan(d.change, self.options)
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
                 d = Decision(Step.REFUSE, reason=e)
             if d.step is Step.WAIT:
@@ -207,6 +211,17 @@ class CommittedLoop:
         except Exception:  # noqa: BLE001 - _settle_writes retries and reports
             token = None
         self.writing = writes, pairs, versions, jobs, token
+
+    def _plan_early(self, fresh: List[Pending]) -> dict:
+        """{id(p): p.change's writes} while MySQL reads (most are written as sent); a change
+        that cannot be planned is planned again, and refused, once decided."""
+        early = {}
+        for p in fresh:
+            try:
+                early[id(p)] = plan.plan(p.change, self.options)
+            except Exception:  # noqa: BLE001 - see above
+                pass
+        return early
 
     def _settle_writes(self) -> None:
         """Complete the jobs of the batch sent to Redis once it acknowledged (retrying the
@@ -252,6 +267,14 @@ class CommittedLoop:
         except Exception as e:  # noqa: BLE001 - Redis or MySQL away: the row's next change fixes it
             self.stats.add("errors")
             log.warning("re-checking skipped writes: %s", e)
+
+
+def _text(writes) -> Optional[bytes]:
+    """The JSON a change's writes SET (json mode, no --fields: the whole row), which
+    CommittedReader.receive() takes as the text of that row."""
+    if writes and len(writes) == 1 and writes[0].op == "set" and writes[0].values:
+        return writes[0].values[0]
+    return None
 
 
 _LOCK = {True: Lock.HELD, False: Lock.FREE, None: Lock.UNKNOWN}  # CommittedReader.locked() -> Lock
