@@ -188,8 +188,8 @@ class CommittedReader:
                 for i in chunk:
                     k = _key_id(changes[i].key, key_cols)
                     row = found.get(k)
-                    if type(row) is str:  # its text, not parsed yet
-                        if expect is not None and expect[i] is not None and row.encode() == expect[i]:
+                    if type(row) is bytes:  # its text, not parsed yet
+                        if expect is not None and expect[i] is not None and row == expect[i]:
                             row = changes[i].row
                         else:
                             row = found[k] = payload_loads(row)
@@ -268,7 +268,7 @@ class CommittedReader:
             for (row_json,) in rows:
                 if row_json is None:
                     raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
-                if lead and type(row_json) is str and row_json.startswith(lead):
+                if lead and type(row_json) is bytes and row_json.startswith(lead):  # a UDF's result: bytes
                     m = _INT.match(row_json, len(lead))
                     if m:
                         found[(int(m.group()),)] = row_json
@@ -284,13 +284,13 @@ class CommittedReader:
         return found
 
 
-_INT = re.compile(r"-?[0-9]+(?=[,}])")  # a JSON integer, then the next member or the end
+_INT = re.compile(rb"-?[0-9]+(?=[,}])")  # a JSON integer, then the next member or the end
 
 
 @lru_cache(maxsize=256)
-def _lead(name: str) -> str:
+def _lead(name: str) -> bytes:
     """How a row's JSON text begins when its first member is `name`."""
-    return "{" + json.dumps(name, ensure_ascii=False) + ":"
+    return ("{" + json.dumps(name, ensure_ascii=False) + ":").encode()
 
 
 def _key_id(key: dict, key_cols) -> object:

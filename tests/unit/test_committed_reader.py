@@ -13,7 +13,7 @@ TABLE = "s.t"
 
 class FakeConn:
     """Answers each query with the rows `table` holds for the ids it names (JSON text, as
-    udf_json_members renders them); every statement is recorded."""
+    udf_json_members renders them: bytes); every statement is recorded."""
     encoding = "utf8"
 
     def __init__(self, table):
@@ -31,7 +31,7 @@ class FakeConn:
         if "gman_stamp" in sql:
             return ((42,),)
         ids = [int(x) for x in sql.split(" IN ", 1)[1].strip("()").replace("(", "").replace(")", "").split(", ")]
-        return tuple((self.table[i],) for i in sorted(set(ids)) if i in self.table)
+        return tuple((self.table[i].encode(),) for i in sorted(set(ids)) if i in self.table)
 
     def send_query(self, query):
         assert self.answer is None, "a query is already in flight"
