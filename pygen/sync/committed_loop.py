@@ -1,7 +1,9 @@
 """The worker's --consistency committed loop (the rules are in pygen/sync/worker.py's docstring).
 
 Each job is parked (committed.Pending) until MySQL settles its change. A batch's rows are
-read in one query (committed.CommittedReader.read); a change committed as sent is written.
+read in one query (committed.CommittedReader.send/receive: sent before the previous batch's
+Redis reply is handled, its writes planned while MySQL reads); a change committed as sent is
+written. What to do next is pygen/sync/decision.py's decide(); this loop runs its steps.
 One not committed as sent goes to a waiter (pygen/sync/waiters.py): a locking read that waits
 for the transaction holding the row's lock and returns as that transaction ends, with the
 row as committed then, which is written. So a change reaches Redis within a round trip of

@@ -47,6 +47,7 @@ class Waiters:
         self._reading: Dict[object, int] = {}  # connection -> its id, while a read runs on it
         self._closed = False
         self._thread = None
+        self._told = True  # notify() was called since the last outcome
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -136,6 +137,8 @@ class Waiters:
                     else:
                         self._send(sel, running, conn or idle.pop()[0], token, sql, params)
                 if closed and not running and not opening:
+                    if not self._told:
+                        self.notify()
                     return  # every read has ended (no connection opening can bring one)
                 now = time.monotonic()
                 first = next(iter(running.values()), None)
@@ -158,6 +161,9 @@ class Waiters:
                         f"no answer to a locking read {self.lock_wait + MARGIN:g} s after it was sent"), None)
                 while idle and now - idle[0][1] > self.idle:
                     _close(idle.pop(0)[0])
+                if not self._told:  # every read this round answered, one wake-up
+                    self._told = True
+                    self.notify()
         finally:
             for conn in running:
                 _close(conn)
@@ -173,6 +179,8 @@ class Waiters:
             conn = self._open()
         except Exception as e:  # noqa: BLE001 - the loop decides (retried, or the old rule)
             self._finish(token, e)
+            self._told = True
+            self.notify()
             conn = None
         with self._lock:
             self._opening -= 1
@@ -219,10 +227,11 @@ class Waiters:
         self._finish(token, outcome)
 
     def _finish(self, token, outcome) -> None:
+        """An outcome for done(); the loop is told once per round of the thread (notify())."""
         self._done.append((token, outcome))
         with self._lock:
             self._outstanding -= 1
-        self.notify()
+        self._told = False
 
 
 def _close(conn) -> None:
