@@ -20,6 +20,7 @@ import collections
 import logging
 import selectors
 import socket
+import sys
 import threading
 import time
 from typing import Callable, Dict, List, Tuple
@@ -28,6 +29,8 @@ log = logging.getLogger("gman-udf.worker")  # the worker's log
 
 TIMEOUT = "lock wait timeout"  # an outcome: the lock was still held after lock_wait seconds
 MARGIN = 5.0  # seconds past lock_wait
+SEND_BATCH = 8  # reads sent per round of the thread, between looks at the answers
+SWITCH_INTERVAL = 0.0005  # seconds: sys.setswitchinterval() once waits begin
 _LOCK_WAIT_CODES = (1205, 1213)  # lock wait timeout; deadlock (not ours: this read holds nothing), try again
 
 
@@ -64,6 +67,9 @@ class Waiters:
             self._outstanding += 1
             self._tasks.append((None, token, sql, params))
             if self._thread is None:
+                # an answer waits for the GIL at most this long while the loop runs Python
+                # (default 5 ms: the whole latency budget)
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
                 self._thread = threading.Thread(target=self._run, name="gman-waiters", daemon=True)
                 self._thread.start()
         self._wake()
@@ -123,9 +129,9 @@ class Waiters:
         running: Dict[object, Tuple[object, float]] = {}  # connection -> (token, deadline), in the order sent
         try:
             while True:
-                with self._lock:
-                    tasks, closed, opening = list(self._tasks), self._closed, self._opening
-                    self._tasks.clear()
+                with self._lock:  # a few at a time: the answers of reads sent already are not held up
+                    tasks = [self._tasks.popleft() for _ in range(min(SEND_BATCH, len(self._tasks)))]
+                    more, closed, opening = bool(self._tasks), self._closed, self._opening
                 for conn, token, sql, params in tasks:
                     if closed:
                         if conn is not None:
@@ -136,13 +142,13 @@ class Waiters:
                                          daemon=True).start()
                     else:
                         self._send(sel, running, conn or idle.pop()[0], token, sql, params)
-                if closed and not running and not opening:
+                if closed and not running and not opening and not more:
                     if not self._told:
                         self.notify()
                     return  # every read has ended (no connection opening can bring one)
                 now = time.monotonic()
                 first = next(iter(running.values()), None)
-                wait = min(first[1] - now, self.idle) if first else self.idle
+                wait = 0.0 if more else min(first[1] - now, self.idle) if first else self.idle
                 for key, _ in sel.select(max(0.0, wait)):
                     if key.fileobj is self._wake_r:
                         try:
