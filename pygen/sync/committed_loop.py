@@ -21,7 +21,7 @@ import time
 from typing import List, Optional
 
 from pygen.sync import plan
-from pygen.sync.committed import Gone, Pending
+from pygen.sync.committed import Pending
 from pygen.sync.compare import stored_matches, version_ahead
 from pygen.sync.decision import Decision, Facts, Lock, Rules, Step, Waiter, decide
 from pygen.sync.payload import Change, parse

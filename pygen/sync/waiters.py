@@ -138,6 +138,8 @@ class Waiters:
                             _close(conn)
                         self._finish(token, RuntimeError("closed"))
                     elif conn is None and not idle:  # a new connection, opened aside: the others' answers go on
+                        with self._lock:
+                            self._opening += 1
                         threading.Thread(target=self._opener, args=(token, sql, params), name="gman-waiter-open",
                                          daemon=True).start()
                     else:
@@ -179,8 +181,6 @@ class Waiters:
             self._close_wake()
 
     def _opener(self, token, sql, params) -> None:
-        with self._lock:
-            self._opening += 1
         try:
             conn = self._open()
         except Exception as e:  # noqa: BLE001 - the loop decides (retried, or the old rule)
