@@ -1,14 +1,16 @@
 """--consistency committed: reads rows as MySQL has committed them, rendered by the same UDF
-as the trigger, and works out what to write for a change MySQL does not hold as sent (the
-rules are in pygen/sync/worker.py's docstring; the pure SQL in pygen/sync/committed_sql.py,
-the decisions in pygen/sync/plan.py).
+as the trigger, for the decisions on a change MySQL does not hold as sent (the
+rules are in pygen/sync/worker.py's docstring; the pure SQL in pygen/sync/committed_sql.py, the decisions in
+pygen/sync/decision.py).
 pygen/sync/committed_loop.py parks the jobs (Pending) and runs the loop; pygen/sync/waiters.py runs
 the locking reads that wait for an open transaction (wait_statement, waited).
 """
 from __future__ import annotations
 
-import logging
+import json
+import re
 import time
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
@@ -18,8 +20,6 @@ from pygen.sync.payload import loads as payload_loads
 from pygen import mysql
 from pygen.sync.schema import Column
 from pygen.sync.triggers import SYNCED_SQL, synced_tables
-
-log = logging.getLogger("gman-udf.worker")  # the worker's log
 
 
 class Gone(Exception):
@@ -37,6 +37,7 @@ class CommittedReader:
         self.opts = mysql.ConnOptions.from_dsn(dsn).defaults(connect_timeout=max(1, round(timeout)))
         self.json_function = json_function
         self.conn = None
+        self._inflight: Optional[Reading] = None  # sent by send(), not yet read back
         self._columns: Dict[str, Tuple[float, FrozenSet[str], FrozenSet[str]]] = {}
 
     def connect(self, read_timeout: Optional[float] = None):
@@ -46,6 +47,8 @@ class CommittedReader:
         return self.opts.connect(read_timeout=max(1, round(read_timeout)))
 
     def _cursor(self):
+        if self._inflight is not None:
+            self._drain()
         if self.conn is None:
             conn = self.connect()
             conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -53,6 +56,7 @@ class CommittedReader:
         return self.conn.cursor()
 
     def close(self) -> None:
+        self._inflight = None
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -139,58 +143,74 @@ class CommittedReader:
 
     def read(self, changes: List[Change]) -> list:
         """For each change: its row as committed (dict), None (no such row) or a Gone."""
-        import MySQLdb
-        out: list = [None] * len(changes)
+        return self.receive(self.send(changes))
+
+    def send(self, changes: List[Change]) -> "Reading":
+        """read(), begun: its first query is sent and not waited for, so that the caller's
+        other work overlaps MySQL's; receive() returns what read() would. Any other query
+        of this reader meanwhile waits for that one first."""
         groups: Dict[tuple, List[int]] = {}
         for i, c in enumerate(changes):
             groups.setdefault((c.table, tuple(c.key), tuple(c.row or ())), []).append(i)
-        for (table, key_cols, row_cols), idx in groups.items():
-            for start in range(0, len(idx), self.CHUNK):
-                chunk = idx[start:start + self.CHUNK]
-                try:
-                    found = self._read_group(table, key_cols, row_cols, [changes[i] for i in chunk])
-                except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
-                        MySQLdb.NotSupportedError, plan.PlanError) as e:
+        reading = Reading(changes, [(*group, idx[start:start + self.CHUNK])
+                                    for group, idx in groups.items() for start in range(0, len(idx), self.CHUNK)])
+        if reading.chunks:
+            try:
+                query = self._query(*reading.chunks[0][:3], [changes[i] for i in reading.chunks[0][3]])
+                self.conn.send_query(query)
+                self._inflight = reading
+            except Exception as e:  # noqa: BLE001 - receive() sorts it out, as read() would
+                reading.error = e
+        return reading
+
+    def receive(self, reading: "Reading", expect: Optional[list] = None) -> list:
+        """read()'s answer to a send(). expect[i], when given and not None: changes[i].row as
+        payload.dumps writes it (bytes); a committed row of exactly that text is that row
+        (loads(dumps(r)) == r), so it is not parsed again."""
+        import MySQLdb
+        changes = reading.changes
+        out: list = [None] * len(changes)
+        for n, (table, key_cols, row_cols, chunk) in enumerate(reading.chunks):
+            try:
+                if n == 0:
+                    if self._inflight is reading:
+                        self._drain()
+                    if reading.error is not None:
+                        raise reading.error
+                    rows = reading.rows
+                else:
+                    self.conn.query(self._query(table, key_cols, row_cols, [changes[i] for i in chunk]))
+                    rows = self._rows()
+                found = self._found(rows, key_cols, row_cols)
+                for i in chunk:
+                    k = _key_id(changes[i].key, key_cols)
+                    row = found.get(k)
+                    if type(row) is bytes:  # its text, not parsed yet
+                        if expect is not None and expect[i] is not None and row == expect[i]:
+                            row = changes[i].row
+                        else:
+                            row = found[k] = payload_loads(row)
+                    out[i] = row
+            except (MySQLdb.ProgrammingError, MySQLdb.DataError, MySQLdb.IntegrityError,
+                    MySQLdb.NotSupportedError, plan.PlanError) as e:
+                for i in chunk:
+                    out[i] = Gone(f"{table}: {e}")
+                continue
+            except MySQLdb.OperationalError as e:
+                if e.args and e.args[0] in (1054, 1146, 1049, 1305, 1142, 1143):  # no such column/table/db/function, denied
                     for i in chunk:
                         out[i] = Gone(f"{table}: {e}")
                     continue
-                except MySQLdb.OperationalError as e:
-                    if e.args and e.args[0] in (1054, 1146, 1049, 1305, 1142, 1143):  # no such column/table/db/function, denied
-                        for i in chunk:
-                            out[i] = Gone(f"{table}: {e}")
-                        continue
-                    self.close()
-                    raise
-                except MySQLdb.Error:  # the connection: an outage, retried
-                    self.close()
-                    raise
-                except Exception as e:  # noqa: BLE001 - a change no rule above foresaw: refused, not retried forever
-                    for i in chunk:
-                        out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
-                    continue
+                self.close()
+                raise
+            except MySQLdb.Error:  # the connection: an outage, retried
+                self.close()
+                raise
+            except Exception as e:  # noqa: BLE001 - a change no rule above foresaw: refused, not retried forever
                 for i in chunk:
-                    out[i] = found.get(committed_sql.key_id(changes[i].key, key_cols))
+                    out[i] = Gone(f"{table}: {type(e).__name__}: {e}")
+                continue
         return out
-
-    def settled(self, change: Change, waited: float, commit_window: float, max_wait: float):
-        """The decision for a change MySQL does not hold as sent: RETRY while its transaction
-        may still be open, else what is committed. Its trigger ran under the row's lock, held
-        until COMMIT or ROLLBACK, so a free lock means that transaction is over, and a read
-        after seeing it free shows its outcome."""
-        locked = self.locked(change)
-        if locked is None:  # no NOWAIT on this server: wait out the commit window
-            if waited < commit_window:
-                return plan.RETRY
-        elif locked and waited < max_wait:
-            return plan.RETRY
-        try:
-            (row,) = self.read([change])
-        except Exception as e:  # noqa: BLE001 - MySQL away: look again later
-            log.warning("mysql: %s", e)
-            return plan.RETRY
-        if isinstance(row, Gone):
-            return plan.RETRY  # it was readable a moment ago
-        return plan.decide(change, row, True)
 
     def _table(self, table: str, names) -> FrozenSet[str]:
         """The table's text columns in a non-UTF-8 charset; PlanError when it has no column of
@@ -213,27 +233,80 @@ class CommittedReader:
             raise plan.PlanError(f"no column {unknown[0]!r:.80}")
         return cached[2]
 
-    def _read_group(self, table, key_cols, row_cols, changes) -> dict:
+    def _query(self, table, key_cols, row_cols, changes) -> bytes:
+        """The read of one chunk, its parameters bound (as a cursor binds them)."""
         convert = self._table(table, (*key_cols, *row_cols))  # the SQL stays as wide as the table
         sql, params = committed_sql.read_statement(table, key_cols, row_cols, len(changes), self.json_function, convert)
         for c in changes:
             params += committed_sql.key_params(c.key, key_cols)
-        cur = self._cursor()
-        cur.execute(sql, params)
+        self._cursor()
+        conn = self.conn
+        return sql.encode(conn.encoding) % tuple(map(conn.literal, params))
+
+    def _rows(self) -> tuple:
+        result = self.conn.store_result()
+        return result.fetch_row(0) if result is not None else ()
+
+    def _drain(self) -> None:
+        """Wait for the query send() sent; its rows (or error) wait in its Reading."""
+        reading, self._inflight = self._inflight, None
+        try:
+            self.conn.read_query_result()
+            reading.rows = self._rows()
+        except Exception as e:  # noqa: BLE001 - raised by receive()
+            reading.error = e
+
+    def _found(self, rows, key_cols, row_cols) -> dict:
+        """{key id: the row}, or the row's JSON text, unparsed, when the text shows the key:
+        the common key (one int column) rendered first, as the SELECT lists it."""
         found = {}
         if committed_sql.key_in_row(key_cols, row_cols or key_cols):
-            for (row_json,) in cur.fetchall():
+            lead = len(key_cols) == 1 and row_cols and row_cols[0] == key_cols[0] and _lead(key_cols[0])
+            for (row_json,) in rows:
                 if row_json is None:
                     raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
+                if lead and type(row_json) is bytes and row_json.startswith(lead):  # a UDF's result: bytes
+                    m = _INT.match(row_json, len(lead))
+                    if m:
+                        found[(int(m.group()),)] = row_json
+                        continue
                 row = payload_loads(row_json)
-                found[committed_sql.key_id(row, key_cols)] = row
+                found[_key_id(row, key_cols)] = row
             return found
-        for key_json, row_json in cur.fetchall():
+        for key_json, row_json in rows:
             if key_json is None or row_json is None:
                 raise plan.PlanError(f"{self.json_function} returned NULL (see gman_last_error())")
             row = payload_loads(row_json)
-            found[committed_sql.key_id(payload_loads(key_json), key_cols)] = row
+            found[_key_id(payload_loads(key_json), key_cols)] = row
         return found
+
+
+_INT = re.compile(rb"-?[0-9]+(?=[,}])")  # a JSON integer, then the next member or the end
+
+
+@lru_cache(maxsize=256)
+def _lead(name: str) -> bytes:
+    """How a row's JSON text begins when its first member is `name`."""
+    return ("{" + json.dumps(name, ensure_ascii=False) + ":").encode()
+
+
+def _key_id(key: dict, key_cols) -> object:
+    """committed_sql.key_id, at once for the common key (one int or str column)."""
+    if len(key_cols) == 1:
+        v = key.get(key_cols[0])
+        if type(v) is int or type(v) is str:
+            return (v,)
+    return committed_sql.key_id(key, key_cols)
+
+
+@dataclass
+class Reading:
+    """A read() begun by CommittedReader.send(): its chunks (table, key columns, row columns,
+    indexes into changes) and the first one's rows or error once they are in."""
+    changes: List[Change]
+    chunks: list
+    rows: tuple = ()
+    error: Optional[Exception] = None
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The worker's --consistency committed loop (the rules are in pygen/sync/worker.py's docstring).
 
 Each job is parked (committed.Pending) until MySQL settles its change. A batch's rows are
-read in one query (committed.CommittedReader.read); a change committed as sent is written.
+read in one query (committed.CommittedReader.send/receive: sent before the previous batch's
+Redis reply is handled, its writes planned while MySQL reads); a change committed as sent is
+written. What to do next is pygen/sync/decision.py's decide(); this loop runs its steps.
 One not committed as sent goes to a waiter (pygen/sync/waiters.py): a locking read that waits
 for the transaction holding the row's lock and returns as that transaction ends, with the
 row as committed then, which is written. So a change reaches Redis within a round trip of
@@ -16,11 +18,12 @@ import logging
 import math
 import threading
 import time
-from typing import List
+from typing import List, Optional
 
 from pygen.sync import plan
-from pygen.sync.committed import Gone, Pending
+from pygen.sync.committed import Pending
 from pygen.sync.compare import stored_matches, version_ahead
+from pygen.sync.decision import Decision, Facts, Lock, Rules, Step, Waiter, decide
 from pygen.sync.payload import Change, parse
 from pygen.sync.waiters import TIMEOUT, Waiters
 
@@ -37,6 +40,7 @@ class CommittedLoop:
         self.stamp = -1  # the largest gman_stamp() read: the server has stamped every version up to it
         self.writing = None  # (writes, pairs, versions, jobs, token): sent to Redis, not yet acknowledged
         self.waiters = None
+        self.rules = Rules(self.config.commit_window, self.config.max_wait, self.config.waiters > 0)
         if self.config.waiters > 0:
             read_timeout = self.config.lock_wait + max(self.config.timeout, 5.0)  # the wait must not look like an outage
             self.waiters = Waiters(lambda: self.reader.connect(read_timeout), self.config.waiters, self.config.lock_wait,
@@ -95,15 +99,22 @@ class CommittedLoop:
             if isinstance(outcome, Exception):
                 self.stats.add("errors")
                 log.warning("mysql (waiting for %s %s): %s", p.change.table, p.change.key, outcome)
-                p.attempt += 1
-                p.due = now + plan.retry_delay(p.attempt, 0.2, 2.0)
-            elif outcome is not TIMEOUT:  # timed out: read again, and waited on again if still open
-                p.outcome = outcome
+                facts = Facts(waiter=Waiter.FAILED, attempt=p.attempt)
+            elif outcome is TIMEOUT:
+                facts = Facts(waiter=Waiter.TIMED_OUT, attempt=p.attempt)
+            else:
+                p.outcome = outcome  # decided with the others due now
+                continue
+            self._poll(p, decide(p.change, facts, self.rules), now)
 
-    def _wait_for(self, p: Pending, now: float) -> bool:
-        """Hand the job to a waiter; False (the old rule applies) when none can take it."""
-        if self.waiters is None or now - p.first >= self.config.max_wait:
-            return False
+    def _poll(self, p: Pending, d: Decision, now: float) -> None:
+        """Run a POLL (one more attempt, due after its delay) or a READ (due now)."""
+        if d.step is Step.POLL:
+            p.attempt += 1
+            p.due = now + d.delay
+
+    def _wait_for(self, p: Pending) -> bool:
+        """Hand the job to a waiter; False when none can take it."""
         try:
             sql, params = self.reader.wait_statement(p.change)
         except Exception as e:  # noqa: BLE001 - PlanError, MySQL away: polled instead
@@ -115,56 +126,79 @@ class CommittedLoop:
         self.stats.add("waits")
         return True
 
+    def _decide(self, p: Pending, row, outcome, now: float) -> Decision:
+        """decide() for a due job, running the steps that learn more (WAIT, TRY_LOCK,
+        READ_FINAL) until one is the caller's: WRITE, SKIP, REFUSE, POLL, or a WAIT taken."""
+        facts = Facts(row, False, False, Lock.UNTRIED, Waiter.NONE, now - p.first, self.stamp, p.attempt)
+        if outcome is not None:  # read under the row's lock, free at last: the change's transaction is over
+            facts = facts._replace(row=self.reader.waited(outcome), final=True)
+        while True:
+            d = decide(p.change, facts, self.rules)
+            if d.step is Step.WAIT:
+                if self._wait_for(p):
+                    return d
+                facts = facts._replace(waiter=Waiter.BUSY)
+            elif d.step is Step.TRY_LOCK:
+                facts = facts._replace(lock=_LOCK[self.reader.locked(p.change)])
+            elif d.step is Step.READ_FINAL:
+                try:
+                    (row,) = self.reader.read([p.change])
+                    facts = facts._replace(row=row, final=True)
+                except Exception as e:  # noqa: BLE001 - MySQL away: look again later
+                    log.warning("mysql: %s", e)
+                    facts = facts._replace(read_failed=True, final=True)
+            else:
+                return d
+
     def _resolve(self, due: List[Pending], now: float) -> None:
         fresh = [p for p in due if p.outcome is None]
         try:
             if fresh and max(p.change.version for p in fresh) > self.stamp:
                 self.stamp = max(self.stamp, self.reader.stamp())
-            rows = self.reader.read([p.change for p in fresh]) if fresh else []
-        except Exception as e:  # noqa: BLE001 - MySQL away: keep every job, look again later
+            reading = self.reader.send([p.change for p in fresh]) if fresh else None
+            failed = None
+        except Exception as e:  # noqa: BLE001 - MySQL away
+            failed = e
+        self._settle_writes()  # the previous batch's Redis call ran meanwhile, and runs while MySQL reads
+        early = self._plan_early(fresh) if failed is None else {}
+        whole = self.options.mode == "json" and self.options.fields is None  # a SET of the whole row
+        try:
+            rows = self.reader.receive(reading, [_text(early.get(id(p))) if whole else None for p in fresh]) \
+                if failed is None and fresh else []
+        except Exception as e:  # noqa: BLE001 - MySQL away
+            failed = e
+        if failed is not None:  # keep every job, look again later
             self.stats.add("errors")
-            log.warning("mysql: %s; %d jobs wait", e, len(due))
+            log.warning("mysql: %s; %d jobs wait", failed, len(due))
             for p in due:
-                p.attempt += 1
-                p.due = now + plan.retry_delay(p.attempt, 0.2, 2.0)
-            self._settle_writes()
+                self._poll(p, decide(p.change, Facts(read_failed=True, attempt=p.attempt), self.rules), now)
             return
-        self._settle_writes()  # the previous batch's Redis call ran meanwhile
         read = dict(zip(map(id, fresh), rows))
         done, writes, versions, gone, pairs = [], [], [], set(), []
         for p in due:
-            waited, outcome, p.outcome = p.outcome is not None, p.outcome, None
-            row = None if waited else read[id(p)]
-            if isinstance(row, Gone) or p.change.version > self.stamp:
-                # no trigger of this server can have stamped a version it has not reached yet
-                why = row if isinstance(row, Gone) else f"version {p.change.version} is ahead of gman_stamp() {self.stamp}"
-                gone.add(id(p))
-                self._refuse(p.job, why)
-                continue
+            outcome, p.outcome = p.outcome, None
             try:
-                if waited:  # read under the row's lock, free at last: the change's transaction is over
-                    row = self.reader.waited(outcome)
-                action = plan.decide(p.change, row, waited)
-                if action is plan.RETRY:
-                    if self._wait_for(p, now):
-                        continue
-                    action = self.reader.settled(p.change, now - p.first, self.config.commit_window, self.config.max_wait)
-                planned = [] if action in (plan.RETRY, plan.DROP) else plan.plan(action, self.options)
+                d = self._decide(p, read.get(id(p)), outcome, now)
+                planned = [] if d.step is not Step.WRITE else \
+                    early[id(p)] if d.change is p.change and id(p) in early else plan.plan(d.change, self.options)
             except Exception as e:  # noqa: BLE001 - PayloadError, or one nobody foresaw: never fatal
-                gone.add(id(p))
-                self._refuse(p.job, e)
+                d = Decision(Step.REFUSE, reason=e)
+            if d.step is Step.WAIT:
                 continue
-            if action is plan.RETRY:
-                p.attempt += 1
-                p.due = now + plan.retry_delay(p.attempt)
+            if d.step is Step.REFUSE:
+                gone.add(id(p))
+                self._refuse(p.job, d.reason)
+                continue
+            if d.step is Step.POLL:
+                self._poll(p, d, now)
                 self.stats.add("retries")
                 continue
-            if action is not plan.DROP:
-                if action is not p.change:
+            if d.step is Step.WRITE:
+                if d.change is not p.change:
                     log.debug("%s %s: not committed as sent (rolled back or superseded); writing what is "
                               "committed", p.change.table, p.change.key)
                 writes += planned
-                pairs += [(w, action) for w in planned]
+                pairs += [(w, d.change) for w in planned]
                 versions.append(p.change.version)
             done.append(p)
         gone.update(id(p) for p in done)  # no longer parked: completed once Redis has their writes
@@ -179,6 +213,17 @@ class CommittedLoop:
         except Exception:  # noqa: BLE001 - _settle_writes retries and reports
             token = None
         self.writing = writes, pairs, versions, jobs, token
+
+    def _plan_early(self, fresh: List[Pending]) -> dict:
+        """{id(p): p.change's writes} while MySQL reads (most are written as sent); a change
+        that cannot be planned is planned again, and refused, once decided."""
+        early = {}
+        for p in fresh:
+            try:
+                early[id(p)] = plan.plan(p.change, self.options)
+            except Exception:  # noqa: BLE001 - see above
+                pass
+        return early
 
     def _settle_writes(self) -> None:
         """Complete the jobs of the batch sent to Redis once it acknowledged (retrying the
@@ -225,3 +270,13 @@ class CommittedLoop:
             self.stats.add("errors")
             log.warning("re-checking skipped writes: %s", e)
 
+
+def _text(writes) -> Optional[bytes]:
+    """The JSON a change's writes SET (json mode, no --fields: the whole row), which
+    CommittedReader.receive() takes as the text of that row."""
+    if writes and len(writes) == 1 and writes[0].op == "set" and writes[0].values:
+        return writes[0].values[0]
+    return None
+
+
+_LOCK = {True: Lock.HELD, False: Lock.FREE, None: Lock.UNKNOWN}  # CommittedReader.locked() -> Lock

@@ -4,8 +4,7 @@
     collapse(writes)                        one write per key where the result is the same
     script_args(writes) -> (keys, args)     the arguments of redis_scripts.APPLY
 
-and, for --consistency committed, the decision taken on what a re-read returns (decide; the
-SQL of those reads is pygen/sync/committed_sql.py).
+Committed mode's reads are pygen/sync/committed_sql.py, its decision pygen/sync/decision.py.
 pygen/sync/worker.py does the I/O; the metrics text is pygen/sync/metrics.py.
 
 Redis layout (json mode, default key template):
@@ -18,7 +17,7 @@ from __future__ import annotations
 
 from binascii import crc_hqx
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -26,8 +25,7 @@ from pygen.sync.payload import Change, PayloadError, decode_value
 from pygen.sync.payload import dumps as payload_dumps
 
 __all__ = ["DEFAULT_TEMPLATE", "BARE_TEMPLATE", "PlanError", "Options", "Write", "compile_template", "render_key",
-           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us", "RETRY", "DROP",
-           "decide", "retry_delay"]
+           "version_key", "hash_value", "plan", "admit", "collapse", "script_args", "lag_us"]
 
 DEFAULT_TEMPLATE = "{table}:{key}"
 BARE_TEMPLATE = "{id}"  # the seeds' worker: SET <id> <json>
@@ -285,33 +283,3 @@ def lag_us(version: Optional[int], now_us: int) -> Optional[int]:
     if version is None or not 10**15 <= version < 10**16:
         return None
     return now_us - version
-
-
-# ---- --consistency committed -----------------------------------------------------------------
-
-RETRY, DROP = "retry", "drop"
-
-
-def decide(change: Change, committed: Optional[Dict[str, Any]], expired: bool):
-    """What to write for a change, given its row as committed now (None: no such row):
-    a Change to write, RETRY (not yet: look again later) or DROP (nothing to write).
-    The payload's image when what is committed agrees with it; once the commit window has
-    passed, what is committed: a delete when the row is gone, the committed row for an
-    upsert, nothing for a delete of a row that is still there (rolled back: Redis never lost
-    it; re-inserted: that INSERT sends its own job). The payload's version stays: any later
-    change of the row carries a larger one."""
-    if change.op == "delete":
-        if committed is None:
-            return change
-        return DROP if expired else RETRY
-    if committed is not None and committed == change.row:
-        return change
-    if not expired:
-        return RETRY
-    if committed is None:
-        return Change("delete", change.table, change.key, change.version, None)
-    return replace(change, row=committed)
-
-
-def retry_delay(attempt: int, base: float = 0.02, cap: float = 1.0) -> float:
-    return min(base * (2 ** attempt), cap)

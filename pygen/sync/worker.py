@@ -30,7 +30,7 @@ Guarantees
   payload when MySQL has committed exactly that image. When it has not, the trigger's
   transaction is either still open or over (rolled back, or superseded by a later change):
   the trigger ran under the row's lock, which that transaction holds until it ends, so a
-  waiter (one of --waiters threads, each with its own MySQL connection) runs a locking read
+  waiter (one of --waiters MySQL connections, all driven by one thread) runs a locking read
   of the row, which waits for that lock and returns as the transaction commits or rolls back
   (the job is parked meanwhile; the others go on): what is committed then is written (a
   delete when the row is gone; nothing for a delete whose row is still there), with the

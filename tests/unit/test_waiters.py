@@ -1,6 +1,8 @@
-"""pygen/sync/waiters.py with fake MySQL connections: the pool is bounded, a read's outcome (rows,
+"""pygen/sync/waiters.py with fake MySQL connections (a socket pair each, answered when the test
+says so): the pool is bounded, a read's outcome (rows,
 lock wait timeout, error) reaches done() and notify(), a broken connection is replaced, and
 close() ends the reads still waiting (KILL QUERY)."""
+import socket
 import threading
 
 import MySQLdb
@@ -10,16 +12,25 @@ from pygen.sync.waiters import TIMEOUT, Waiters
 
 
 class FakeConn:
-    """execute() of 'WAIT <name>' blocks until gate[name] is set, then returns or raises
-    what results[name] holds; every statement is recorded."""
+    """A query 'WAIT <name>' (sent with send_query) is answered once gate[name] is set: its
+    socket turns readable, and read_query_result() returns or raises what results[name]
+    holds; every statement is recorded."""
     ids = iter(range(100, 10_000))
+    encoding = "utf8"
 
     def __init__(self, world):
         self.world, self.closed, self.id = world, False, next(self.ids)
+        self.mine, self.theirs = socket.socketpair()
         world["conns"].append(self)
 
     def thread_id(self):
         return self.id
+
+    def fileno(self):
+        return self.mine.fileno()
+
+    def literal(self, value):
+        return str(value).encode()
 
     def cursor(self):
         conn = self
@@ -27,17 +38,32 @@ class FakeConn:
         class Cursor:
             def execute(self, sql, params=None):
                 conn.world["sql"].append((conn.id, sql, params))
-                if sql.startswith("WAIT "):
-                    name = sql.split()[1]
-                    assert conn.world["gate"][name].wait(30), "the test never opened this gate"
-                    outcome = conn.world["results"][name]
-                    if isinstance(outcome, Exception):
-                        raise outcome
-                    self.rows = outcome
-
-            def fetchall(self):
-                return self.rows
         return Cursor()
+
+    def send_query(self, query):
+        sql = query.decode()
+        self.world["sql"].append((self.id, sql, None))
+        name = sql.split()[1]
+
+        def answer():
+            assert self.world["gate"][name].wait(30), "the test never opened this gate"
+            self.outcome = self.world["results"][name]
+            self.theirs.send(b"!")
+        threading.Thread(target=answer, daemon=True).start()
+
+    def read_query_result(self):
+        self.mine.recv(1)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+
+    def store_result(self):
+        rows = self.outcome
+
+        class Result:
+            def fetch_row(self, maxrows):
+                assert maxrows == 0
+                return rows
+        return Result()
 
     def close(self):
         self.closed = True
@@ -57,7 +83,7 @@ def pool(world, size=2):
 def read(world, w, name, outcome):
     world["gate"][name] = threading.Event()
     world["results"][name] = outcome
-    return w.submit(name, f"WAIT {name}", [name])
+    return w.submit(name, "WAIT %s", [name])
 
 
 def finish(world, notified, name):
@@ -115,3 +141,59 @@ def test_close_kills_the_reads_still_waiting(world):
     assert not read(world, w, "b", ())  # closed: nothing more is taken
     finish(world, notified, "a")  # the killed read ends (here: the test lets it)
     assert [name for name, _ in w.done()] == ["a"]
+
+
+def test_one_thread_waits_for_many_and_reuses_connections(world):
+    w, notified = pool(world, size=50)
+    names = [f"r{i}" for i in range(50)]
+    for name in names:
+        assert read(world, w, name, ((name,),))
+    assert not read(world, w, "extra", ())
+    assert [t.name for t in threading.enumerate()].count("gman-waiters") == 1
+    for name in reversed(names):  # the transactions end in any order
+        finish(world, notified, name)
+    assert sorted(w.done()) == sorted((name, ((name,),)) for name in names)
+    opened = len(world["conns"])
+    assert opened == 50
+    for name in ("again1", "again2"):
+        assert read(world, w, name, ())
+        finish(world, notified, name)
+    assert len(world["conns"]) == opened  # idle connections are taken again
+    w.close()
+
+
+def test_a_read_without_an_answer_fails_after_its_lock_wait(world, monkeypatch):
+    import pygen.sync.waiters as waiters
+    monkeypatch.setattr(waiters, "MARGIN", 0.2)
+    notified = threading.Semaphore(0)
+    w = Waiters(lambda: FakeConn(world), 1, 0, notified.release, idle=30)
+    assert read(world, w, "a", ())  # its gate never opens
+    assert notified.acquire(timeout=30)
+    [(name, outcome)] = w.done()
+    assert name == "a" and isinstance(outcome, TimeoutError)
+    assert world["conns"][0].closed  # not taken again: the network, not a lock
+    world["gate"]["a"].set()
+    w.close()
+
+
+def test_opening_a_connection_does_not_hold_up_the_others(world):
+    slow, opened = threading.Event(), []
+
+    def connect():
+        if opened:  # every connection after the first opens only when the test says so
+            assert slow.wait(30)
+        opened.append(1)
+        return FakeConn(world)
+    notified = threading.Semaphore(0)
+    w = Waiters(connect, 2, 7, notified.release, idle=30)
+    assert read(world, w, "a", ())
+    finish(world, notified, "a")  # its connection is idle now
+    assert w.done() == [("a", ())]
+    assert read(world, w, "b", (("b",),))  # takes the idle connection
+    assert read(world, w, "c", (("c",),))  # needs a new one, still opening
+    finish(world, notified, "b")
+    assert w.done() == [("b", (("b",),))]
+    slow.set()
+    finish(world, notified, "c")
+    assert w.done() == [("c", (("c",),))]
+    w.close()

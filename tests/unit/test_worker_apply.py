@@ -8,7 +8,7 @@ from redis.crc import key_slot
 from pygen.sync import committed_sql
 from pygen.sync import plan as plan_mod
 from pygen.sync.payload import Change, parse
-from pygen.sync.plan import DROP, RETRY, Options, PlanError, Write, plan
+from pygen.sync.plan import Options, PlanError, Write, plan
 from pygen.sync.redis_writer import redis_target
 
 V = 1732345678123456
@@ -232,38 +232,6 @@ def test_waiting_lock_statement_by_server():
             "SELECT 1 FROM `s`.`t` WHERE (`a`) = (%s) LOCK IN SHARE MODE"
     assert committed_sql.lock_statement("s.t", ["a"], "8.0.36", ["a"], wait=True) == \
         "SELECT udf_json_members(%s, `a`), gman_stamp() FROM `s`.`t` WHERE (`a`) = (%s) FOR SHARE"
-
-
-ROW = {"id": 1, "val": "new"}
-
-
-@pytest.mark.parametrize("op, committed, expired, expected", [
-    ("upsert", ROW, False, "same"),                # committed as sent
-    ("upsert", ROW, True, "same"),
-    ("upsert", {"id": 1, "val": "old"}, False, RETRY),  # not yet committed (or superseded)
-    ("upsert", None, False, RETRY),                # INSERT not committed yet (or rolled back)
-    ("upsert", {"id": 1, "val": "old"}, True, "committed"),
-    ("upsert", None, True, "delete"),
-    ("delete", None, False, "same"),
-    ("delete", ROW, False, RETRY),                 # DELETE not committed yet
-    ("delete", ROW, True, DROP),                   # rolled back: Redis still has the row
-])
-def test_decide(op, committed, expired, expected):
-    change = Change(op, "s.t", {"id": 1}, V, ROW if op == "upsert" else None)
-    got = plan_mod.decide(change, committed, expired)
-    if expected == "same":
-        assert got is change
-    elif expected == "committed":
-        assert got == Change("upsert", "s.t", {"id": 1}, V, committed)
-    elif expected == "delete":
-        assert got == Change("delete", "s.t", {"id": 1}, V, None)
-    else:
-        assert got is expected
-
-
-def test_retry_delay_grows_and_caps():
-    assert plan_mod.retry_delay(0) < plan_mod.retry_delay(1) < plan_mod.retry_delay(3)
-    assert plan_mod.retry_delay(50) == 1.0
 
 
 # ---- command-line helpers (pygen/sync/worker.py, pure) ---------------------------------------------
