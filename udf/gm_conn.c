@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "gm_limits.h"
-#include "gm_pipeline.h"
+#include "gm_pipe.h"
 
 int64_t gm_now_us(void)
 {

@@ -4,7 +4,7 @@
  */
 #include "gm_stream.h"
 
-#include "gm_pipeline.h"
+#include "gm_pipe.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /*
  * gm_stream.h -- a group of jobs on one connection (gman_sum, gman_bulk_background),
- * pipelined: a bounded number in flight (gm_pipeline.h), the window adapted to the
+ * pipelined: a bounded number in flight (gm_pipe.h), the window adapted to the
  * server's pace.
  *
  * The server is picked like a single call's (gm_pick.h). When it fails or stays silent

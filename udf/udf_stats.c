@@ -3,11 +3,11 @@
  *
  *   gman_stats()  -> STRING  a JSON object of process-wide counters since the library was
  *                            loaded: {"jobs", "sent", "confirmed", "refused", "rescued", "lost",
- *                            "abandoned", "timeouts"} (see gm_pipeline.c and the README)
+ *                            "abandoned", "timeouts"} (see gm_stats.h and the README)
  */
 #include <string.h>
 
-#include "gm_pipeline.h"
+#include "gm_stats.h"
 #include "udf_host.h"
 
 UDF_EXPORT my_bool gman_stats_init(UDF_INIT *initid, UDF_ARGS *args, char *message)
@@ -30,7 +30,7 @@ UDF_EXPORT char *gman_stats(UDF_INIT *initid, UDF_ARGS *args, char *result, unsi
     (void)initid;
     (void)args;
     (void)error;
-    gm_pipeline_stats(result, UDF_RESULT_SIZE);
+    gm_stats_json(result, UDF_RESULT_SIZE);
     *is_null = 0;
     *length = strlen(result);
     return result;

@@ -1,4 +1,4 @@
-"""udf/gm_pipeline.c and udf/gm_jobq.c through cffi, against a scripted peer on a local socket: every reply is
+"""udf/gm_pipe.c and udf/gm_jobq.c through cffi, against a scripted peer on a local socket: every reply is
 paired with the oldest unanswered job, an ERROR refuses that one job only, a reply to nothing
 is an error, and the job queue keeps packets whole and in order."""
 import json
@@ -25,7 +25,7 @@ unsigned gm_pipe_count(const gm_conn *c);
 size_t gm_pipe_bytes(const gm_conn *c);
 int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
                  gm_error *e);
-void gm_pipeline_stats(char *out, size_t len);
+void gm_stats_json(char *out, size_t len);
 
 int gm_jobq_push(gm_jobq *q, const char *p, size_t len);
 int gm_jobq_append(gm_jobq *dst, gm_jobq *src);
@@ -46,7 +46,7 @@ def res(type_, *args):
 
 def stats():
     out = ffi.new("char[]", 256)
-    lib.gm_pipeline_stats(out, 256)
+    lib.gm_stats_json(out, 256)
     return json.loads(ffi.string(out))
 
 

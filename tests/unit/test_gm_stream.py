@@ -31,7 +31,7 @@ void gm_stream_init(gm_stream *st, const gm_config *cfg, int want_results);
 int gm_stream_add(gm_stream *st, const gm_job *job, gm_error *e);
 int gm_stream_finish(gm_stream *st, gm_error *e);
 void gm_stream_close(gm_stream *st);
-void gm_pipeline_stats(char *out, size_t len);
+void gm_stats_json(char *out, size_t len);
 """
 STREAM_BYTES = 1 << 16  # room for a gm_stream, whose layout the test does not spell out
 SUBMIT_JOB_BG, JOB_CREATED, OPTION_REQ, OPTION_RES = 18, 8, 26, 27
@@ -145,7 +145,7 @@ def run_stream(ffi, lib, n=JOBS, want_results=0):
 
 def stats(ffi, lib):
     out = ffi.new("char[]", 256)
-    lib.gm_pipeline_stats(out, 256)
+    lib.gm_stats_json(out, 256)
     return json.loads(ffi.string(out))
 
 
