@@ -142,12 +142,12 @@ int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler
     }
 }
 
-int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
-                  void *ctx, gm_error *e)
+int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, gm_pipe_handler h, void *ctx,
+                  gm_error *e)
 {
-    int64_t io = (int64_t)silence_ms * 1000;
+    int64_t io = (int64_t)cfg->io_timeout_ms * 1000;
     int64_t start = gm_now_us(), deadline = start + io;
-    int64_t limit = start + (int64_t)(cfg->do_timeout_ms > silence_ms ? cfg->do_timeout_ms : silence_ms) * 1000;
+    int64_t limit = start + (int64_t)(cfg->do_timeout_ms > cfg->io_timeout_ms ? cfg->do_timeout_ms : cfg->io_timeout_ms) * 1000;
     for (;;) {
         unsigned before = gm_pipe_count(c);
         int full = before > keep || (before > 0 && gm_pipe_bytes(c) + room > GM_PIPE_BYTES_MAX);
@@ -155,7 +155,7 @@ int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, 
             return GM_OK; /* unsent bytes go with the next wait or the caller's flush */
         int64_t now = gm_now_us();
         if (now >= deadline) {
-            /* Nothing for us within silence_ms. If the server answered another of our
+            /* Nothing for us within io_timeout_ms. If the server answered another of our
              * connections meanwhile it is busy, not frozen: wait on, up to do_timeout_ms. */
             int64_t heard = c->answered_us ? __atomic_load_n(c->answered_us, __ATOMIC_RELAXED) : 0;
             if (heard + io <= now || now >= limit) {

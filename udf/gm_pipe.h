@@ -63,10 +63,10 @@ int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler
 
 /* Wait until at most `keep` jobs are unanswered and `room` more bytes fit under
  * GM_PIPE_BYTES_MAX, sending what is unsent meanwhile (nothing is flushed when there is
- * room already). Every reply restarts the wait; it ends after silence_ms in which the
+ * room already). Every reply restarts the wait; it ends after io_timeout_ms in which the
  * server answered none of our connections ("timed out waiting for confirmations",
  * c->timed_out), and after do_timeout_ms in all however busy the server. */
-int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
-                  void *ctx, gm_error *e);
+int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, gm_pipe_handler h, void *ctx,
+                  gm_error *e);
 
 #endif

@@ -18,7 +18,6 @@ typedef struct gm_submit {
     size_t mine_len;
     unsigned refused;    /* refusals read during this call */
     int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
-    int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
     gm_error *note;      /* the last refusal, described */
     const char *server;  /* name of the server in use, for the note */
 } gm_submit;
@@ -58,8 +57,7 @@ static int gm_submit_send(gm_conn *c, gm_submit *sub, gm_error *e)
     const char *p;
     size_t n;
     while ((n = gm_jobq_front(&sub->out, &p)) != 0) {
-        if (gm_pipe_drain(c, keep, n, cfg, sub->patient ? cfg->do_timeout_ms : cfg->io_timeout_ms,
-                          gm_submit_on_reply, sub, e) != GM_OK ||
+        if (gm_pipe_drain(c, keep, n, cfg, gm_submit_on_reply, sub, e) != GM_OK ||
             gm_pipe_send(c, p, n, e) != GM_OK)
             return GM_ERR;
         gm_jobq_pop(&sub->out);
@@ -127,46 +125,39 @@ static void gm_submit_take_idle(gm_server *s, gm_submit *sub)
     }
 }
 
-/* s (index i of the list) failed with why: noted, in back-off; when it is gone, so are
- * the jobs on its idle connections, which go with this call's. */
-static void gm_submit_failed(gm_submit *sub, gm_pick *pk, unsigned i, int rc, const gm_error *why, int *busy)
+/* s failed with why (rc: GM_ERR or GM_SUBMIT_BUSY): noted, in back-off; when it is gone,
+ * so are the jobs on its idle connections, which go with this call's. */
+static void gm_submit_failed(gm_submit *sub, gm_pick *pk, gm_server *s, int rc, const gm_error *why)
 {
-    gm_server *s = pk->rt->servers[i];
     gm_pick_failed(pk, s, why, 1);
     if (rc == GM_ERR)
         gm_submit_take_idle(s, sub);
-    else
-        busy[i] = 1;
 }
 
 /* Send sub->out on the function's servers. First the usable ones in list order; then,
  * only when jobs taken off a failed connection are left, the servers skipped for back-off
- * too, rather than drop the jobs; then, when every server that still answers was only
- * silent (busy, or frozen), each of those in turn, up to do_timeout_ms each, rather than
- * fail a statement while a server is up. */
+ * too, rather than drop the jobs. Each server is tried once, so a call waits at most
+ * io_timeout_ms (and a connect) per server, even when every server is silent: a trigger
+ * holds its row locks meanwhile, and a silent server's parked jobs are read later. */
 static void gm_submit_failover(gm_submit *sub, gm_pick *pk)
 {
-    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
+    int tried[GM_LIST_MAX] = {0};
     gm_server *s;
     gm_error why;
     while (sub->out.count && (s = gm_pick_next(pk)) != NULL) {
-        unsigned i = pk->next - 1;
+        tried[pk->next - 1] = 1;
         int rc = gm_submit_on(s, sub, &why);
-        tried[i] = 1;
         if (rc != GM_OK)
-            gm_submit_failed(sub, pk, i, rc, &why, busy);
+            gm_submit_failed(sub, pk, s, rc, &why);
     }
     for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++) {
         if (tried[i] || !(sub->out.count > 1 || !gm_submit_mine_left(sub)))
             continue;
-        int rc = gm_submit_on(pk->rt->servers[i], sub, &why);
+        s = pk->rt->servers[i];
+        int rc = gm_submit_on(s, sub, &why);
         if (rc != GM_OK)
-            gm_submit_failed(sub, pk, i, rc, &why, busy);
+            gm_submit_failed(sub, pk, s, rc, &why);
     }
-    sub->patient = 1;
-    for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++)
-        if (busy[i] && gm_submit_on(pk->rt->servers[i], sub, &why) != GM_OK)
-            gm_pick_failed(pk, pk->rt->servers[i], &why, 1);
 }
 
 int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size_t fn_len, const char *unique,

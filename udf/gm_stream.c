@@ -131,7 +131,7 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
 static int gm_stream_drain(gm_stream *st, unsigned keep, gm_error *e)
 {
     for (;;) {
-        if (gm_pipe_drain(st->conn, keep, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) == GM_OK) {
+        if (gm_pipe_drain(st->conn, keep, 0, st->cfg, gm_stream_on_reply, st, e) == GM_OK) {
             st->burst_start = st->sent;
             return GM_OK;
         }
