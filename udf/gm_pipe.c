@@ -3,6 +3,8 @@
  */
 #include "gm_pipe.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +87,17 @@ static void gm_pipe_unique(const char *p, size_t len, char *out)
     out[n] = '\0';
 }
 
+int gm_pipe_violation(gm_conn *c, gm_error *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->text, sizeof e->text, fmt, ap);
+    va_end(ap);
+    c->broke_protocol = 1;
+    gm_stats_add(GM_STAT_PROTOCOL_ERRORS, 1);
+    return GM_ERR;
+}
+
 /* Pair a reply with the oldest unanswered job. */
 static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, gm_error *e)
 {
@@ -96,16 +109,23 @@ static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, gm_error 
     const char *p;
     size_t n = c->pending ? gm_jobq_front(c->pending, &p) : 0;
     if (n == 0) { /* a reply to nothing we sent: the connection is out of step */
-        if (pkt->type == GM_ERROR)
-            return gm_conn_error_reply(pkt, e);
-        return gm_error_set(e, "JOB_CREATED for a job it was not sent");
+        if (pkt->type == GM_ERROR) {
+            gm_error why;
+            gm_conn_error_reply(pkt, &why);
+            return gm_pipe_violation(c, e, "%s for a job it was not sent", why.text);
+        }
+        return gm_pipe_violation(c, e, "JOB_CREATED for a job it was not sent");
     }
     gm_pipe_unique(p, n, r->unique);
     gm_jobq_pop(c->pending);
     c->pending->progress_us = gm_now_us();
     if (c->answered_us)
         __atomic_store_n(c->answered_us, c->pending->progress_us, __ATOMIC_RELAXED);
-    if (pkt->type == GM_JOB_CREATED) {
+    if (pkt->type == GM_JOB_CREATED && pkt->arg[0].len == 0) {
+        r->kind = GM_REPLY_NO_HANDLE;
+        gm_error_set(&r->why, "JOB_CREATED without a job handle");
+        gm_stats_add(GM_STAT_NO_HANDLE, 1);
+    } else if (pkt->type == GM_JOB_CREATED) {
         r->kind = GM_REPLY_CONFIRMED;
         gm_stats_add(GM_STAT_CONFIRMED, 1);
     } else {

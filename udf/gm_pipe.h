@@ -38,10 +38,16 @@ void gm_pipe_free(gm_jobq *pending);
 
 /* What a reply meant for the pipe. */
 typedef struct gm_reply {
-    enum { GM_REPLY_OTHER, GM_REPLY_CONFIRMED, GM_REPLY_REFUSED } kind;
-    char unique[GM_UNIQUE_MAX + 1]; /* CONFIRMED, REFUSED: the job's unique id */
-    gm_error why;                   /* REFUSED: "ERROR code: text" */
+    /* NO_HANDLE: a JOB_CREATED without a handle, from a broken or hostile server: the job
+     * may or may not be queued there, so it is neither confirmed nor ever sent again. */
+    enum { GM_REPLY_OTHER, GM_REPLY_CONFIRMED, GM_REPLY_REFUSED, GM_REPLY_NO_HANDLE } kind;
+    char unique[GM_UNIQUE_MAX + 1]; /* but for OTHER: the job's unique id */
+    gm_error why;                   /* REFUSED: "ERROR code: text"; NO_HANDLE: what came */
 } gm_reply;
+
+/* A reply on c broke the protocol (out of step, of a type nobody asked for): counted, c
+ * marked (c->broke_protocol) to be dropped, e set. Returns GM_ERR. */
+int gm_pipe_violation(gm_conn *c, gm_error *e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Queue a job on c (written by the next flush or wait) and remember it as unanswered:
  * an encoded packet (a re-sent one), or a new job from its arguments. */

@@ -19,7 +19,9 @@ typedef struct gm_submit {
     unsigned refused;    /* refusals read during this call */
     int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
     gm_error *note;      /* the last refusal, described */
+    gm_error trouble;    /* jobs without a handle, protocol violations: "; "-separated, for the note */
     const char *server;  /* name of the server in use, for the note */
+    gm_conn *conn;       /* the connection in use */
 } gm_submit;
 
 static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *r, gm_error *e)
@@ -32,8 +34,12 @@ static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *
         else
             gm_error_set(sub->note, "%u jobs refused, the last one %s by gearmand %s: %s", sub->refused, r->unique,
                          sub->server, r->why.text);
+    } else if (r->kind == GM_REPLY_NO_HANDLE) {
+        /* Not sent again: it may be queued there. Its call returned already: the reader says it. */
+        gm_error_add(&sub->trouble, "job %s not confirmed by gearmand %s: %s (it may or may not be queued there)",
+                     r->unique, sub->server, r->why.text);
     } else if (r->kind == GM_REPLY_OTHER && pkt->type != GM_NOOP) {
-        return gm_error_set(e, "unexpected %s", gm_proto_type_name(pkt->type));
+        return gm_pipe_violation(sub->conn, e, "unexpected %s", gm_proto_type_name(pkt->type));
     }
     return GM_OK;
 }
@@ -46,6 +52,7 @@ static int gm_submit_send(gm_conn *c, gm_submit *sub, gm_error *e)
     unsigned keep = (unsigned)cfg->pipeline_window - 1;
     unsigned nread;
     c->timed_out = 0;
+    sub->conn = c;
     /* Replies that are already there first: they make room and report earlier refusals. */
     if (gm_pipe_read(c, max_reply, -1, gm_submit_on_reply, sub, &nread, e) != GM_OK)
         return GM_ERR;
@@ -99,7 +106,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
             gm_server_mark_up(s);
             return GM_OK;
         }
-        if (c->timed_out && c->wpos == c->wlen && gm_pipe_count(c)) {
+        if (c->timed_out && !c->broke_protocol && c->wpos == c->wlen && gm_pipe_count(c)) {
             /* Silent, not gone: re-sending its jobs could run them twice. Its next user
              * reads their replies (or rescues them once it is surely gone). */
             c->timed_out = 0;
@@ -107,6 +114,9 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
             return GM_SUBMIT_BUSY;
         }
         int timed_out = c->timed_out;
+        if (c->broke_protocol) /* seen even when the jobs then go through: the server is broken */
+            gm_error_add(&sub->trouble, "gearmand %s broke the protocol: %s (connection dropped, %u unanswered jobs "
+                         "sent again)", s->name, e->text, gm_pipe_count(c));
         gm_pipe_rescue(c, &sub->out);
         gm_conn_close(c);
         if (!reused || timed_out || sub->gone) /* a silent server would cost a second timeout */
@@ -196,6 +206,8 @@ int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size
         /* Even when this job was sent, a call that lost others' jobs fails: the loss is seen. */
         rc = GM_ERR;
     }
+    if (sub.trouble.text[0])
+        gm_error_add(note, "%s", sub.trouble.text);
     gm_pick_end(&pk);
     free(pkt);
     gm_jobq_free(&sub.out);

@@ -19,7 +19,8 @@
 
 /* Pipelined gman_do*_background (pipeline_window > 0): send the job on the first usable
  * server of its function without waiting for its reply. Replies found meanwhile are paired;
- * refusals of earlier jobs are described in note ("" when none). When a connection
+ * refusals of earlier jobs, JOB_CREATEDs without a handle and replies that broke the
+ * protocol (their connection dropped) are described in note ("" when none). When a connection
  * fails, its unanswered jobs go with this one to the next server (servers in back-off too).
  * GM_OK, or GM_ERR + e when no server took this job (and the earlier jobs carried along,
  * counted as lost). */

@@ -9,7 +9,7 @@ static uint64_t gm_stats[GM_STAT_COUNT];
 
 /* The JSON names, in the order of enum gm_stat. */
 static const char *const gm_stat_names[GM_STAT_COUNT] = {
-    "jobs", "sent", "confirmed", "refused", "rescued", "lost", "abandoned", "timeouts",
+    "jobs", "sent", "confirmed", "refused", "rescued", "lost", "abandoned", "timeouts", "no_handle", "protocol_errors",
 };
 
 void gm_stats_add(gm_stat which, uint64_t n) { __atomic_add_fetch(&gm_stats[which], n, __ATOMIC_RELAXED); }

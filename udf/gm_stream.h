@@ -26,12 +26,13 @@ typedef struct gm_stream {
     int want_results;       /* foreground jobs: wait for their results too */
     gm_handles handles;     /* with want_results: our jobs, so that only their results count */
     unsigned window;        /* unanswered jobs allowed now (adapted to the server's pace) */
-    uint64_t sent, created, refused, completed, failed;
+    uint64_t sent, created, refused, unhandled, completed, failed; /* unhandled: JOB_CREATED without a handle */
     uint64_t burst_start;   /* jobs sent before the current burst (replies pair in sending order) */
     int64_t sum;
     int broken;             /* the connection failed: the group fails, the connection is closed */
     int fatal;              /* a reply could not be taken (the sum overflowed, out of memory): no move */
-    gm_error refusal;       /* the first ERROR reply, described: the group fails, the connection stays */
+    gm_error refusal;       /* the first ERROR reply (or JOB_CREATED without a handle), described: the
+                             * group fails, the connection stays */
 } gm_stream;
 
 void gm_stream_init(gm_stream *st, const gm_config *cfg, int want_results);
