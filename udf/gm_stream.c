@@ -106,6 +106,7 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
     }
     gm_conn *old = st->conn;
     gm_server *old_server = st->server;
+    gm_error why = *e;
     gm_pick_failed(&st->pick, old_server, e, 1);
     st->conn = NULL;
     if (gm_stream_connect(st, e) != GM_OK) {
@@ -114,6 +115,9 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
         st->broken = 1;
         return GM_ERR;
     }
+    if (old->broke_protocol)
+        gm_error_set(&st->note, "gearmand %s broke the protocol: %.120s (its %u unanswered jobs went to gearmand %s)",
+                     old_server->name, why.text, gm_pipe_count(old), st->server->name);
     gm_jobq burst;
     memset(&burst, 0, sizeof burst);
     gm_pipe_rescue(old, &burst);

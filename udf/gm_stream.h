@@ -33,6 +33,8 @@ typedef struct gm_stream {
     int fatal;              /* a reply could not be taken (the sum overflowed, out of memory): no move */
     gm_error refusal;       /* the first ERROR reply (or JOB_CREATED without a handle), described: the
                              * group fails, the connection stays */
+    gm_error note;          /* a protocol violation the burst moved away from: told though the group
+                             * goes through ("" when none) */
 } gm_stream;
 
 void gm_stream_init(gm_stream *st, const gm_config *cfg, int want_results);

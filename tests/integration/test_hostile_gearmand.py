@@ -517,6 +517,20 @@ def test_bulk_job_created_without_a_handle(client, fake):
     assert client.stats()["no_handle"] - before == 1
 
 
+def test_bulk_moved_past_a_protocol_violation_says_so(client, fake):
+    """Garbage before any confirmation: the burst goes to the next server and the group goes
+    through, but gman_last_error() names the broken server (and it is counted)."""
+    bad = fake(serve(lambda peer, job: peer.send(b"\x01garbage")), point=False)
+    good = fake(serve(created), point=False)
+    client.servers_set(f"{bad.address},{good.address}")
+    before = client.stats()["protocol_errors"]
+    value, error, _ = client.bulk()
+    assert value == 5, error
+    assert error == (f"gman_bulk_background: gearmand {bad.address} broke the protocol: bad magic (its 5 unanswered "
+                     f"jobs went to gearmand {good.address})"), error
+    assert client.stats()["protocol_errors"] - before == 1
+
+
 def test_bulk_close_mid_stream(client, fake):
     f = fake(serve(lambda peer, job: created(peer, job) if job.index < 2 else peer.close()))
     assert_fails(client.bulk(), f"gearmand {f.address}: ")
