@@ -339,6 +339,8 @@ def test_every_server_frozen_costs_each_call_one_io_timeout_per_server(private_m
         a.kill(signal.SIGCONT)
         b.kill(signal.SIGCONT)
     slowest = max(calls)
+    print(f"both servers frozen: slowest call {slowest[0]:.3f} s ({slowest[1]}), "
+          f"first after the back-off {calls[-1][0]:.3f} s; bound {bound:.1f} s")
     assert slowest[0] < bound, slowest
     assert len(sent) == 2 * WINDOW, (len(sent), calls[-3:])
     assert "timed out waiting for confirmations" in calls[-1][3], calls[-1]
