@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from tests.support.fake_gearmand import (JOB_CREATED, WORK_COMPLETE, Client, FakeGearmand, created, res,
-                                         serve)
+from tests.support.fake_gearmand import JOB_CREATED, WORK_COMPLETE, Client, FakeGearmand, res, serve
 from tests.support.servers import start_private_mariadb
 
 SETTLE = 0.2  # for the fake's replies to arrive before the next call reads them
