@@ -6,6 +6,7 @@
 
 #include "gm_pick.h"
 #include "gm_pipeline.h"
+#include "gm_stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,11 @@ static int gm_client_send_job(gm_conn *c, const gm_job *job, const gm_config *cf
         if (gm_conn_recv(c, &pkt, gm_config_max_reply(cfg), deadline, e) != GM_OK)
             return GM_OP_IO;
         if (pkt.type == GM_JOB_CREATED) {
+            if (pkt.arg[0].len == 0) { /* a broken server: the job may exist, so no other server gets it */
+                gm_stats_add(GM_STAT_NO_HANDLE, 1);
+                gm_error_set(e, "JOB_CREATED without a job handle (the job may or may not be queued there)");
+                return GM_OP_FINAL;
+            }
             if (pkt.arg[0].len > GM_HANDLE_MAX) { /* a cut handle would never match its result */
                 gm_error_set(e, "job handle longer than %d bytes", GM_HANDLE_MAX);
                 return GM_OP_IO;
@@ -93,6 +99,7 @@ static int gm_client_send_job(gm_conn *c, const gm_job *job, const gm_config *cf
             return GM_OP_REFUSED;
         }
         if (pkt.type != GM_NOOP) {
+            gm_stats_add(GM_STAT_PROTOCOL_ERRORS, 1);
             gm_error_set(e, "unexpected %s before JOB_CREATED", gm_proto_type_name(pkt.type));
             return GM_OP_IO;
         }

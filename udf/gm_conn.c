@@ -15,7 +15,8 @@
 #include <unistd.h>
 
 #include "gm_limits.h"
-#include "gm_pipeline.h"
+#include "gm_pipe.h"
+#include "gm_stats.h"
 
 int64_t gm_now_us(void)
 {
@@ -214,6 +215,8 @@ int gm_conn_recv(gm_conn *c, gm_packet *pkt, size_t max_data, int64_t deadline, 
             return GM_OK;
         }
         if (r == GM_ERR) {
+            c->broke_protocol = 1;
+            gm_stats_add(GM_STAT_PROTOCOL_ERRORS, 1);
             /* Every caller's limit is max_workload plus room for a handle: name the setting. */
             if (why && strcmp(why, "packet larger than limit") == 0 && c->rlen - c->rpos >= GM_HEADER_SIZE) {
                 const unsigned char *h = (const unsigned char *)c->rbuf + c->rpos + 8;

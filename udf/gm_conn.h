@@ -25,7 +25,8 @@ typedef struct gm_conn {
     size_t wpos, wlen, wcap;
     int options_sent; /* OPTION_REQ "exceptions" already acknowledged */
     int timed_out;    /* a wait ran out: the peer is slow or frozen, not merely gone */
-    /* Jobs sent and not answered yet: owned by gm_pipeline.c (NULL until the first). */
+    int broke_protocol; /* a reply broke the protocol (gm_stats.h): the connection is dropped */
+    /* Jobs sent and not answered yet: owned by gm_pipe.c (NULL until the first). */
     struct gm_jobq *pending;
     /* When the server last answered a job on any of our connections to it (monotonic us,
      * __atomic access; set by the pool): a busy server is told from a frozen one. */

@@ -1,194 +1,15 @@
 /*
- * gm_pipeline.c -- unanswered jobs per connection, their pairing, flow control and rescue
- * (see gm_pipeline.h).
+ * gm_pipeline.c -- pipelined single jobs, with failover, parking and rescue (see
+ * gm_pipeline.h).
  */
 #include "gm_pipeline.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gm_pick.h"
-
-#define GM_DRAIN_MAX 4096 /* replies read in one go without waiting: a flood cannot pin us */
-
-/* Process-wide counters, only touched through __atomic builtins. */
-static struct {
-    uint64_t jobs, sent, confirmed, refused, rescued, lost, abandoned, timeouts;
-} gm_stats;
-
-#define GM_COUNT(field, n) __atomic_add_fetch(&gm_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
-
-/* ---- one connection's unanswered jobs ---- */
-
-unsigned gm_pipe_count(const gm_conn *c) { return c->pending ? c->pending->count : 0; }
-
-size_t gm_pipe_bytes(const gm_conn *c) { return c->pending ? c->pending->len - c->pending->pos : 0; }
-
-void gm_pipe_free(gm_jobq *pending)
-{
-    if (pending == NULL)
-        return;
-    if (pending->count)
-        GM_COUNT(abandoned, pending->count);
-    gm_jobq_free(pending);
-    free(pending);
-}
-
-static int gm_pipe_remember(gm_conn *c, const char *p, size_t len, gm_error *e)
-{
-    if ((c->pending == NULL && (c->pending = calloc(1, sizeof *c->pending)) == NULL) ||
-        gm_jobq_push(c->pending, p, len) != GM_OK)
-        return gm_error_set(e, "out of memory");
-    GM_COUNT(sent, 1);
-    return GM_OK;
-}
-
-int gm_pipe_send(gm_conn *c, const char *p, size_t len, gm_error *e)
-{
-    if (gm_conn_queue_raw(c, p, len, e) != GM_OK)
-        return GM_ERR;
-    if (gm_pipe_remember(c, p, len, e) != GM_OK) {
-        c->wlen -= len; /* the newest bytes of the send buffer: take them back */
-        return GM_ERR;
-    }
-    return GM_OK;
-}
-
-int gm_pipe_send_job(gm_conn *c, unsigned type, const gm_slice *args, unsigned nargs, gm_error *e)
-{
-    size_t n = gm_proto_packet_size(args, nargs);
-    if (gm_conn_queue(c, type, args, nargs, e) != GM_OK)
-        return GM_ERR;
-    /* the packet just encoded ends the send buffer */
-    if (gm_pipe_remember(c, c->wbuf + c->wlen - n, n, e) != GM_OK) {
-        c->wlen -= n;
-        return GM_ERR;
-    }
-    GM_COUNT(jobs, 1);
-    return GM_OK;
-}
-
-void gm_pipe_rescue(gm_conn *c, gm_jobq *out)
-{
-    gm_jobq *pend = c->pending;
-    if (pend == NULL || pend->count == 0)
-        return;
-    unsigned n = pend->count;
-    if (gm_jobq_append(pend, out) != GM_OK)
-        return; /* out of memory: left on c, counted as abandoned when it closes */
-    gm_jobq tmp = *out;
-    *out = *pend;
-    *pend = tmp;
-    GM_COUNT(rescued, n);
-}
-
-/* The unique id of an encoded SUBMIT_JOB* packet (function NUL unique NUL workload). */
-static void gm_pipe_unique(const char *p, size_t len, char *out)
-{
-    const char *d = p + GM_HEADER_SIZE, *end = p + len;
-    const char *a = memchr(d, '\0', (size_t)(end - d));
-    const char *b = a ? memchr(a + 1, '\0', (size_t)(end - a - 1)) : NULL;
-    size_t n = a && b ? (size_t)(b - a - 1) : 0;
-    if (n > GM_UNIQUE_MAX)
-        n = GM_UNIQUE_MAX;
-    memcpy(out, a ? a + 1 : "", n);
-    out[n] = '\0';
-}
-
-/* Pair a reply with the oldest unanswered job. */
-static int gm_pipe_pair(gm_conn *c, const gm_packet *pkt, gm_reply *r, gm_error *e)
-{
-    r->kind = GM_REPLY_OTHER;
-    r->unique[0] = '\0';
-    gm_error_clear(&r->why);
-    if (pkt->type != GM_JOB_CREATED && pkt->type != GM_ERROR)
-        return GM_OK;
-    const char *p;
-    size_t n = c->pending ? gm_jobq_front(c->pending, &p) : 0;
-    if (n == 0) { /* a reply to nothing we sent: the connection is out of step */
-        if (pkt->type == GM_ERROR)
-            return gm_conn_error_reply(pkt, e);
-        return gm_error_set(e, "JOB_CREATED for a job it was not sent");
-    }
-    gm_pipe_unique(p, n, r->unique);
-    gm_jobq_pop(c->pending);
-    c->pending->progress_us = gm_now_us();
-    if (c->answered_us)
-        __atomic_store_n(c->answered_us, c->pending->progress_us, __ATOMIC_RELAXED);
-    if (pkt->type == GM_JOB_CREATED) {
-        r->kind = GM_REPLY_CONFIRMED;
-        GM_COUNT(confirmed, 1);
-    } else {
-        r->kind = GM_REPLY_REFUSED;
-        gm_conn_error_reply(pkt, &r->why);
-        GM_COUNT(refused, 1);
-    }
-    return GM_OK;
-}
-
-int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
-                 gm_error *e)
-{
-    *nread = 0;
-    for (;;) {
-        if (gm_conn_flush_some(c, e) != GM_OK)
-            return GM_ERR;
-        for (int n = 0; n < GM_DRAIN_MAX; n++) {
-            gm_packet pkt;
-            gm_reply r;
-            int rc = gm_conn_recv(c, &pkt, max_reply, -1, e);
-            if (rc == GM_NEED_MORE)
-                break;
-            if (rc != GM_OK)
-                return GM_ERR;
-            (*nread)++;
-            if (gm_pipe_pair(c, &pkt, &r, e) != GM_OK || (h && h(ctx, &pkt, &r, e) != GM_OK))
-                return GM_ERR;
-        }
-        if (*nread || deadline < 0)
-            return GM_OK;
-        if (gm_conn_wait_io(c, deadline, e) != GM_OK)
-            return GM_ERR;
-    }
-}
-
-int gm_pipe_drain(gm_conn *c, unsigned keep, size_t room, const gm_config *cfg, int silence_ms, gm_pipe_handler h,
-                  void *ctx, gm_error *e)
-{
-    int64_t io = (int64_t)silence_ms * 1000;
-    int64_t start = gm_now_us(), deadline = start + io;
-    int64_t limit = start + (int64_t)(cfg->do_timeout_ms > silence_ms ? cfg->do_timeout_ms : silence_ms) * 1000;
-    for (;;) {
-        unsigned before = gm_pipe_count(c);
-        int full = before > keep || (before > 0 && gm_pipe_bytes(c) + room > GM_PIPE_BYTES_MAX);
-        if (!full)
-            return GM_OK; /* unsent bytes go with the next wait or the caller's flush */
-        int64_t now = gm_now_us();
-        if (now >= deadline) {
-            /* Nothing for us within silence_ms. If the server answered another of our
-             * connections meanwhile it is busy, not frozen: wait on, up to do_timeout_ms. */
-            int64_t heard = c->answered_us ? __atomic_load_n(c->answered_us, __ATOMIC_RELAXED) : 0;
-            if (heard + io <= now || now >= limit) {
-                c->timed_out = 1;
-                GM_COUNT(timeouts, 1);
-                return gm_error_set(e, "timed out waiting for confirmations");
-            }
-            deadline = heard + io < limit ? heard + io : limit;
-        }
-        unsigned nread;
-        if (gm_pipe_read(c, gm_config_max_reply(cfg), deadline, h, ctx, &nread, e) != GM_OK) {
-            if (!c->timed_out)
-                return GM_ERR;
-            c->timed_out = 0; /* decided above, on the next turn */
-            continue;
-        }
-        if (gm_pipe_count(c) != before)
-            deadline = gm_now_us() + io; /* a reply: the wait starts over */
-    }
-}
-
-/* ---- pipelined single jobs, with failover and rescue ---- */
+#include "gm_pipe.h"
+#include "gm_stats.h"
 
 typedef struct gm_submit {
     const gm_config *cfg;
@@ -197,9 +18,10 @@ typedef struct gm_submit {
     size_t mine_len;
     unsigned refused;    /* refusals read during this call */
     int gone;            /* the server in use kept jobs unanswered past do_timeout_ms */
-    int patient;         /* every server was silent: wait up to do_timeout_ms for replies */
     gm_error *note;      /* the last refusal, described */
+    gm_error trouble;    /* jobs without a handle, protocol violations: "; "-separated, for the note */
     const char *server;  /* name of the server in use, for the note */
+    gm_conn *conn;       /* the connection in use */
 } gm_submit;
 
 static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *r, gm_error *e)
@@ -212,8 +34,12 @@ static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *
         else
             gm_error_set(sub->note, "%u jobs refused, the last one %s by gearmand %s: %s", sub->refused, r->unique,
                          sub->server, r->why.text);
+    } else if (r->kind == GM_REPLY_NO_HANDLE) {
+        /* Not sent again: it may be queued there. Its call returned already: the reader says it. */
+        gm_error_add(&sub->trouble, "job %s not confirmed by gearmand %s: %s (it may or may not be queued there)",
+                     r->unique, sub->server, r->why.text);
     } else if (r->kind == GM_REPLY_OTHER && pkt->type != GM_NOOP) {
-        return gm_error_set(e, "unexpected %s", gm_proto_type_name(pkt->type));
+        return gm_pipe_violation(sub->conn, e, "unexpected %s", gm_proto_type_name(pkt->type));
     }
     return GM_OK;
 }
@@ -226,6 +52,7 @@ static int gm_submit_send(gm_conn *c, gm_submit *sub, gm_error *e)
     unsigned keep = (unsigned)cfg->pipeline_window - 1;
     unsigned nread;
     c->timed_out = 0;
+    sub->conn = c;
     /* Replies that are already there first: they make room and report earlier refusals. */
     if (gm_pipe_read(c, max_reply, -1, gm_submit_on_reply, sub, &nread, e) != GM_OK)
         return GM_ERR;
@@ -237,8 +64,7 @@ static int gm_submit_send(gm_conn *c, gm_submit *sub, gm_error *e)
     const char *p;
     size_t n;
     while ((n = gm_jobq_front(&sub->out, &p)) != 0) {
-        if (gm_pipe_drain(c, keep, n, cfg, sub->patient ? cfg->do_timeout_ms : cfg->io_timeout_ms,
-                          gm_submit_on_reply, sub, e) != GM_OK ||
+        if (gm_pipe_drain(c, keep, n, cfg, gm_submit_on_reply, sub, e) != GM_OK ||
             gm_pipe_send(c, p, n, e) != GM_OK)
             return GM_ERR;
         gm_jobq_pop(&sub->out);
@@ -280,7 +106,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
             gm_server_mark_up(s);
             return GM_OK;
         }
-        if (c->timed_out && c->wpos == c->wlen && gm_pipe_count(c)) {
+        if (c->timed_out && !c->broke_protocol && c->wpos == c->wlen && gm_pipe_count(c)) {
             /* Silent, not gone: re-sending its jobs could run them twice. Its next user
              * reads their replies (or rescues them once it is surely gone). */
             c->timed_out = 0;
@@ -288,6 +114,9 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
             return GM_SUBMIT_BUSY;
         }
         int timed_out = c->timed_out;
+        if (c->broke_protocol) /* seen even when the jobs then go through: the server is broken */
+            gm_error_add(&sub->trouble, "gearmand %s broke the protocol: %s (connection dropped, %u unanswered jobs "
+                         "sent again)", s->name, e->text, gm_pipe_count(c));
         gm_pipe_rescue(c, &sub->out);
         gm_conn_close(c);
         if (!reused || timed_out || sub->gone) /* a silent server would cost a second timeout */
@@ -306,46 +135,39 @@ static void gm_submit_take_idle(gm_server *s, gm_submit *sub)
     }
 }
 
-/* s (index i of the list) failed with why: noted, in back-off; when it is gone, so are
- * the jobs on its idle connections, which go with this call's. */
-static void gm_submit_failed(gm_submit *sub, gm_pick *pk, unsigned i, int rc, const gm_error *why, int *busy)
+/* s failed with why (rc: GM_ERR or GM_SUBMIT_BUSY): noted, in back-off; when it is gone,
+ * so are the jobs on its idle connections, which go with this call's. */
+static void gm_submit_failed(gm_submit *sub, gm_pick *pk, gm_server *s, int rc, const gm_error *why)
 {
-    gm_server *s = pk->rt->servers[i];
     gm_pick_failed(pk, s, why, 1);
     if (rc == GM_ERR)
         gm_submit_take_idle(s, sub);
-    else
-        busy[i] = 1;
 }
 
 /* Send sub->out on the function's servers. First the usable ones in list order; then,
  * only when jobs taken off a failed connection are left, the servers skipped for back-off
- * too, rather than drop the jobs; then, when every server that still answers was only
- * silent (busy, or frozen), each of those in turn, up to do_timeout_ms each, rather than
- * fail a statement while a server is up. */
+ * too, rather than drop the jobs. Each server is tried once, so a call waits at most
+ * io_timeout_ms (and a connect) per server, even when every server is silent: a trigger
+ * holds its row locks meanwhile, and a silent server's parked jobs are read later. */
 static void gm_submit_failover(gm_submit *sub, gm_pick *pk)
 {
-    int tried[GM_LIST_MAX] = {0}, busy[GM_LIST_MAX] = {0};
+    int tried[GM_LIST_MAX] = {0};
     gm_server *s;
     gm_error why;
     while (sub->out.count && (s = gm_pick_next(pk)) != NULL) {
-        unsigned i = pk->next - 1;
+        tried[pk->next - 1] = 1;
         int rc = gm_submit_on(s, sub, &why);
-        tried[i] = 1;
         if (rc != GM_OK)
-            gm_submit_failed(sub, pk, i, rc, &why, busy);
+            gm_submit_failed(sub, pk, s, rc, &why);
     }
     for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++) {
         if (tried[i] || !(sub->out.count > 1 || !gm_submit_mine_left(sub)))
             continue;
-        int rc = gm_submit_on(pk->rt->servers[i], sub, &why);
+        s = pk->rt->servers[i];
+        int rc = gm_submit_on(s, sub, &why);
         if (rc != GM_OK)
-            gm_submit_failed(sub, pk, i, rc, &why, busy);
+            gm_submit_failed(sub, pk, s, rc, &why);
     }
-    sub->patient = 1;
-    for (unsigned i = 0; i < pk->rt->n && sub->out.count; i++)
-        if (busy[i] && gm_submit_on(pk->rt->servers[i], sub, &why) != GM_OK)
-            gm_pick_failed(pk, pk->rt->servers[i], &why, 1);
 }
 
 int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size_t fn_len, const char *unique,
@@ -368,7 +190,7 @@ int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size
     }
     sub.mine = pkt;
     sub.mine_len = size;
-    GM_COUNT(jobs, 1);
+    gm_stats_add(GM_STAT_JOBS, 1);
 
     gm_pick pk;
     gm_pick_begin(&pk, cfg, fn, fn_len);
@@ -378,25 +200,16 @@ int gm_pipeline_submit(const gm_config *cfg, unsigned type, const char *fn, size
         unsigned lost = sub.out.count - (unsigned)gm_submit_mine_left(&sub);
         gm_pick_error(&pk, e);
         if (lost) {
-            GM_COUNT(lost, lost);
+            gm_stats_add(GM_STAT_LOST, lost);
             gm_error_prefix(e, "%u unconfirmed jobs lost (no server took them): ", lost);
         }
         /* Even when this job was sent, a call that lost others' jobs fails: the loss is seen. */
         rc = GM_ERR;
     }
+    if (sub.trouble.text[0])
+        gm_error_add(note, "%s", sub.trouble.text);
     gm_pick_end(&pk);
     free(pkt);
     gm_jobq_free(&sub.out);
     return rc;
-}
-
-void gm_pipeline_stats(char *out, size_t len)
-{
-#define GM_LOAD(field) (unsigned long long)__atomic_load_n(&gm_stats.field, __ATOMIC_RELAXED)
-    snprintf(out, len,
-             "{\"jobs\":%llu,\"sent\":%llu,\"confirmed\":%llu,\"refused\":%llu,\"rescued\":%llu,\"lost\":%llu,"
-             "\"abandoned\":%llu,\"timeouts\":%llu}",
-             GM_LOAD(jobs), GM_LOAD(sent), GM_LOAD(confirmed), GM_LOAD(refused), GM_LOAD(rescued), GM_LOAD(lost),
-             GM_LOAD(abandoned), GM_LOAD(timeouts));
-#undef GM_LOAD
 }

@@ -3,7 +3,7 @@
  */
 #include "gm_servers.h"
 
-#include "gm_pipeline.h"
+#include "gm_pipe.h"
 #include "gm_settings.h"
 
 #include <netdb.h>

@@ -4,9 +4,10 @@
  */
 #include "gm_stream.h"
 
-#include "gm_pipeline.h"
+#include "gm_pipe.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,9 +51,14 @@ static int gm_stream_on_reply(void *vst, const gm_packet *pkt, const gm_reply *r
         st->created++;
         return GM_OK;
     }
-    if (r->kind == GM_REPLY_REFUSED) { /* this job only: the others go on */
-        if (st->refused++ == 0)
-            gm_error_set(&st->refusal, "%.180s (job %s refused", r->why.text, r->unique);
+    if (r->kind == GM_REPLY_REFUSED || r->kind == GM_REPLY_NO_HANDLE) { /* this job only: the others go on */
+        if (st->refused + st->unhandled == 0)
+            gm_error_set(&st->refusal, "%.180s (job %s %s", r->why.text, r->unique,
+                         r->kind == GM_REPLY_REFUSED ? "refused" : "may or may not be queued");
+        if (r->kind == GM_REPLY_REFUSED)
+            st->refused++;
+        else
+            st->unhandled++; /* never sent again: it may be queued */
         return GM_OK;
     }
     /* A result counts only for a job of this stream, and only once. */
@@ -91,7 +97,7 @@ static int gm_stream_on_reply(void *vst, const gm_packet *pkt, const gm_reply *r
  * naming every server tried, the stream broken. */
 static int gm_stream_move(gm_stream *st, gm_error *e)
 {
-    int movable = !st->fatal && st->created + st->refused <= st->burst_start &&
+    int movable = !st->fatal && st->created + st->refused + st->unhandled <= st->burst_start &&
                   (!st->want_results || st->created == 0);
     if (!movable) {
         gm_error_prefix(e, "gearmand %s: ", st->server->name);
@@ -100,6 +106,7 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
     }
     gm_conn *old = st->conn;
     gm_server *old_server = st->server;
+    gm_error why = *e;
     gm_pick_failed(&st->pick, old_server, e, 1);
     st->conn = NULL;
     if (gm_stream_connect(st, e) != GM_OK) {
@@ -108,6 +115,9 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
         st->broken = 1;
         return GM_ERR;
     }
+    if (old->broke_protocol)
+        gm_error_set(&st->note, "gearmand %s broke the protocol: %.120s (its %u unanswered jobs went to gearmand %s)",
+                     old_server->name, why.text, gm_pipe_count(old), st->server->name);
     gm_jobq burst;
     memset(&burst, 0, sizeof burst);
     gm_pipe_rescue(old, &burst);
@@ -131,7 +141,7 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
 static int gm_stream_drain(gm_stream *st, unsigned keep, gm_error *e)
 {
     for (;;) {
-        if (gm_pipe_drain(st->conn, keep, 0, st->cfg, st->cfg->io_timeout_ms, gm_stream_on_reply, st, e) == GM_OK) {
+        if (gm_pipe_drain(st->conn, keep, 0, st->cfg, gm_stream_on_reply, st, e) == GM_OK) {
             st->burst_start = st->sent;
             return GM_OK;
         }
@@ -191,9 +201,10 @@ int gm_stream_finish(gm_stream *st, gm_error *e)
         return GM_OK; /* no rows */
     if (gm_stream_drain(st, 0, e) != GM_OK)
         return GM_ERR;
-    /* Every job answered; foreground ones also end: each result restarts the wait. */
+    /* Every job answered; foreground ones also end: each result restarts the wait (not
+     * when a job has no handle: its result could not be told, so the sum would be wrong). */
     int64_t deadline = gm_deadline(st->cfg->do_timeout_ms);
-    while (st->want_results && st->completed + st->failed < st->created) {
+    while (st->want_results && !st->unhandled && st->completed + st->failed < st->created) {
         uint64_t before = st->completed + st->failed;
         unsigned nread;
         if (gm_pipe_read(st->conn, gm_config_max_reply(st->cfg), deadline, gm_stream_on_reply, st, &nread, e) !=
@@ -209,9 +220,17 @@ int gm_stream_finish(gm_stream *st, gm_error *e)
         else if (gm_now_us() >= deadline)
             return gm_stream_fail(st, e, "timed out waiting for results");
     }
-    if (st->refused) /* the connection stays good: every job was answered */
-        return gm_error_set(e, "gearmand %s: %.200s; %llu of %llu refused)", st->server->name, st->refusal.text,
-                            (unsigned long long)st->refused, (unsigned long long)st->sent);
+    if (st->refused || st->unhandled) { /* the connection stays good: every job was answered */
+        char counts[96] = "";
+        size_t n = 0;
+        if (st->refused)
+            n = (size_t)snprintf(counts, sizeof counts, "%llu of %llu refused", (unsigned long long)st->refused,
+                                 (unsigned long long)st->sent);
+        if (st->unhandled && n < sizeof counts)
+            snprintf(counts + n, sizeof counts - n, "%s%llu of %llu without a handle", n ? ", " : "",
+                     (unsigned long long)st->unhandled, (unsigned long long)st->sent);
+        return gm_error_set(e, "gearmand %s: %.180s; %s)", st->server->name, st->refusal.text, counts);
+    }
     return GM_OK;
 }
 

@@ -1,6 +1,6 @@
 /*
  * gm_stream.h -- a group of jobs on one connection (gman_sum, gman_bulk_background),
- * pipelined: a bounded number in flight (gm_pipeline.h), the window adapted to the
+ * pipelined: a bounded number in flight (gm_pipe.h), the window adapted to the
  * server's pace.
  *
  * The server is picked like a single call's (gm_pick.h). When it fails or stays silent
@@ -26,12 +26,15 @@ typedef struct gm_stream {
     int want_results;       /* foreground jobs: wait for their results too */
     gm_handles handles;     /* with want_results: our jobs, so that only their results count */
     unsigned window;        /* unanswered jobs allowed now (adapted to the server's pace) */
-    uint64_t sent, created, refused, completed, failed;
+    uint64_t sent, created, refused, unhandled, completed, failed; /* unhandled: JOB_CREATED without a handle */
     uint64_t burst_start;   /* jobs sent before the current burst (replies pair in sending order) */
     int64_t sum;
     int broken;             /* the connection failed: the group fails, the connection is closed */
     int fatal;              /* a reply could not be taken (the sum overflowed, out of memory): no move */
-    gm_error refusal;       /* the first ERROR reply, described: the group fails, the connection stays */
+    gm_error refusal;       /* the first ERROR reply (or JOB_CREATED without a handle), described: the
+                             * group fails, the connection stays */
+    gm_error note;          /* a protocol violation the burst moved away from: told though the group
+                             * goes through ("" when none) */
 } gm_stream;
 
 void gm_stream_init(gm_stream *st, const gm_config *cfg, int want_results);

@@ -255,6 +255,10 @@ static int gman_agg_settle(gman_agg *st, const char *fname, gman_agg_totals *g)
                       (unsigned long long)sent);
     else if (g->failed)
         udf_error_set("%s: %llu of %llu jobs failed", fname, (unsigned long long)g->failed, (unsigned long long)sent);
+    else
+        for (unsigned i = 0; i < st->n; i++)
+            if (st->stream[i].note.text[0]) /* the group went through, but a server is broken: say it */
+                udf_error_set("%s: %s", fname, st->stream[i].note.text);
     return st->failed ? GM_ERR : GM_OK;
 }
 

@@ -19,6 +19,8 @@ from tests.support.gearman import fname, grab_all, queued, wait_until
 from tests.support.sql import DB, Sql
 
 WINDOW = 64
+IO_TIMEOUT = 0.3       # io_timeout_ms default
+CONNECT_TIMEOUT = 0.2  # connect_timeout_ms default
 
 
 def stats(sql):
@@ -273,10 +275,10 @@ def test_server_silent_past_do_timeout_has_its_jobs_rescued(private_mariadb, gea
     assert s["rescued"] == WINDOW and s["lost"] == 0, s
 
 
-def test_every_server_silent_fails_after_do_timeout_and_keeps_the_parked_jobs(private_mariadb, gearmands):
-    """The only server freezes: the call that finds its window full waits io_timeout_ms, then,
-    with no other server, up to do_timeout_ms more, and fails. The jobs sent before stay parked:
-    thawed, the server confirms them; none is re-sent."""
+def test_every_server_silent_fails_after_io_timeout_and_keeps_the_parked_jobs(private_mariadb, gearmands):
+    """The only server freezes: the call that finds its window full waits io_timeout_ms and
+    fails (no longer do_timeout_ms more). The jobs sent before stay parked: thawed, the server
+    confirms them; none is re-sent."""
     g = gearmands()
     db = pipelined(private_mariadb, [g], do_timeout_ms=1000)
     sql = Sql(db.connect(database=DB))
@@ -296,13 +298,57 @@ def test_every_server_silent_fails_after_do_timeout_and_keeps_the_parked_jobs(pr
         g.kill(signal.SIGCONT)
     assert value is None and "timed out waiting for confirmations" in error, (value, error, elapsed)
     assert later is None
-    assert 1.0 <= elapsed < 0.3 + 1.0 + 0.5, elapsed
+    assert IO_TIMEOUT * 0.9 <= elapsed < 3 * IO_TIMEOUT, elapsed
     wait_until(lambda: queued(g, fn) == 1 + WINDOW, what="the parked jobs")
     time.sleep(1.1)  # back-off over: the next call reads the parked connection's replies
     assert sql.one("SELECT gman_do_background(%s, 'after')", (fn,)) is not None, sql.last_error()
     wait_until(lambda: queued(g, fn) == WINDOW + 2, what="every job once")
     s = stats(sql)
     assert s["rescued"] == 0 and s["lost"] == 0 and s["abandoned"] == 0, s
+
+
+def test_every_server_frozen_costs_each_call_one_io_timeout_per_server(private_mariadb, gearmands):
+    """Both servers frozen (SIGSTOP), do_timeout_ms long: no call waits longer than
+    io_timeout_ms (+ connect_timeout_ms) per server, neither the one that finds the last window
+    full nor the first one after the back-off, which probes both parked connections. The calls
+    that fail send nothing; the jobs of those that succeeded are each queued once after the thaw."""
+    a, b = gearmands(2)
+    db = pipelined(private_mariadb, [a, b], do_timeout_ms=10000)
+    sql = Sql(db.connect(database=DB))
+    fn = fname("bothfrozen")
+    bound = 2 * (IO_TIMEOUT + CONNECT_TIMEOUT)
+    a.kill(signal.SIGSTOP)
+    b.kill(signal.SIGSTOP)
+    calls, sent = [], []
+    try:
+        def call(workload):
+            t = time.monotonic()
+            value = sql.one("SELECT gman_do_background(%s, %s)", (fn, workload))
+            calls.append((time.monotonic() - t, workload, value is not None, sql.last_error()))
+            if value is not None:
+                sent.append(workload)
+            return value
+
+        i = 0
+        while call(f"j{i}") is not None:  # both windows fill, the second server's last
+            i += 1
+            assert i <= 2 * WINDOW + 1, calls[-3:]
+        time.sleep(1.1)  # the back-off is over: the next call probes both servers
+        assert call("after the back-off") is None
+    finally:
+        a.kill(signal.SIGCONT)
+        b.kill(signal.SIGCONT)
+    slowest = max(calls)
+    print(f"both servers frozen: slowest call {slowest[0]:.3f} s ({slowest[1]}), "
+          f"first after the back-off {calls[-1][0]:.3f} s; bound {bound:.1f} s")
+    assert slowest[0] < bound, slowest
+    assert len(sent) == 2 * WINDOW, (len(sent), calls[-3:])
+    assert "timed out waiting for confirmations" in calls[-1][3], calls[-1]
+    wait_until(lambda: queued(a, fn) + queued(b, fn) == len(sent), what="the parked jobs")
+    names = sorted(j.workload.decode() for j in grab_all([a, b], fn))
+    assert names == sorted(sent), (len(names), len(sent))
+    s = stats(sql)
+    assert s["rescued"] == 0 and s["lost"] == 0, s
 
 
 # --- a confirmed job is never sent again ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""udf/gm_pipeline.c and udf/gm_jobq.c through cffi, against a scripted peer on a local socket: every reply is
+"""udf/gm_pipe.c and udf/gm_jobq.c through cffi, against a scripted peer on a local socket: every reply is
 paired with the oldest unanswered job, an ERROR refuses that one job only, a reply to nothing
 is an error, and the job queue keeps packets whole and in order."""
 import json
@@ -25,7 +25,7 @@ unsigned gm_pipe_count(const gm_conn *c);
 size_t gm_pipe_bytes(const gm_conn *c);
 int gm_pipe_read(gm_conn *c, size_t max_reply, int64_t deadline, gm_pipe_handler h, void *ctx, unsigned *nread,
                  gm_error *e);
-void gm_pipeline_stats(char *out, size_t len);
+void gm_stats_json(char *out, size_t len);
 
 int gm_jobq_push(gm_jobq *q, const char *p, size_t len);
 int gm_jobq_append(gm_jobq *dst, gm_jobq *src);
@@ -36,7 +36,7 @@ void gm_jobq_free(gm_jobq *q);
 ffi, lib = cbuild.load("gm_pipeline", CDEF)
 
 SUBMIT_JOB_BG, JOB_CREATED, ERROR, NOOP = 18, 8, 19, 6
-CONFIRMED, REFUSED = 1, 2
+CONFIRMED, REFUSED, NO_HANDLE = 1, 2, 3
 
 
 def res(type_, *args):
@@ -46,7 +46,7 @@ def res(type_, *args):
 
 def stats():
     out = ffi.new("char[]", 256)
-    lib.gm_pipeline_stats(out, 256)
+    lib.gm_stats_json(out, 256)
     return json.loads(ffi.string(out))
 
 
@@ -128,18 +128,55 @@ def test_replies_are_paired_in_order_and_an_error_refuses_one_job():
 
 
 def test_a_reply_to_nothing_is_an_error():
+    """... and a protocol violation, counted (the caller drops the connection)."""
     peer = Peer()
     for reply, message in [(res(JOB_CREATED, b"H:9"), "JOB_CREATED for a job it was not sent"),
-                           (res(ERROR, b"ERR", b"stray"), "ERROR ERR: stray")]:
+                           (res(ERROR, b"ERR", b"stray"), "ERROR ERR: stray for a job it was not sent")]:
         c, sock = peer.connect()
+        before = stats()["protocol_errors"]
         try:
             send_jobs(c, [b"only"])
             sock.sendall(res(JOB_CREATED, b"H:1") + reply)
             seen, err = read_all(c, 2)
             assert seen == [(CONFIRMED, b"only", "")] and err == message, (seen, err)
+            assert stats()["protocol_errors"] - before == 1
         finally:
             lib.gm_conn_close(c)
             sock.close()
+
+
+def test_bytes_that_are_no_packet_are_a_counted_protocol_error():
+    peer = Peer()
+    c, sock = peer.connect()
+    before = stats()["protocol_errors"]
+    try:
+        send_jobs(c, [b"only"])
+        sock.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        seen, err = read_all(c, 1)
+        assert (seen, err) == ([], "bad magic") and stats()["protocol_errors"] - before == 1
+    finally:
+        lib.gm_conn_close(c)
+        sock.close()
+
+
+def test_job_created_without_a_handle_is_neither_confirmed_nor_the_connection_dropped():
+    """The job it answers may or may not be queued: paired (taken off, never to be sent again),
+    counted as no_handle, not confirmed; the next reply pairs with the next job."""
+    peer = Peer()
+    c, sock = peer.connect()
+    before = stats()
+    try:
+        send_jobs(c, [b"u1", b"u2"])
+        sock.sendall(res(JOB_CREATED, b"") + res(JOB_CREATED, b"H:2"))
+        seen, err = read_all(c, 2)
+        assert err is None, err
+        assert seen == [(NO_HANDLE, b"u1", "JOB_CREATED without a job handle"), (CONFIRMED, b"u2", "")], seen
+        assert lib.gm_pipe_count(c) == 0
+        after = stats()
+        assert after["no_handle"] - before["no_handle"] == 1 and after["confirmed"] - before["confirmed"] == 1
+    finally:
+        lib.gm_conn_close(c)
+        sock.close()
 
 
 def test_unanswered_jobs_of_a_closed_connection_are_counted_abandoned():

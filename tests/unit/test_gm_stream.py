@@ -31,7 +31,7 @@ void gm_stream_init(gm_stream *st, const gm_config *cfg, int want_results);
 int gm_stream_add(gm_stream *st, const gm_job *job, gm_error *e);
 int gm_stream_finish(gm_stream *st, gm_error *e);
 void gm_stream_close(gm_stream *st);
-void gm_pipeline_stats(char *out, size_t len);
+void gm_stats_json(char *out, size_t len);
 """
 STREAM_BYTES = 1 << 16  # room for a gm_stream, whose layout the test does not spell out
 SUBMIT_JOB_BG, JOB_CREATED, OPTION_REQ, OPTION_RES = 18, 8, 26, 27
@@ -42,7 +42,8 @@ JOBS = 40  # more than the first window (32): the first burst is drained before 
 
 class Peer(threading.Thread):
     """A gearmand on a local port: "frozen" reads and never answers, "dies" closes at once,
-    "answers" confirms every job, "answers_N" confirms N jobs and then freezes."""
+    "answers" confirms every job, "answers_N" confirms N jobs and then freezes, "nohandle_N"
+    confirms every job but the Nth (from 1), whose JOB_CREATED has no handle."""
 
     def __init__(self, mode):
         super().__init__(daemon=True)
@@ -88,9 +89,13 @@ class Peer(threading.Thread):
                         continue
                     self.uniques.append(body.split(b"\0")[1])
                     limit = int(self.mode.split("_")[1]) if self.mode.startswith("answers_") else 0
-                    answered = self.mode == "answers" or len(self.uniques) <= limit
+                    answered = self.mode in ("answers", "nohandle") or len(self.uniques) <= limit
+                    if self.mode.startswith("nohandle_"):
+                        answered, empty = True, len(self.uniques) == int(self.mode.split("_")[1])
+                    else:
+                        empty = False
                     if answered:
-                        handle = b"H:%d" % len(self.uniques)
+                        handle = b"" if empty else b"H:%d" % len(self.uniques)
                         sock.sendall(b"\0RES" + struct.pack(">II", JOB_CREATED, len(handle)) + handle)
 
     def close(self):
@@ -145,7 +150,7 @@ def run_stream(ffi, lib, n=JOBS, want_results=0):
 
 def stats(ffi, lib):
     out = ffi.new("char[]", 256)
-    lib.gm_pipeline_stats(out, 256)
+    lib.gm_stats_json(out, 256)
     return json.loads(ffi.string(out))
 
 
@@ -190,3 +195,16 @@ def test_a_later_burst_moves_only_when_no_result_is_awaited(stream_lib, want_res
         assert rc == 0, err
         assert b.uniques == [b"u%d" % i for i in range(32, JOBS)] and delta["rescued"] == JOBS - 32
         assert delta["confirmed"] == JOBS
+
+
+@pytest.mark.parametrize("want_results", [0, 1])
+def test_a_job_created_without_a_handle_fails_the_group_and_is_not_sent_again(stream_lib, want_results):
+    """The job may or may not be queued on the server that answered so: the group fails with
+    the reason, the job is counted (no_handle) and sent nowhere else, the others are confirmed."""
+    ffi, lib, (a, b) = stream_lib("nohandle_3", "answers")
+    rc, err, delta = run_stream(ffi, lib, want_results=want_results)
+    assert rc == -1  # gman_sum does not wait for the results: its sum could not be right
+    assert err == (f"gearmand 127.0.0.1:{a.port}: JOB_CREATED without a job handle (job u2 may or may not "
+                   f"be queued; 1 of {JOBS} without a handle)"), err
+    assert b.uniques == [] and delta["rescued"] == 0 and delta["no_handle"] == 1
+    assert delta["confirmed"] == JOBS - 1
