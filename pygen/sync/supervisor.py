@@ -50,6 +50,19 @@ def _start_reporting(config, array, slots, stop) -> None:
 
 
 STOPS = {signal.SIGTERM, signal.SIGINT}
+# Python runs a handler in the main thread when it next runs bytecode: a SIGTERM the kernel gave
+# another thread (the metrics server's, say) waits until then, so the main thread never blocks
+# in os.wait() but looks every REAP_POLL seconds.
+REAP_POLL = 0.05
+
+
+def _reap(timeout: float):
+    """(pid, status) of a child that has ended, or None after `timeout` seconds."""
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    if pid:
+        return pid, status
+    time.sleep(timeout)
+    return None
 
 
 def _child(config, make_runner, array, slot, mask) -> None:
@@ -102,7 +115,10 @@ def _supervise(config, make_runner, array, slots, stop) -> int:
     _start_reporting(config, array, slots, stop)
     code = 0
     while children:
-        pid, status = os.wait()
+        ended = _reap(REAP_POLL)
+        if ended is None:
+            continue
+        pid, status = ended
         slot = children.pop(pid, None)
         if slot is None:
             continue

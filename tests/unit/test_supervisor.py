@@ -141,3 +141,24 @@ def test_a_sigterm_to_a_child_before_its_handlers_are_reset_ends_it(tmp_path, mo
     # it died of the signal and was restarted; its sibling was not stopped by it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.0", "1.0"]
     assert "worker process 1 (pid" in caplog.text and f"exited with -{int(signal.SIGTERM)}; restarting" in caplog.text
+
+
+def test_a_sigterm_another_thread_takes_while_the_supervisor_waits_stops_the_children(tmp_path):
+    """The kernel gives a process-directed SIGTERM to any thread that does not block it (the
+    metrics server's, say); Python runs the handler in the main thread when that next runs
+    bytecode. The supervisor waited in os.wait(), so the children were stopped only once one of
+    them ended by itself (here after FakeLoop's 20 s; under systemd, at its SIGKILL)."""
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)  # started before: SIGTERM not blocked there
+    other.start()
+
+    def stop_when_all_run():
+        wait_for(tmp_path / "0.0")
+        wait_for(tmp_path / "1.0")
+        time.sleep(0.3)  # the supervisor waits for its children now
+        signal.pthread_kill(other.ident, signal.SIGTERM)
+
+    threading.Thread(target=stop_when_all_run, daemon=True).start()
+    code, seconds = run_timed(tmp_path)
+    idle.set()
+    assert code == 0 and seconds < 10
