@@ -2,7 +2,6 @@
 
 Tests sharing the session gearmand each use their own function name, so queues never mix.
 """
-import contextlib
 import os
 import signal
 import socket
@@ -16,32 +15,7 @@ from pygen.gearman.client import Client
 from pygen.gearman.connection import Connection, JobServerError
 from pygen.gearman.protocol import REQ, Type, encode
 from pygen.gearman.worker import Worker
-
-
-def fname(tag="f"):
-    return f"{tag}_{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def running(worker, batch=1):
-    """worker.run() in a thread; stopped (and checked to stop promptly) on exit."""
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop, batch), daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        stop.set()
-        thread.join(2)
-        assert not thread.is_alive(), "worker did not stop"
+from tests.support.gearman import fname, running, wait_until
 
 
 def recorder(result=b""):

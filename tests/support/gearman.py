@@ -35,9 +35,8 @@ def queued(gearmand, fn):
 
 
 @contextlib.contextmanager
-def running_worker(servers, functions, batch=1):
-    """A pygen Worker on `servers` (Gearmand objects) running in a thread."""
-    worker = Worker([g.address for g in servers], functions, poll_interval=0.05)
+def running(worker, batch=1, join=2.0):
+    """worker.run() in a thread; stopped (and checked to stop within `join` s) on exit."""
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop, batch), daemon=True)
     thread.start()
@@ -45,8 +44,15 @@ def running_worker(servers, functions, batch=1):
         yield worker
     finally:
         stop.set()
-        thread.join(5)
+        thread.join(join)
         assert not thread.is_alive(), "worker did not stop"
+
+
+@contextlib.contextmanager
+def running_worker(servers, functions, batch=1):
+    """A pygen Worker on `servers` (Gearmand objects) running in a thread."""
+    with running(Worker([g.address for g in servers], functions, poll_interval=0.05), batch, join=5.0) as worker:
+        yield worker
 
 
 def grab_all(servers, fn, count=None, timeout=10.0):
