@@ -31,6 +31,9 @@ TIMEOUT = "lock wait timeout"  # an outcome: the lock was still held after lock_
 MARGIN = 5.0  # seconds past lock_wait
 SEND_BATCH = 8  # reads sent per round of the thread, between looks at the answers
 SWITCH_INTERVAL = 0.0005  # seconds: sys.setswitchinterval() once waits begin
+# An idle connection is closed after this (a pool's usual 10 minutes): a burst of open transactions
+# after a quiet minute finds its connections open, not a hundred connects in its way.
+IDLE = 600.0
 _LOCK_WAIT_CODES = (1205, 1213)  # lock wait timeout; deadlock (not ours: this read holds nothing), try again
 
 
@@ -39,7 +42,7 @@ class Waiters:
     read's rows (a tuple of tuples), TIMEOUT, or the exception it raised."""
 
     def __init__(self, connect: Callable[[], object], size: int, lock_wait: int,
-                 notify: Callable[[], None], idle: float = 60.0):
+                 notify: Callable[[], None], idle: float = IDLE):
         self.connect, self.size, self.lock_wait = connect, size, lock_wait
         self.notify, self.idle = notify, idle
         self._tasks: collections.deque = collections.deque()  # (connection or None, token, sql, params) to send

@@ -171,7 +171,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "waited for (default %(default)s)")
     p.add_argument("--waiters", type=int, default=100, metavar="N",
                    help="committed mode: open transactions waited on at once, each by a locking read on its own "
-                        "MySQL connection (opened when needed, closed after 60 s idle); beyond, the lock is polled "
+                        "MySQL connection (opened when needed, closed after 10 minutes idle); beyond, the lock is polled "
                         "(0: always; default %(default)s)")
     p.add_argument("--lock-wait", type=int, default=30, metavar="SECONDS",
                    help="committed mode: how long one locking read waits (innodb_lock_wait_timeout) before the job "
