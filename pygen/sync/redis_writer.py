@@ -1,11 +1,13 @@
-"""The worker's Redis side: runs pygen/sync/plan.py's Write lists through redis_scripts.APPLY,
-one Lua call per batch (standalone Redis) or one call per hash slot, pipelined per master
-(Redis Cluster: pygen/sync/cluster_writer.py); and the one reading of a --redis URL
-(redis_target, redis_client), for the worker, verify, reconcile and doctor.
+"""The Redis side of every guarded write: runs pygen/sync/plan.py's Write lists through
+redis_scripts.APPLY, one Lua call per batch (standalone Redis) or one call per hash slot,
+pipelined per master (Redis Cluster: pygen/sync/cluster_writer.py): RedisWriter for the worker,
+GuardedWrites (one call a write, each one's outcome) for verify's and reconcile's repairs; and
+the one reading of a --redis URL (redis_target, redis_client), for the worker, verify,
+reconcile and doctor.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from pygen.sync import plan
 from pygen.sync.cluster_writer import ClusterWriter
@@ -39,6 +41,27 @@ def redis_client(url: str, cluster: bool = False, timeout: float = 10.0,
         from redis.cluster import RedisCluster
         return RedisCluster.from_url(url, **kw)
     return redis.Redis.from_url(url, **kw)
+
+
+class GuardedWrites:
+    """The guarded writes one at a time, for verify's and reconcile's repairs over their own
+    client: each(writes) says of each write whether it was skipped as stale."""
+
+    def __init__(self, client):
+        self.client = client
+        self.script = client.register_script(APPLY)
+        # a ClusterPipeline refuses evalsha() (so Script objects): the cluster writer sends each
+        # master its calls and loads the script where one lacks it
+        self._cluster = ClusterWriter(client) if type(client).__name__ == "RedisCluster" else None
+
+    def each(self, writes: Sequence[plan.Write]) -> List[bool]:
+        if self._cluster is not None:
+            return self._cluster.each(writes)
+        pipe = self.client.pipeline(transaction=False)
+        for w in writes:
+            keys, args = plan.script_args([w])
+            self.script(keys=keys, args=args, client=pipe)
+        return [bool(int(n)) for n in pipe.execute()]
 
 
 class RedisWriter:

@@ -7,10 +7,10 @@ from typing import List, Optional, Sequence
 from pygen import mysql
 from pygen.sync import plan as plan_mod
 from pygen.sync import schema
-from pygen.sync.cluster_writer import ClusterWriter
 from pygen.sync.compare import BATCH, Report, bulk_sql, expected_write, reread_sql, stream_rows, version_ahead
 from pygen.sync.payload import loads as payload_loads
-from pygen.sync.redis_scripts import APPLY, RESET
+from pygen.sync.redis_scripts import RESET
+from pygen.sync.redis_writer import GuardedWrites
 
 
 def _queued(cur) -> int:
@@ -29,12 +29,10 @@ class Repairer:
     def __init__(self, t: schema.TableSchema, redis, conn, options: plan_mod.Options,
                  function: Optional[str] = None):
         self.t, self.redis, self.conn, self.options, self.function = t, redis, conn, options, function
-        self.script = redis.register_script(APPLY)
+        self.writes = GuardedWrites(redis)
         self.reset_script = redis.register_script(RESET)
         self.since: Optional[int] = None  # the stamp before the scan: guards the deletes of extras
-        # a ClusterPipeline refuses evalsha() (so Script objects): the worker's cluster writer,
-        # which sends each master its calls and loads the script where one lacks it
-        self.cluster = ClusterWriter(redis) if type(redis).__name__ == "RedisCluster" else None
+        self.cluster = type(redis).__name__ == "RedisCluster"
 
     def start(self) -> None:
         self.since = self.stamp()
@@ -45,13 +43,7 @@ class Repairer:
     def _run(self, writes: Sequence[plan_mod.Write]) -> List[bool]:
         """The worker's guarded writes, one script call each (one Cluster slot each); for each,
         whether it was skipped because Redis holds a newer version."""
-        if self.cluster is not None:
-            return self.cluster.each(writes)
-        pipe = self.redis.pipeline(transaction=False)
-        for w in writes:
-            keys, args = plan_mod.script_args([w])
-            self.script(keys=keys, args=args, client=pipe)
-        return [bool(int(n)) for n in pipe.execute()]
+        return self.writes.each(writes)
 
     def reset_ahead(self, version_keys: Sequence[str], report: Report) -> None:
         """Delete the version keys that hold a version ahead of gman_stamp(), read after them:
@@ -64,7 +56,7 @@ class Repairer:
         held = pipe.execute()
         now = self.stamp()
         ahead = [(vkey, version) for vkey, version in zip(version_keys, held) if version_ahead(version, now)]
-        if self.cluster is not None:  # one call each (forged versions are rare); Script loads it where lacking
+        if self.cluster:  # one call each (forged versions are rare); Script loads it where lacking
             report.repaired["reset"] += sum(int(self.reset_script(keys=[k], args=[v])) for k, v in ahead)
             return
         pipe = self.redis.pipeline(transaction=False)
