@@ -19,7 +19,8 @@ enum gm_op_result {
     GM_OP_OK = 0,
     GM_OP_IO = 1,      /* the connection failed: try again / next server, back off this one */
     GM_OP_REFUSED = 2, /* the server answered ERROR: next server, no back-off */
-    GM_OP_FINAL = 3    /* stop here (the job was accepted, then its connection failed) */
+    GM_OP_FINAL = 3,   /* stop here (the job was accepted, then its connection failed) */
+    GM_OP_BROKEN = 4   /* stop here (it may hold the job) and back this server off: a broken reply */
 };
 
 typedef int (*gm_op)(gm_conn *c, void *ctx, const gm_config *cfg, gm_error *e);
@@ -83,7 +84,7 @@ static int gm_client_send_job(gm_conn *c, const gm_job *job, const gm_config *cf
             if (pkt.arg[0].len == 0) { /* a broken server: the job may exist, so no other server gets it */
                 gm_stats_add(GM_STAT_NO_HANDLE, 1);
                 gm_error_set(e, "JOB_CREATED without a job handle (the job may or may not be queued there)");
-                return GM_OP_FINAL;
+                return GM_OP_BROKEN;
             }
             if (pkt.arg[0].len > GM_HANDLE_MAX) { /* a cut handle would never match its result */
                 gm_error_set(e, "job handle longer than %d bytes", GM_HANDLE_MAX);
@@ -145,8 +146,8 @@ static int gm_client_run(const gm_config *cfg, const char *fn, size_t fn_len, gm
             gm_pick_end(&pk);
             return GM_OK;
         }
-        gm_pick_failed(&pk, s, &why, rc == GM_OP_IO);
-        if (rc == GM_OP_FINAL)
+        gm_pick_failed(&pk, s, &why, rc == GM_OP_IO || rc == GM_OP_BROKEN);
+        if (rc == GM_OP_FINAL || rc == GM_OP_BROKEN)
             break;
     }
     gm_pick_error(&pk, e);

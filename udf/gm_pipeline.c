@@ -21,6 +21,7 @@ typedef struct gm_submit {
     gm_error *note;      /* the last refusal, described */
     gm_error trouble;    /* jobs without a handle, protocol violations: "; "-separated, for the note */
     const char *server;  /* name of the server in use, for the note */
+    int no_handle;       /* the server in use sent a JOB_CREATED without a handle: broken, backed off */
     gm_conn *conn;       /* the connection in use */
 } gm_submit;
 
@@ -36,6 +37,7 @@ static int gm_submit_on_reply(void *vctx, const gm_packet *pkt, const gm_reply *
                          sub->server, r->why.text);
     } else if (r->kind == GM_REPLY_NO_HANDLE) {
         /* Not sent again: it may be queued there. Its call returned already: the reader says it. */
+        sub->no_handle = 1;
         gm_error_add(&sub->trouble, "job %s not confirmed by gearmand %s: %s (it may or may not be queued there)",
                      r->unique, sub->server, r->why.text);
     } else if (r->kind == GM_REPLY_OTHER && pkt->type != GM_NOOP) {
@@ -96,6 +98,7 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
     const gm_config *cfg = sub->cfg;
     sub->server = s->name;
     sub->gone = 0;
+    sub->no_handle = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         int reused = 0;
         gm_conn *c = gm_server_checkout(s, cfg->connect_timeout_ms, 0, &reused, e);
@@ -103,7 +106,10 @@ static int gm_submit_on(gm_server *s, gm_submit *sub, gm_error *e)
             return GM_ERR;
         if (gm_submit_send(c, sub, e) == GM_OK) {
             gm_server_checkin(s, c);
-            gm_server_mark_up(s);
+            if (sub->no_handle) /* its next jobs go to the next server, as after a failure */
+                gm_server_mark_down(s, "JOB_CREATED without a job handle", cfg->backoff_ms);
+            else
+                gm_server_mark_up(s);
             return GM_OK;
         }
         if (c->timed_out && !c->broke_protocol && c->wpos == c->wlen && gm_pipe_count(c)) {

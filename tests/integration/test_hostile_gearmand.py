@@ -469,6 +469,29 @@ def test_job_created_without_a_handle_is_a_failure_and_goes_nowhere_else(client,
     assert good.accepted == 0
 
 
+def test_a_server_that_sent_no_handle_is_backed_off(built_library, tmp_path):
+    """The call it broke fails (its job may be queued there), and the server is put in back-off
+    like one that failed, so the next calls go to the next server of the list. (They all went to
+    the broken server, and each failed.)"""
+    db = start_private_mariadb(built_library, tmp_path / "plugin", env={"GMAN_UDF_BACKOFF_MS": "60000"})
+    broken = FakeGearmand(serve(lambda peer, job: peer.send(res(JOB_CREATED, b""))))
+    good = FakeGearmand(serve(created))
+    try:
+        c = Client(db)
+        c.servers_set(f"{broken.address},{good.address}")
+        assert_fails(c.bg(), f"gearmand {broken.address}: JOB_CREATED without a job handle")
+        assert good.accepted == 0
+        for _ in range(3):
+            value, error, _ = c.call("gman_do_background('f', 'x')")
+            assert value is not None and value.startswith(b"H:"), (value, error)
+        assert broken.accepted == 1 and good.accepted >= 1
+        c.conn.close()
+    finally:
+        broken.close()
+        good.close()
+        db.close()
+
+
 def test_last_error_does_not_leak_into_a_new_connection(client, fake, hostile_db):
     """Session A's gman_do fails with a worker's exception text; sessions opened after A closed
     have made no call yet, so their gman_last_error() is "" (as documented), not A's text."""

@@ -77,6 +77,32 @@ def test_job_created_without_a_handle_is_told_and_not_sent_again(client, fake):
     assert [j.workload for j in jobs] == [b"w0", b"w1", b"w2"]  # each once
 
 
+def test_a_server_that_sent_no_handle_is_backed_off(built_library, tmp_path):
+    """The call that reads the JOB_CREATED without a handle puts its server in back-off, so the
+    next jobs go to the next server of the list. (Every job kept going to the broken server.)"""
+    env = {"GMAN_UDF_PIPELINE_WINDOW": "8", "GMAN_UDF_BACKOFF_MS": "60000"}
+    db = start_private_mariadb(built_library, tmp_path / "plugin", env=env)
+    broken = FakeGearmand(serve(lambda peer, job: peer.send(res(JOB_CREATED, b""))))
+    good = FakeGearmand(serve(lambda peer, job: peer.send(res(JOB_CREATED, job.handle))))
+    try:
+        c = Client(db)
+        c.servers_set(f"{broken.address},{good.address}")
+        submit(c, "w0")
+        _, error = submit(c, "w1")  # reads w0's reply: the server is broken
+        assert "JOB_CREATED without a job handle" in error, error
+        assert good.accepted == 0
+        for i in range(2, 5):
+            submit(c, f"w{i}")
+        # w2-w4 went to the good server; w1's reply waits unread on the broken server's parked
+        # connection until its back-off ends
+        assert good.accepted == 1 and c.stats()["no_handle"] == 1
+        c.conn.close()
+    finally:
+        broken.close()
+        good.close()
+        db.close()
+
+
 @pytest.mark.parametrize("extra, what", [(res(JOB_CREATED, b"H:stray"), "JOB_CREATED for a job it was not sent"),
                                          (None, "unexpected WORK_COMPLETE")],
                          ids=["reply-to-no-job", "unexpected-type"])
