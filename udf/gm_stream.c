@@ -121,7 +121,13 @@ static int gm_stream_move(gm_stream *st, gm_error *e)
     gm_jobq burst;
     memset(&burst, 0, sizeof burst);
     gm_pipe_rescue(old, &burst);
+    unsigned left = gm_pipe_count(old); /* out of memory: not taken off, lost with old */
     gm_conn_close(old);
+    if (left) {
+        gm_jobq_free(&burst);
+        st->broken = 1;
+        return gm_error_set(e, "out of memory moving %u unanswered jobs to gearmand %s", left, st->server->name);
+    }
     const char *p;
     size_t n;
     int rc = GM_OK;
