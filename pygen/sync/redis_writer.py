@@ -54,6 +54,10 @@ class GuardedWrites:
         # master its calls and loads the script where one lacks it
         self._cluster = ClusterWriter(client) if type(client).__name__ == "RedisCluster" else None
 
+    @property
+    def on_cluster(self) -> bool:
+        return self._cluster is not None
+
     def each(self, writes: Sequence[plan.Write]) -> List[bool]:
         if self._cluster is not None:
             return self._cluster.each(writes)

@@ -32,7 +32,6 @@ class Repairer:
         self.writes = GuardedWrites(redis)
         self.reset_script = redis.register_script(RESET)
         self.since: Optional[int] = None  # the stamp before the scan: guards the deletes of extras
-        self.cluster = type(redis).__name__ == "RedisCluster"
 
     def start(self) -> None:
         self.since = self.stamp()
@@ -56,7 +55,7 @@ class Repairer:
         held = pipe.execute()
         now = self.stamp()
         ahead = [(vkey, version) for vkey, version in zip(version_keys, held) if version_ahead(version, now)]
-        if self.cluster:  # one call each (forged versions are rare); Script loads it where lacking
+        if self.writes.on_cluster:  # one call each (forged versions are rare); Script loads it where lacking
             report.repaired["reset"] += sum(int(self.reset_script(keys=[k], args=[v])) for k, v in ahead)
             return
         pipe = self.redis.pipeline(transaction=False)
